@@ -1,0 +1,149 @@
+"""The ``streamquant`` command line.
+
+Exit codes: 0 success, 2 usage errors (bad flags, missing or malformed input files), 1 failures
+while running. Progress goes to stderr; results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from jobs.errors import UsageError
+
+
+def _version() -> str:
+    try:
+        return version("streamquant")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from topics.catalog import CATALOG
+    from topics.serde import json_schema
+
+    if args.topics_cmd == "list":
+        print(f"{'topic':<17} {'key':<12} {'parts':>5} {'retention':>10} {'policy':<8} schema")
+        for spec in CATALOG.values():
+            ret = "forever" if spec.retention_ms is None else f"{spec.retention_ms // 86_400_000}d"
+            print(f"{spec.name:<17} {spec.key:<12} {spec.partitions:>5} {ret:>10} "
+                  f"{spec.cleanup_policy:<8} {spec.schema.__name__}")
+        return 0
+    if args.name not in CATALOG:
+        raise UsageError(f"unknown topic {args.name!r}; see 'streamquant topics list'")
+    print(json.dumps(json_schema(args.name), indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from jobs.data import fetch_emini
+
+    path = fetch_emini(Path(args.dir) if args.dir else None)
+    print(path)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from jobs.replay import ReplayOptions, run_replay
+
+    opts = ReplayOptions.from_args(args)
+    summary = run_replay(opts)
+    return 0 if summary is not None else 1
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from jobs.replay import features_csv
+
+    n = features_csv(Path(args.bars), Path(args.out), force=args.force)
+    print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamquant",
+        description="Streaming trading pipeline: ticks to bars, features and orders.",
+    )
+    p.add_argument("--version", action="version", version=f"streamquant {_version()}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="replay ticks or bars through the pipeline on the embedded runner",
+        description="Replay a tick or bar file (default: the bundled E-mini sample) through "
+        "normalize -> bars -> features on the embedded local runner, writing every topic to "
+        "<out>/topics/<topic>.jsonl.",
+    )
+    src = run.add_mutually_exclusive_group()
+    src.add_argument("--ticks", metavar="PATH",
+                     help="CSV or JSONL (optionally .gz) with ts,symbol,price,size "
+                          "[,venue,trade_id,bid,ask]")
+    src.add_argument("--bars", metavar="PATH", help="CSV with ts,symbol,open,high,low,close,volume")
+    run.add_argument("--out", metavar="DIR", default="out/run",
+                     help="output directory, must be new or empty (default: %(default)s)")
+    run.add_argument("--force", action="store_true", help="allow a non-empty --out (cleared)")
+    run.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    run.add_argument("--bar", default="1m", help="bar length, e.g. 1m, 5m, 1h, 1d (default: 1m)")
+    run.add_argument("--lateness", default="0s",
+                     help="allowed lateness behind the max event time seen (default: 0s)")
+    run.add_argument("--symbol", help="symbol for input without a symbol column")
+    run.add_argument("--venue", help="venue for input without a venue column")
+    run.add_argument("--tz", help="IANA zone of naive timestamps (default: UTC)")
+    run.add_argument("--instruments", metavar="PATH",
+                     help="instrument list; unknown symbols go to the DLQ")
+    run.add_argument("--mode", choices=("batch", "event"), default="batch",
+                     help="batch: columnar numpy hot path; event: the per-event reference "
+                          "path (same output bytes) (default: batch)")
+    run.add_argument("--no-topic-files", action="store_true",
+                     help="count messages but do not write topic files")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(func=_cmd_run)
+
+    feat = sub.add_parser("features", help="compute the feature columns of a bar file",
+                          description="One row per input bar with the TA-Lib-equivalent "
+                          "features; empty cells during warm-up.")
+    feat.add_argument("--bars", required=True, metavar="IN.csv")
+    feat.add_argument("--out", required=True, metavar="OUT.csv")
+    feat.add_argument("--force", action="store_true", help="overwrite OUT.csv")
+    feat.set_defaults(func=_cmd_features)
+
+    top = sub.add_parser("topics", help="the topic catalog and message schemas")
+    tsub = top.add_subparsers(dest="topics_cmd", required=True, metavar="SUBCOMMAND")
+    tsub.add_parser("list", help="list every topic with key, partitions and retention")
+    sch = tsub.add_parser("schema", help="print a topic's JSON Schema")
+    sch.add_argument("name")
+    top.set_defaults(func=_cmd_topics)
+
+    data = sub.add_parser("data", help="real market-data samples")
+    dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="SUBCOMMAND")
+    fetch = dsub.add_parser("fetch", help="download and verify the E-mini S&P 500 tick sample")
+    fetch.add_argument("--dir", help="cache directory (default: $STREAMQUANT_CACHE or "
+                                     "~/.cache/streamquant)")
+    data.set_defaults(func=_cmd_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"streamquant: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("streamquant: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"streamquant: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+"""Shared fixtures: the real data sets every numeric test runs on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.data import fetch_emini
+
+
+@pytest.fixture(scope="session")
+def emini_ticks_path() -> Path:
+    """The verified E-mini S&P 500 trade sample (fetched once into the cache)."""
+    return fetch_emini(quiet=True)

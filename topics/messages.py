@@ -1,0 +1,309 @@
+"""Typed, frozen message schemas: the public contract of every topic.
+
+Conventions (kept everywhere, see docs/messages.md):
+- ``ts_event`` is the event time in integer nanoseconds since the Unix epoch, UTC. Integers
+  survive JSON, Arrow and ClickHouse without rounding; ISO strings are a presentation concern.
+- Optional numbers are ``None`` (JSON ``null``) where a value is undefined (indicator warm-up,
+  no quotes), never NaN: NaN is not JSON.
+- Ids are deterministic strings derived from their causes (see ``topics.ids``), so a replay or a
+  recovery reproduces them and consumers can drop duplicates.
+- ``schema_version`` changes when a field's meaning changes; adding an optional field does not.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import msgspec
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every topic value."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    ts_event: int
+    schema_version: int = 1
+
+
+class SourceRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where an input record came from: a file line or a Kafka coordinate."""
+
+    file: str | None = None
+    line: int | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def describe(self) -> str:
+        if self.file is not None:
+            return f"{self.file}:{self.line}"
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+# --------------------------------------------------------------------------- market data
+
+
+class RawTick(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``md.ticks.raw``: a venue tick as received, loosely typed; normalize validates it.
+
+    Values may be strings (CSV cells) or JSON numbers; ``ts`` may be ISO-8601 or epoch
+    s/ms/µs/ns. This is the only schema that admits untrusted shapes.
+    """
+
+    ts: str | int | float | None = None
+    symbol: str | None = None
+    price: str | float | int | None = None
+    size: str | float | int | None = None
+    venue: str | None = None
+    trade_id: str | int | None = None
+    bid: str | float | int | None = None
+    ask: str | float | int | None = None
+
+
+class Tick(Message, frozen=True, kw_only=True):
+    """``md.ticks``: a validated trade in canonical units (price in quote currency)."""
+
+    symbol: str
+    venue: str
+    price: float
+    size: float
+    trade_id: str | None = None
+    bid: float | None = None
+    ask: float | None = None
+    source: SourceRef | None = None
+
+
+class DeadLetter(Message, frozen=True, kw_only=True):
+    """``md.ticks.dlq``: a rejected input with a reason code; ``ts_event`` is null if unparsed."""
+
+    ts_event: int | None = None  # type: ignore[assignment]
+    reason: str
+    detail: str
+    payload: str
+    source: SourceRef
+
+
+class LateTick(Message, frozen=True, kw_only=True):
+    """``md.ticks.late``: a valid tick older than the watermark when it arrived."""
+
+    tick: Tick
+    watermark: int
+
+
+class Bar(Message, frozen=True, kw_only=True):
+    """``md.bars``: an event-time tumbling bar ``[ts_event, ts_end)``."""
+
+    symbol: str
+    timeframe: str
+    ts_end: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float | None
+    trade_count: int
+
+
+class FeatureVector(Message, frozen=True, kw_only=True):
+    """``features``: the versioned per-bar feature vector; ``None`` during warm-up."""
+
+    NAMES: ClassVar[tuple[str, ...]] = (
+        "ema_12",
+        "ema_26",
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "rsi_14",
+        "atr_14",
+        "vol_20",
+        "ret_1",
+        "ret_5",
+        "ret_20",
+        "volume_ratio",
+        "vwap_dist",
+    )
+    symbol: str
+    timeframe: str
+    feature_version: str
+    close: float
+    ema_12: float | None
+    ema_26: float | None
+    macd: float | None
+    macd_signal: float | None
+    macd_hist: float | None
+    rsi_14: float | None
+    atr_14: float | None
+    vol_20: float | None
+    ret_1: float | None
+    ret_5: float | None
+    ret_20: float | None
+    volume_ratio: float | None
+    vwap_dist: float | None
+
+    def values(self) -> tuple[float | None, ...]:
+        return tuple(getattr(self, n) for n in self.NAMES)
+
+    @property
+    def complete(self) -> bool:
+        return all(v is not None for v in self.values())
+
+
+# --------------------------------------------------------------------------- decision chain
+
+
+class Prediction(Message, frozen=True, kw_only=True):
+    """``predictions``: one model's output for one feature vector."""
+
+    symbol: str
+    decision_id: str
+    model: str
+    model_version: str
+    variant: str  # A/B arm
+    score: float  # signed expected direction in [-1, 1]
+    prob_up: float
+
+
+class Regime(Message, frozen=True, kw_only=True):
+    """``regimes``: filtered (forward-only) regime posterior for one bar."""
+
+    symbol: str
+    prob_bull: float
+    prob_bear: float
+    prob_sideways: float
+    entropy: float
+
+
+class Signal(Message, frozen=True, kw_only=True):
+    """``signals``: the blended signal and the weights that produced it."""
+
+    symbol: str
+    decision_id: str
+    signal: float
+    confidence: float
+    weights: dict[str, float]
+    fallback: str | None = None
+
+
+class Reason(msgspec.Struct, frozen=True, kw_only=True):
+    """One failed pre-trade rule."""
+
+    code: str
+    message: str
+    limit: float | None = None
+    proposed: float | None = None
+
+
+Side = Literal["BUY", "SELL"]
+OrderType = Literal["MARKET", "LIMIT"]
+Algo = Literal["IMMEDIATE", "TWAP", "VWAP", "ICEBERG"]
+
+
+class OrderIntent(Message, frozen=True, kw_only=True):
+    """``orders.intents``: a sized parent order before the pre-trade check."""
+
+    decision_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    target_position: float
+    reference_price: float
+    algo: Algo = "IMMEDIATE"
+
+
+class Order(Message, frozen=True, kw_only=True):
+    """``orders``: a child order; ``client_order_id`` is deterministic (dedupe key)."""
+
+    client_order_id: str
+    parent_order_id: str
+    decision_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    order_type: OrderType
+    limit_price: float | None
+    time_in_force: str
+    algo: Algo
+    slice: str  # "n/m"
+    venue: str
+
+
+class Fill(Message, frozen=True, kw_only=True):
+    """``fills``: an execution of a child order."""
+
+    fill_id: str
+    client_order_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    venue: str
+    liquidity: Literal["MAKER", "TAKER"]
+
+
+class RiskReject(Message, frozen=True, kw_only=True):
+    """``risk.rejects``: a denied order with every failing rule and what would pass."""
+
+    decision_id: str
+    account: str
+    symbol: str
+    side: Side
+    requested_quantity: float
+    allowed_quantity: float
+    reasons: tuple[Reason, ...]
+
+
+class Position(Message, frozen=True, kw_only=True):
+    """``positions``: position and PnL of one account/symbol after a change."""
+
+    account: str
+    symbol: str
+    quantity: float
+    avg_price: float
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    equity: float
+
+
+class Decision(Message, frozen=True, kw_only=True):
+    """``audit.decisions``: everything that explains one decision."""
+
+    decision_id: str
+    symbol: str
+    action: Literal["BUY", "SELL", "HOLD"]
+    quantity: float
+    confidence: float
+    regime_probs: dict[str, float]
+    strategy_weights: dict[str, float]
+    features: dict[str, float | None]
+    model_versions: dict[str, str]
+    model_outputs: dict[str, float]
+    sizing: dict[str, float]
+    risk_checks: dict[str, bool]
+    order_ids: tuple[str, ...]
+    contributions: dict[str, float]
+    inputs: tuple[SourceRef, ...]
+
+
+class ModelUpdate(Message, frozen=True, kw_only=True):
+    """``models.updates``: an online-learning event (update, drift, rollback)."""
+
+    model_id: str
+    update_type: Literal["incremental", "full_retrain", "rollback", "drift"]
+    window_start: int
+    window_end: int
+    metrics: dict[str, float]
+
+
+class Control(Message, frozen=True, kw_only=True):
+    """``control``: operator commands (kill switch trip/reset)."""
+
+    command: Literal["KILL", "RESET", "HALT_SYMBOL", "RESUME_SYMBOL"]
+    account: str = "*"
+    symbol: str | None = None
+    reason: str = ""

@@ -96,7 +96,7 @@ class Operator(Generic[S, E]):
     def config_fingerprint(self) -> str:
         """A stable digest of the config that shapes the state (override to narrow it)."""
         cfg = getattr(self, "config", None)
-        raw = msgspec.json.encode(cfg) if cfg is not None else b""
+        raw = msgspec.json.encode(cfg, order="deterministic") if cfg is not None else b""
         return hashlib.sha256(raw).hexdigest()[:16]
 
     def key(self, event: E) -> str:

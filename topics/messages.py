@@ -160,8 +160,10 @@ class Prediction(Message, frozen=True, kw_only=True):
     model: str
     model_version: str
     variant: str  # A/B arm
+    regime: str  # the regime this specialist is trained for
     score: float  # signed expected direction in [-1, 1]
     prob_up: float
+    contributions: dict[str, float] | None = None  # linear models: coef x standardized value
 
 
 class Regime(Message, frozen=True, kw_only=True):
@@ -174,15 +176,39 @@ class Regime(Message, frozen=True, kw_only=True):
     entropy: float
 
 
+class DecisionTrace(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything upstream of sizing that explains a decision; carried to the audit record."""
+
+    bar_ts: int
+    close: float
+    features: dict[str, float | None]
+    feature_version: str
+    model_outputs: dict[str, float]
+    model_versions: dict[str, str]
+    variant: str
+    regime_probs: dict[str, float]
+    strategy_weights: dict[str, float]
+    contributions: dict[str, float]
+    inputs: tuple[SourceRef, ...] = ()
+
+
 class Signal(Message, frozen=True, kw_only=True):
-    """``signals``: the blended signal and the weights that produced it."""
+    """``signals``: the blended signal for one bar and the weights that produced it.
+
+    ``ts_event`` is the bar's end: the decision is made when the bar is complete.
+    """
 
     symbol: str
     decision_id: str
-    signal: float
-    confidence: float
+    signal: float  # blended 2p - 1 in [-1, 1]
+    prob_up: float
+    confidence: float  # 1 - normalized regime entropy
+    close: float
+    bar_return: float | None
     weights: dict[str, float]
+    regime_probs: dict[str, float]
     fallback: str | None = None
+    trace: DecisionTrace | None = None
 
 
 class Reason(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,6 +236,8 @@ class OrderIntent(Message, frozen=True, kw_only=True):
     target_position: float
     reference_price: float
     algo: Algo = "IMMEDIATE"
+    sizing: dict[str, float] = {}
+    trace: DecisionTrace | None = None
 
 
 class Order(Message, frozen=True, kw_only=True):

@@ -1,0 +1,490 @@
+"""Window features: per-symbol event-time bars and their TA-Lib-equal feature vectors.
+
+Two paths with one meaning:
+
+- **per event** (``process`` / ``on_timer``): the reference. A tick older than the watermark
+  is late and goes to ``md.ticks.late``; any other tick folds into the open bar of its
+  interval, and the first tick of a bar registers an event-time timer at the bar's end. When
+  the watermark reaches that end the bar closes: a ``Bar`` on ``md.bars`` and a
+  ``FeatureVector`` on ``features``.
+- **batched** (``process_batch`` / ``flush``): the same transitions over columnar numpy
+  batches, for replays and hot paths. It emits exactly the message sequence the per-event path
+  emits when the runtime fires timers in ``(ts, key)`` order after every event; bars still open
+  at the end of a batch stay in the states and continue in the next one.
+
+The watermark comes from the runtime (max event time seen minus the allowed lateness): the
+operator only compares against it, so lateness is a property of the data, not of timing.
+
+A ``FeatureVector``'s ``ts_event`` is its bar's *end*, the first instant it can be known: a
+consumer that acts at ``ts_event`` cannot trade on ticks the features already contain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from operators.bars import OpenBar, TickColumns, bar_start, format_duration, parse_duration
+from operators.contract import Context, Emit, Operator, stable_hash
+from operators.indicators import FEATURE_DEFINITIONS, FeatureValues, IndicatorState
+from topics.messages import Bar, FeatureVector, LateTick, Tick
+
+BARS_TOPIC = "md.bars"
+FEATURES_TOPIC = "features"
+LATE_TOPIC = "md.ticks.late"
+
+NS_PER_SECOND = 1_000_000_000
+MAX_BAR_NS = 366 * 86_400 * NS_PER_SECOND
+FEATURE_SCHEMA = "fv1"
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+def feature_version(bar_ns: int) -> str:
+    """``fv1-<8 hex>``: a stable digest of the feature names, their definitions and the bar."""
+    return f"{FEATURE_SCHEMA}-{stable_hash(FEATURE_DEFINITIONS, bar_ns)[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesConfig:
+    """Bar length in ns (default one minute); ``timeframe`` is its label, e.g. ``"5m"``."""
+
+    bar_ns: int = 60 * NS_PER_SECOND
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bar_ns, bool) or not isinstance(self.bar_ns, int):
+            raise ValueError(f"bar_ns must be an int of nanoseconds, got {self.bar_ns!r}")
+        if not 0 < self.bar_ns <= MAX_BAR_NS:
+            raise ValueError(
+                f"bar_ns must be in (0, {MAX_BAR_NS}] ns (366 days), got {self.bar_ns}"
+            )
+
+    @classmethod
+    def from_bar(cls, bar: str | int = "1m") -> FeaturesConfig:
+        """Config from a bar length such as ``"1m"``, ``"5m"``, ``"1h"``, ``"1d"`` or ns."""
+        return cls(bar_ns=parse_duration(bar))
+
+    @property
+    def timeframe(self) -> str:
+        return format_duration(self.bar_ns)
+
+
+class FeatureState(msgspec.Struct):
+    """One symbol's state: its open bars (ascending start), indicators and late count."""
+
+    symbol: str
+    open_bars: list[OpenBar] = msgspec.field(default_factory=list)
+    indicators: IndicatorState = msgspec.field(default_factory=IndicatorState)
+    late_count: int = 0
+
+
+def make_vector(
+    symbol: str,
+    *,
+    timeframe: str,
+    version: str,
+    ts_event: int,
+    close: float,
+    v: FeatureValues,
+) -> FeatureVector:
+    return FeatureVector(
+        ts_event=ts_event,
+        symbol=symbol,
+        timeframe=timeframe,
+        feature_version=version,
+        close=close,
+        ema_12=v[0],
+        ema_26=v[1],
+        macd=v[2],
+        macd_signal=v[3],
+        macd_hist=v[4],
+        rsi_14=v[5],
+        atr_14=v[6],
+        vol_20=v[7],
+        ret_1=v[8],
+        ret_5=v[9],
+        ret_20=v[10],
+        volume_ratio=v[11],
+        vwap_dist=v[12],
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchResult:
+    """What one ``process_batch`` / ``flush`` call emitted.
+
+    - ``late_rows``: ascending batch rows whose tick was late (``ts < watermark``);
+      ``late_watermarks`` the watermark each was judged against.
+    - ``bars[i]`` / ``features[i]``: the closed bars and their vectors, in emission order.
+    - ``close_after[i]``: the batch row after which ``bars[i]`` closed (``-1``: before the
+      first row, e.g. in a ``flush``). A late tick at row ``r`` is emitted before the bars
+      with ``close_after == r``.
+    """
+
+    late_rows: I64
+    late_watermarks: I64
+    bars: list[Bar]
+    features: list[FeatureVector]
+    close_after: I64
+
+    def emits(self, batch: TickColumns | None = None) -> list[Emit]:
+        """The full output in the per-event path's order, late ticks rebuilt from ``batch``."""
+        if batch is None:
+            if self.late_rows.size:
+                raise ValueError("late ticks to report: pass the batch they came from")
+            batch = _no_ticks()
+        out: list[Emit] = []
+        after = self.close_after.tolist()
+        j = 0
+        for row, wm in zip(self.late_rows.tolist(), self.late_watermarks.tolist(), strict=True):
+            while j < len(after) and after[j] < row:
+                out += _bar_emits(self.bars[j], self.features[j])
+                j += 1
+            tick = batch.tick(row)
+            late = LateTick(ts_event=tick.ts_event, tick=tick, watermark=wm)
+            out.append(Emit(LATE_TOPIC, tick.symbol, late))
+        for k in range(j, len(self.bars)):
+            out += _bar_emits(self.bars[k], self.features[k])
+        return out
+
+
+def _bar_emits(bar: Bar, fv: FeatureVector) -> list[Emit]:
+    return [Emit(BARS_TOPIC, bar.symbol, bar), Emit(FEATURES_TOPIC, fv.symbol, fv)]
+
+
+_EMPTY_I64: I64 = np.empty(0, dtype=np.int64)
+
+
+def _no_ticks() -> TickColumns:
+    return TickColumns(
+        ts=_EMPTY_I64,
+        price=np.empty(0, np.float64),
+        size=np.empty(0, np.float64),
+        symbol=_EMPTY_I64,
+        symbols=(),
+    )
+
+
+class WindowFeatures(Operator[FeatureState, Tick]):
+    """Ticks (key: symbol) -> ``md.bars`` + ``features``; late ticks -> ``md.ticks.late``."""
+
+    UID = "window_features"
+    STATE_VERSION = 1
+    State = FeatureState
+
+    def __init__(self, config: FeaturesConfig | None = None) -> None:
+        self.config = config if config is not None else FeaturesConfig()
+        self._bar_ns = self.config.bar_ns
+        self._timeframe = self.config.timeframe
+        self._version = feature_version(self._bar_ns)
+
+    @property
+    def feature_version(self) -> str:
+        return self._version
+
+    @property
+    def timeframe(self) -> str:
+        return self._timeframe
+
+    def config_fingerprint(self) -> str:
+        """Config plus feature version: a changed definition invalidates old snapshots."""
+        raw = msgspec.json.encode(self.config) + self._version.encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    # -- per-event path -------------------------------------------------------------------
+    def key(self, event: Tick) -> str:
+        return event.symbol
+
+    def new_state(self, key: str) -> FeatureState:
+        return FeatureState(symbol=key)
+
+    def process(
+        self, state: FeatureState, event: Tick, ctx: Context
+    ) -> tuple[FeatureState, list[Emit]]:
+        ts = event.ts_event
+        watermark = ctx.watermark
+        if ts < watermark:
+            state.late_count += 1
+            late = LateTick(ts_event=ts, tick=event, watermark=watermark)
+            return state, [Emit(LATE_TOPIC, event.symbol, late)]
+        start = bar_start(ts, self._bar_ns)
+        bars = state.open_bars
+        # The open bar is nearly always the newest one; older ones exist only with lateness.
+        for i in range(len(bars) - 1, -1, -1):
+            if bars[i].start == start:
+                bars[i].add(event.price, event.size)
+                return state, []
+            if bars[i].start < start:
+                bars.insert(i + 1, OpenBar.first(start, event.price, event.size))
+                break
+        else:
+            bars.insert(0, OpenBar.first(start, event.price, event.size))
+        ctx.register_timer(start + self._bar_ns)
+        return state, []
+
+    def on_timer(
+        self, state: FeatureState, ts: int, ctx: Context
+    ) -> tuple[FeatureState, list[Emit]]:
+        out: list[Emit] = []
+        bars = state.open_bars
+        while bars and bars[0].start + self._bar_ns <= ts:
+            bar, fv = self._close(state, bars.pop(0))
+            out += _bar_emits(bar, fv)
+        return state, out
+
+    def pending_timers(self, state: FeatureState) -> list[int]:
+        """Bar ends still awaited: what a runtime re-registers after restoring this state."""
+        return [ob.start + self._bar_ns for ob in state.open_bars]
+
+    def _close(self, state: FeatureState, ob: OpenBar) -> tuple[Bar, FeatureVector]:
+        """Emit a finished bar and advance the symbol's indicators by it."""
+        end = ob.start + self._bar_ns
+        vwap = ob.pv / ob.volume if ob.volume > 0.0 else None
+        bar = Bar(
+            ts_event=ob.start,
+            symbol=state.symbol,
+            timeframe=self._timeframe,
+            ts_end=end,
+            open=ob.open,
+            high=ob.high,
+            low=ob.low,
+            close=ob.close,
+            volume=ob.volume,
+            vwap=vwap,
+            trade_count=ob.count,
+        )
+        values = state.indicators.update(ob.high, ob.low, ob.close, ob.volume, vwap)
+        fv = make_vector(
+            state.symbol,
+            timeframe=self._timeframe,
+            version=self._version,
+            ts_event=end,
+            close=ob.close,
+            v=values,
+        )
+        return bar, fv
+
+    # -- batched path ---------------------------------------------------------------------
+    def flush(self, states: dict[str, FeatureState], watermark: int) -> BatchResult:
+        """Close every open bar with ``end <= watermark`` (``END_OF_STREAM``: all of them)."""
+        return self.process_batch(states, _no_ticks(), _EMPTY_I64, watermark)
+
+    def process_batch(
+        self,
+        states: dict[str, FeatureState],
+        batch: TickColumns,
+        watermarks: I64,
+        watermark_after: int,
+    ) -> BatchResult:
+        """Apply a batch of ticks to ``states`` (updated in place, new symbols added).
+
+        ``watermarks[i]`` is the watermark before row ``i`` and ``watermark_after`` the one
+        after the last row (``bars.bounded_watermarks`` computes both); together they must not
+        decrease, and ``watermarks[0]`` continues from the previous call's ``watermark_after``.
+        Bars close when the watermark after a row reaches their end, ordered like the runtime
+        fires timers: by row, then ``(end, symbol)``.
+        """
+        n = len(batch)
+        bar_ns = self._bar_ns
+        wm = np.asarray(watermarks, dtype=np.int64)
+        if wm.shape != (n,):
+            raise ValueError(f"watermarks must have one entry per row ({n}), got {wm.shape}")
+        w_seq = np.empty(n + 1, dtype=np.int64)
+        w_seq[:n] = wm
+        w_seq[n] = watermark_after
+        if n and bool(np.any(w_seq[1:] < w_seq[:-1])):
+            raise ValueError("watermarks must not decrease")
+
+        ts = batch.ts
+        late_mask = ts < wm
+        late_rows = np.flatnonzero(late_mask).astype(np.int64)
+        codes = batch.symbol.astype(np.int64, copy=False)
+
+        names = list(batch.symbols)
+        code_of = {s: i for i, s in enumerate(names)}
+        for s in states:
+            if s not in code_of:
+                code_of[s] = len(names)
+                names.append(s)
+        if n:
+            self._touch_states(states, batch, codes, late_rows)
+
+        if late_rows.size:
+            keep = ~late_mask
+            ts_ok, price, size, code_ok = ts[keep], batch.price[keep], batch.size[keep], codes[keep]
+        else:
+            ts_ok, price, size, code_ok = ts, batch.price, batch.size, codes
+        start_ok = ts_ok - ts_ok % bar_ns
+
+        # Bars still open from earlier batches enter as one pseudo-row each, placed first so
+        # the stable sort keeps them at the head of their group: folding then continues from
+        # the carried values in arrival order, bit for bit like the per-event path.
+        carried = [
+            (code_of[name], ob) for name, st in states.items() for ob in st.open_bars
+        ]
+        for st in states.values():
+            st.open_bars = []
+        if carried:
+            c_code = np.array([c for c, _ in carried], dtype=np.int64)
+            c_start = np.array([ob.start for _, ob in carried], dtype=np.int64)
+
+            def col(attr: str, values: F64) -> F64:
+                head = np.array([getattr(ob, attr) for _, ob in carried], dtype=np.float64)
+                return np.concatenate((head, values))
+
+            code_all = np.concatenate((c_code, code_ok))
+            start_all = np.concatenate((c_start, start_ok))
+            open_all, high_all = col("open", price), col("high", price)
+            low_all, close_all = col("low", price), col("close", price)
+            vol_all, pv_all = col("volume", size), col("pv", price * size)
+            cnt_all = np.concatenate(
+                (np.array([ob.count for _, ob in carried], dtype=np.int64),
+                 np.ones(code_ok.shape[0], dtype=np.int64))
+            )
+        else:
+            code_all, start_all = code_ok, start_ok
+            open_all = high_all = low_all = close_all = price
+            vol_all, pv_all = size, price * size
+            cnt_all = np.ones(code_ok.shape[0], dtype=np.int64)
+
+        m = code_all.shape[0]
+        if m == 0:
+            return BatchResult(late_rows, wm[late_rows], [], [], _EMPTY_I64.copy())
+
+        # Group rows by (symbol, bar), keeping arrival order inside a group.
+        bucket = start_all // bar_ns
+        bmin = int(bucket.min())
+        span = int(bucket.max()) - bmin + 1
+        if span * len(names) < 2**62:
+            key = code_all * span + (bucket - bmin)
+            if m > 1 and bool(np.any(key[1:] < key[:-1])):
+                order: I64 | None = np.argsort(key, kind="stable")
+                key = key[order]
+            else:
+                order = None
+            boundary = key[1:] != key[:-1]
+        else:
+            order = np.lexsort((bucket, code_all))
+            bs, cs = bucket[order], code_all[order]
+            boundary = (cs[1:] != cs[:-1]) | (bs[1:] != bs[:-1])
+        if order is not None:
+            code_all, start_all = code_all[order], start_all[order]
+            open_all, close_all = open_all[order], close_all[order]
+            high_all, low_all = high_all[order], low_all[order]
+            vol_all, pv_all, cnt_all = vol_all[order], pv_all[order], cnt_all[order]
+
+        first = np.concatenate(([0], np.flatnonzero(boundary) + 1)).astype(np.int64)
+        stop = np.append(first[1:], m)
+        seg_code = code_all[first]
+        seg_start = start_all[first]
+        seg_open = open_all[first]
+        seg_close = close_all[stop - 1]
+        seg_high = np.maximum.reduceat(high_all, first)
+        seg_low = np.minimum.reduceat(low_all, first)
+        seg_cnt = np.add.reduceat(cnt_all, first)
+        seg_vol = vol_all[first]
+        seg_pv = pv_all[first]
+        # Sums must run left to right like the per-event fold (reduceat sums pairwise).
+        for i in np.flatnonzero(stop - first > 1).tolist():
+            a, b = int(first[i]), int(stop[i])
+            seg_vol[i] = np.cumsum(vol_all[a:b])[-1]
+            seg_pv[i] = np.cumsum(pv_all[a:b])[-1]
+
+        # A bar closes after the first row whose following watermark reaches its end.
+        seg_end = seg_start + bar_ns
+        idx = np.searchsorted(w_seq, seg_end, side="left").astype(np.int64)
+        closed = idx <= n
+        ranks = np.empty(len(names), dtype=np.int64)
+        ranks[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        closed_i = np.flatnonzero(closed)
+        sel = closed_i[np.lexsort((ranks[seg_code[closed_i]], seg_end[closed_i], idx[closed_i]))]
+
+        s_code, s_start = seg_code.tolist(), seg_start.tolist()
+        s_open, s_high, s_low = seg_open.tolist(), seg_high.tolist(), seg_low.tolist()
+        s_close, s_vol, s_pv, s_cnt = (
+            seg_close.tolist(), seg_vol.tolist(), seg_pv.tolist(), seg_cnt.tolist()
+        )
+        def seg(i: int) -> OpenBar:
+            return OpenBar(
+                s_start[i], s_open[i], s_high[i], s_low[i], s_close[i], s_vol[i], s_pv[i], s_cnt[i]
+            )
+
+        bars: list[Bar] = []
+        feats: list[FeatureVector] = []
+        for i in sel.tolist():
+            bar, fv = self._close(states[names[s_code[i]]], seg(i))
+            bars.append(bar)
+            feats.append(fv)
+        for i in np.flatnonzero(~closed).tolist():  # (symbol, start) order: ascending starts
+            states[names[s_code[i]]].open_bars.append(seg(i))
+        return BatchResult(late_rows, wm[late_rows], bars, feats, idx[sel] - 1)
+
+    def _touch_states(
+        self,
+        states: dict[str, FeatureState],
+        batch: TickColumns,
+        codes: I64,
+        late_rows: I64,
+    ) -> None:
+        """Create the state of every symbol in the batch (as the runtime does per event) and
+        count its late ticks."""
+        nsym = len(batch.symbols)
+        present = np.bincount(codes, minlength=nsym)
+        late = np.bincount(codes[late_rows], minlength=nsym) if late_rows.size else None
+        for c in np.flatnonzero(present).tolist():
+            name = batch.symbols[c]
+            st = states.get(name)
+            if st is None:
+                st = states[name] = self.new_state(name)
+            if late is not None:
+                st.late_count += int(late[c])
+
+
+def features_from_bars(
+    bars: Iterable[Bar], config: FeaturesConfig | None = None
+) -> list[FeatureVector]:
+    """Feature vectors of ready-made bars (e.g. daily OHLCV files), one per bar.
+
+    The same indicator code as the streaming operator; bars of several symbols may be mixed,
+    each symbol's in ascending time. Without ``config`` the bar length (and so the feature
+    version) is taken from the first bar's ``ts_end - ts_event``.
+    """
+    states: dict[str, IndicatorState] = {}
+    last_start: dict[str, int] = {}
+    bar_ns = 0 if config is None else config.bar_ns
+    version = "" if config is None else feature_version(bar_ns)
+    out: list[FeatureVector] = []
+    for bar in bars:
+        length = bar.ts_end - bar.ts_event
+        if not version:
+            bar_ns = length
+            version = feature_version(bar_ns)
+        if length != bar_ns:
+            raise ValueError(
+                f"{bar.symbol}: bar at {bar.ts_event} lasts {length} ns, expected {bar_ns}"
+            )
+        prev = last_start.get(bar.symbol)
+        if prev is not None and bar.ts_event <= prev:
+            raise ValueError(f"{bar.symbol}: bars must ascend in time ({bar.ts_event} <= {prev})")
+        last_start[bar.symbol] = bar.ts_event
+        ind = states.get(bar.symbol)
+        if ind is None:
+            ind = states[bar.symbol] = IndicatorState()
+        values = ind.update(bar.high, bar.low, bar.close, bar.volume, bar.vwap)
+        out.append(
+            make_vector(
+                bar.symbol,
+                timeframe=bar.timeframe,
+                version=version,
+                ts_event=bar.ts_end,
+                close=bar.close,
+                v=values,
+            )
+        )
+    return out

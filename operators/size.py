@@ -1,0 +1,119 @@
+"""Size: a target position from the blended signal, its confidence and the volatility forecast.
+
+Per bar, keyed by symbol:
+
+1. the volatility forecaster (EWMA(0.94) or GARCH(1,1), arch's recursion) absorbs the bar's
+   return and forecasts the next bar's standard deviation ``σ``;
+2. continuous fractional Kelly: with ``P(up) = p`` and ``E|r| ≈ σ·sqrt(2/π)`` the expected
+   return is ``μ ≈ (2p − 1)·σ·sqrt(2/π)`` and the Kelly fraction ``μ/σ²``; we take
+   ``kelly_fraction`` of it;
+3. volatility targeting caps the fraction at ``σ_target/σ`` (the per-bar target from an annual
+   one), so the position's forecast volatility never exceeds the target;
+4. regime scaling multiplies by the posterior-expected regime scale (e.g. half size when
+   sideways) and by the regime confidence;
+5. the fraction of reference equity becomes contracts through price × multiplier, rounded
+   toward zero to the lot size and capped.
+
+The intent carries the target; the account operator turns ``target − position − working`` into
+an order, so a rejected or partly filled order never makes sizing drift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from operators.contract import Context, Emit, Operator
+from operators.volatility import VolConfig, VolForecaster, VolState
+from topics.messages import Algo, OrderIntent, Signal
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    account: str
+    vol: VolConfig
+    reference_equity: float = 1_000_000.0
+    multiplier: float = 1.0
+    lot_size: float = 1.0
+    kelly_fraction: float = 0.25
+    target_vol_annual: float = 0.15
+    periods_per_year: float = 252.0 * 23 * 60
+    max_fraction: float = 0.25
+    max_contracts: float = 1e9
+    regime_scale: dict[str, float] = {"bull": 1.0, "bear": 1.0, "sideways": 0.5}
+    algo: Algo = "IMMEDIATE"
+
+    def __post_init__(self) -> None:
+        positive = ("reference_equity", "multiplier", "lot_size", "target_vol_annual",
+                    "periods_per_year", "max_contracts")
+        for name in positive:
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if not 0 < self.kelly_fraction <= 1:
+            raise ValueError(f"kelly_fraction must be in (0, 1], got {self.kelly_fraction}")
+        if not 0 < self.max_fraction <= 10:
+            raise ValueError(f"max_fraction must be in (0, 10], got {self.max_fraction}")
+        if any(not (math.isfinite(s) and s >= 0) for s in self.regime_scale.values()):
+            raise ValueError("regime_scale values must be finite and >= 0")
+
+    @property
+    def target_vol_bar(self) -> float:
+        return self.target_vol_annual / math.sqrt(self.periods_per_year)
+
+
+class SizeState(msgspec.Struct, kw_only=True):
+    vol: VolState
+    target: float = 0.0
+
+
+def round_to_lot(quantity: float, lot: float) -> float:
+    """Round toward zero to a whole number of lots (never sizes up)."""
+    lots = math.floor(abs(quantity) / lot + 1e-9)
+    return math.copysign(lots * lot, quantity) if lots else 0.0
+
+
+class Size(Operator[SizeState, Signal]):
+    UID = "size"
+    STATE_VERSION = 1
+    State = SizeState
+
+    def __init__(self, config: SizeConfig) -> None:
+        self.config = config
+        self._vol = VolForecaster(config.vol)
+
+    def key(self, event: Signal) -> str:
+        return event.symbol
+
+    def new_state(self, key: str) -> SizeState:
+        return SizeState(vol=self._vol.new_state())
+
+    def process(self, state: SizeState, event: Signal, ctx: Context) -> tuple[SizeState, list[Emit]]:
+        cfg = self.config
+        if event.bar_return is not None:
+            state.vol = self._vol.update(state.vol, event.bar_return)
+        sigma = math.sqrt(self._vol.forecast(state.vol))
+        kelly = event.signal * _SQRT_2_OVER_PI / sigma
+        vol_cap = cfg.target_vol_bar / sigma
+        frac = math.copysign(min(cfg.kelly_fraction * abs(kelly), vol_cap), kelly)
+        regime = math.fsum(p * cfg.regime_scale.get(r, 1.0) for r, p in event.regime_probs.items())
+        frac *= regime * event.confidence
+        frac = max(-cfg.max_fraction, min(cfg.max_fraction, frac))
+        contracts = frac * cfg.reference_equity / (event.close * cfg.multiplier)
+        contracts = max(-cfg.max_contracts, min(cfg.max_contracts, contracts))
+        target = round_to_lot(contracts, cfg.lot_size)
+        delta = target - state.target
+        state.target = target
+        sizing = {
+            "sigma_forecast": sigma, "kelly_fraction_raw": kelly, "vol_cap": vol_cap,
+            "regime_scale": regime, "confidence": event.confidence, "fraction": frac,
+            "contracts_raw": contracts, "target_position": target,
+        }
+        intent = OrderIntent(
+            ts_event=event.ts_event, decision_id=event.decision_id, account=cfg.account,
+            symbol=event.symbol, side="BUY" if delta >= 0 else "SELL", quantity=abs(delta),
+            target_position=target, reference_price=event.close, algo=cfg.algo, sizing=sizing,
+            trace=event.trace)
+        return state, [Emit("orders.intents", cfg.account, intent)]

@@ -1,0 +1,96 @@
+"""The topic catalog and the one JSON encoding are the public contract: pin their behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from topics import messages as m
+from topics.catalog import CATALOG, TopicSpec, topic
+from topics.serde import decode, encode, encode_many, json_schema
+
+PUBLIC = ("md.ticks.raw", "md.ticks", "md.ticks.dlq", "md.ticks.late", "md.bars", "features",
+          "predictions", "regimes", "signals", "orders.intents", "orders", "risk.rejects",
+          "fills", "positions", "audit.decisions", "models.updates", "control")
+
+
+def test_catalog_has_exactly_the_public_topic_names() -> None:
+    assert tuple(CATALOG) == PUBLIC
+
+
+def test_trader_topics_are_keyed_by_account_and_kept() -> None:
+    for name in ("orders", "fills", "risk.rejects"):
+        spec = topic(name)
+        assert spec.key == "account"
+        assert spec.retention_ms is None
+    assert topic("positions").compacted
+
+
+def test_every_schema_is_frozen_and_versioned() -> None:
+    for spec in CATALOG.values():
+        cfg = spec.schema.__struct_config__
+        assert cfg.frozen, spec.name
+        if spec.name != "md.ticks.raw":
+            assert "ts_event" in spec.schema.__struct_fields__
+            assert "schema_version" in spec.schema.__struct_fields__
+
+
+def test_unknown_topic_error_lists_known_names() -> None:
+    with pytest.raises(KeyError, match="known topics: md.ticks.raw"):
+        topic("order")
+
+
+def test_topic_spec_validates_partitions() -> None:
+    with pytest.raises(ValueError, match="partitions"):
+        TopicSpec("x", m.Tick, "symbol", 0, None, False, "", "")
+
+
+def _order() -> m.Order:
+    return m.Order(ts_event=1_378_072_800_083_000_000, client_order_id="c1", parent_order_id="p1",
+                   decision_id="d1", account="acct", symbol="ES", side="BUY", quantity=2.0,
+                   order_type="LIMIT", limit_price=1640.25, time_in_force="DAY",
+                   algo="TWAP", slice="1/4", venue="CME")
+
+
+def test_order_round_trips_through_json_bytes_exactly() -> None:
+    o = _order()
+    data = encode(o)
+    assert decode("orders", data) == o
+    assert encode(decode("orders", data)) == data
+    assert json.loads(data)["ts_event"] == 1_378_072_800_083_000_000  # int ns, not float
+
+
+def test_encoding_is_field_order_and_compact() -> None:
+    data = encode(_order())
+    assert data.startswith(b'{"ts_event":1378072800083000000,"schema_version":1,"client_order_id"')
+    assert b" " not in data
+    lines = encode_many([_order(), _order()])
+    assert lines == data + b"\n" + data + b"\n"
+
+
+def test_decode_rejects_wrong_types_with_field_name() -> None:
+    bad = encode(_order()).replace(b'"quantity":2.0', b'"quantity":"two"')
+    with pytest.raises(msgspec.ValidationError, match="quantity"):
+        decode("orders", bad)
+
+
+def test_reject_reasons_carry_code_limit_and_proposed() -> None:
+    r = m.RiskReject(ts_event=1, decision_id="d", account="a", symbol="ES", side="SELL",
+                     requested_quantity=10, allowed_quantity=3,
+                     reasons=(m.Reason(code="MAX_NOTIONAL", message="too big", limit=5e6,
+                                       proposed=8.2e6),))
+    back = decode("risk.rejects", encode(r))
+    assert back.reasons[0].code == "MAX_NOTIONAL"
+    assert back.allowed_quantity == 3
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_json_schema_export_validates_structure(name: str) -> None:
+    schema = json_schema(name)
+    assert "streamquant topic " + name in schema["$comment"]
+    ref = schema["$ref"].split("/")[-1]
+    props = schema["$defs"][ref]["properties"]
+    for field in topic(name).schema.__struct_fields__:
+        assert field in props

@@ -231,9 +231,7 @@ class Registry:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise ModelIntegrityError(
-                f"model file of {entry.ref} is missing: {path}"
-            ) from None
+            raise ModelIntegrityError(f"model file of {entry.ref} is missing: {path}") from None
         digest = sha256_bytes(data)
         if digest != entry.sha256:
             raise ModelIntegrityError(

@@ -409,8 +409,11 @@ class Normalize(Operator[NormalizeState, RawRecord]):
 
     def _dead(self, ts: int | None, reason: Reason, detail: str, event: RawRecord) -> DeadLetter:
         payload = event.payload
-        if not payload and event.fields is not None:
-            payload = msgspec.json.encode(event.fields).decode()
+        if not payload and event.fields is not None:  # keep what we were given, readably
+            try:
+                payload = msgspec.json.encode(event.fields).decode()
+            except Exception:
+                payload = repr(event.fields)
         return DeadLetter(
             ts_event=ts, reason=reason.value, detail=detail, payload=payload, source=event.source
         )

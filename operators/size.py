@@ -90,7 +90,9 @@ class Size(Operator[SizeState, Signal]):
     def new_state(self, key: str) -> SizeState:
         return SizeState(vol=self._vol.new_state())
 
-    def process(self, state: SizeState, event: Signal, ctx: Context) -> tuple[SizeState, list[Emit]]:
+    def process(
+        self, state: SizeState, event: Signal, ctx: Context
+    ) -> tuple[SizeState, list[Emit]]:
         cfg = self.config
         if event.bar_return is not None:
             state.vol = self._vol.update(state.vol, event.bar_return)

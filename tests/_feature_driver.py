@@ -19,21 +19,14 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from jobs.data import EMINI_SYMBOL, EMINI_TZ, EMINI_VENUE
 from operators.bars import TickColumns, bounded_watermarks
 from operators.contract import END_OF_STREAM, MIN_WATERMARK, Emit, SimpleContext
 from operators.features import FeatureState, WindowFeatures
 from topics.messages import Tick
 
-EMINI_FALLBACK = Path("/tmp/mlf/ex/tick_data.csv")
-EMINI_SYMBOL = "ES"
-EMINI_VENUE = "CME"
 MINUTE_NS = 60_000_000_000
 SECOND_NS = 1_000_000_000
-
-
-def emini_path() -> Path:
-    """Until tests/conftest.py provides the ``emini_ticks_path`` fixture."""
-    return EMINI_FALLBACK
 
 
 @cache
@@ -41,7 +34,7 @@ def load_emini(path: Path) -> TickColumns:
     """The E-mini trades as columns: CME local time (America/Chicago) to UTC ns, file order."""
     df = pd.read_csv(path)
     local = pd.to_datetime(df["DateTime"], format="%Y-%m-%d %H:%M:%S.%f")
-    ts = local.dt.tz_localize("America/Chicago").dt.tz_convert("UTC").astype("int64")
+    ts = local.dt.tz_localize(EMINI_TZ).dt.tz_convert("UTC").astype("int64")
     n = len(df)
     return TickColumns(
         ts=ts.to_numpy(dtype=np.int64),
@@ -141,11 +134,10 @@ def run_events(
 
 def chunk_bounds(n: int, sizes: Sequence[int]) -> list[int]:
     """Boundaries cycling through ``sizes`` until ``n`` rows are covered."""
-    bounds, i, k = [0], 0, 0
+    bounds, k = [0], 0
     while bounds[-1] < n:
         bounds.append(min(n, bounds[-1] + sizes[k % len(sizes)]))
         k += 1
-        i += 1
     return bounds
 
 

@@ -215,11 +215,14 @@ def test_linear_contributions_plus_intercept_sum_to_the_model_logit(
         assert logit == pytest.approx(math.log(p.prob_up / (1.0 - p.prob_up)), abs=2e-5)
     # and they are sklearn's decision function of the same fitted model
     ts = prepare_training_set(
-        X[:TRAIN_END], forward_returns(closes[:TRAIN_END], 1),
-        regime_weights_for(X[:TRAIN_END]), horizon_bars=1,
+        X[:TRAIN_END],
+        forward_returns(closes[:TRAIN_END], 1),
+        regime_weights_for(X[:TRAIN_END]),
+        horizon_bars=1,
     )
-    est = fit_specialist("linear", ts.X[ts.train], ts.y[ts.train], ts.weights[ts.train, 0],
-                         seed=0, params=PARAMS)
+    est = fit_specialist(
+        "linear", ts.X[ts.train], ts.y[ts.train], ts.weights[ts.train, 0], seed=0, params=PARAMS
+    )
     entry = op.models["bull_linear"]
     assert entry.linear is not None
     rows = X[-50:]
@@ -250,8 +253,10 @@ def test_hot_reload_serves_the_new_version_and_reopens_only_changed_models(
     assert op.models["bull_linear"] == new["bull_linear"]
     _, preds = run(op, vectors[-5:])
     versions = {(p.model, p.model_version) for p in preds}
-    assert versions == {("bull_linear", new["bull_linear"].version),
-                        ("bear_gbm", old["bear_gbm"].version)}
+    assert versions == {
+        ("bull_linear", new["bull_linear"].version),
+        ("bear_gbm", old["bear_gbm"].version),
+    }
 
 
 def test_sessions_run_on_cpu_with_one_thread_by_default(registry_dir: Path) -> None:
@@ -301,6 +306,8 @@ def test_an_arm_needs_one_feature_version_and_one_model_per_regime(
     with pytest.raises(RegistryError, match="arm_a serves two models for one regime"):
         Infer(InferConfig(registry_dir=str(registry_dir), arm_a=("bull_linear", "bull_gbm")))
     with pytest.raises(RegistryError, match="disagree on features or feature_version"):
-        Infer(InferConfig(registry_dir=str(registry_dir), arm_a=("bull_linear", "bear_gbm")),
-              registry=mixed)
+        Infer(
+            InferConfig(registry_dir=str(registry_dir), arm_a=("bull_linear", "bear_gbm")),
+            registry=mixed,
+        )
     assert reg.get("bull_linear").feature_version == FEATURE_VERSION

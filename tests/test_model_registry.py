@@ -58,9 +58,24 @@ def test_registry_round_trips_through_its_json_file(two_windows: tuple, tmp_path
     doc = json.loads((out / "registry.json").read_bytes())
     assert doc["format_version"] == 1 and len(doc["entries"]) == 12
     first = doc["entries"][0]
-    for field in ("name", "version", "kind", "regime", "path", "sha256", "feature_names",
-                  "feature_version", "train_start", "train_end", "horizon_bars", "metrics",
-                  "n_train", "n_dropped", "created_by", "opset"):
+    for field in (
+        "name",
+        "version",
+        "kind",
+        "regime",
+        "path",
+        "sha256",
+        "feature_names",
+        "feature_version",
+        "train_start",
+        "train_end",
+        "horizon_bars",
+        "metrics",
+        "n_train",
+        "n_dropped",
+        "created_by",
+        "opset",
+    ):
         assert field in first
 
 
@@ -160,9 +175,7 @@ def test_reload_if_changed_picks_up_a_new_training_and_ignores_no_change(
     assert reader.reload_if_changed() is False
 
 
-def test_a_broken_update_keeps_the_current_entries_in_service(
-    sp500: tuple, tmp_path: Path
-) -> None:
+def test_a_broken_update_keeps_the_current_entries_in_service(sp500: tuple, tmp_path: Path) -> None:
     train_window(sp500, 0, 1500, tmp_path, params=TINY)
     reader = Registry.load(tmp_path)
     before = reader.entries

@@ -296,6 +296,7 @@ class Position(Message, frozen=True, kw_only=True):
     unrealized_pnl: float
     fees: float
     equity: float
+    cause: Literal["fill", "decision", "end"] = "fill"  # what produced this update
 
 
 class Decision(Message, frozen=True, kw_only=True):

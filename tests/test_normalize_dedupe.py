@@ -1,0 +1,294 @@
+"""Dedupe: only records with a trade id, per venue+symbol, within an event-time TTL, with
+bounded state that survives snapshot/restore exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.tick_files import iter_raw_records, load_tick_columns, normalize_config_for
+from operators.contract import Emit, SimpleContext, StateMismatchError
+from operators.normalize import (
+    DLQ_TOPIC,
+    TICKS_TOPIC,
+    Normalize,
+    NormalizeConfig,
+    NormalizeState,
+    RawRecord,
+    Reason,
+)
+from topics.messages import SourceRef
+
+SEC = 10**9
+EMINI_MAP = {"DateTime": "ts", "Price": "price", "Volume": "size"}
+
+
+@pytest.fixture(scope="module")
+def emini_ticks_path() -> Path:
+    """Stand-in for the lead's conftest fixture: the E-mini trades file."""
+    path = Path("/tmp/mlf/ex/tick_data.csv")
+    assert path.exists(), "E-mini tick file missing"
+    return path
+
+
+def run_events(
+    op: Normalize, records: list[RawRecord], states: dict[str, NormalizeState] | None = None
+) -> tuple[list[Emit], dict[str, NormalizeState]]:
+    """A minimal keyed runtime: one state per key, events in order."""
+    states = {} if states is None else states
+    ctx = SimpleContext()
+    out: list[Emit] = []
+    for rec in records:
+        k = op.key(rec)
+        st = states.get(k)
+        if st is None:
+            st = op.new_state(k)
+        st, emitted = op.process(st, rec, ctx)
+        states[k] = st
+        out.extend(emitted)
+    return out, states
+
+
+def rec(ts_s: float, trade_id: str | None, symbol: str = "ES", venue: str = "CME") -> RawRecord:
+    tid = "" if trade_id is None else trade_id
+    line = f"{int(ts_s * SEC)},{symbol},100.25,1,{venue},{tid}"
+    return RawRecord(payload=line, source=SourceRef(topic="md.ticks.raw", partition=0, offset=0))
+
+
+def config(**kw: object) -> NormalizeConfig:
+    return NormalizeConfig(
+        csv_columns=("ts", "symbol", "price", "size", "venue", "trade_id"),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def reasons(outputs: list[Emit]) -> list[str | None]:
+    return [None if o.topic == TICKS_TOPIC else o.value.reason for o in outputs]
+
+
+def test_a_trade_id_seen_within_the_ttl_is_a_duplicate_and_readmitted_after_it() -> None:
+    op = Normalize(config(dedupe_ttl_ns=60 * SEC))
+    t0 = 1_700_000_000
+    outs, _ = run_events(
+        op,
+        [
+            rec(t0, "a"),
+            rec(t0 + 30, "a"),  # within 60 s: duplicate
+            rec(t0 + 60, "a"),  # exactly the TTL after: still within
+            rec(t0 + 60.5, "b"),  # moves event time past t0 + 60: "a" expires
+            rec(t0 + 61, "a"),  # re-admitted
+            rec(t0 + 62, "a"),  # and now a duplicate of the re-admitted one
+        ],
+    )
+    assert reasons(outs) == [None, "DUPLICATE", "DUPLICATE", None, None, "DUPLICATE"]
+
+
+def test_expiry_follows_the_highest_event_time_not_arrival_order() -> None:
+    op = Normalize(config(dedupe_ttl_ns=60 * SEC))
+    t0 = 1_700_000_000
+    outs, _ = run_events(
+        op,
+        [
+            rec(t0 + 100, "late-a"),
+            rec(t0, "a"),  # out of order: older than the TTL horizon, still recorded
+            rec(t0 + 1, "a"),  # "a"@t0 is behind the horizon t0+40: expired, so admitted
+            rec(t0 + 100, "late-a"),
+        ],
+    )
+    assert reasons(outs) == [None, None, None, "DUPLICATE"]
+
+
+def test_the_key_is_venue_symbol_and_trade_id_and_int_ids_equal_their_text() -> None:
+    op = Normalize(NormalizeConfig())
+    src = SourceRef(topic="md.ticks.raw", partition=0, offset=0)
+    payloads = [
+        '{"ts": 1700000000, "symbol": "ES", "price": 1, "size": 1, "venue": "CME", "trade_id": 7}',
+        '{"ts": 1700000001, "symbol": "ES", "price": 1, "size": 1, "venue": "CME", "trade_id": "7"}',  # noqa: E501
+        '{"ts": 1700000002, "symbol": "ES", "price": 1, "size": 1, "venue": "ICE", "trade_id": 7}',
+        '{"ts": 1700000003, "symbol": "NQ", "price": 1, "size": 1, "venue": "CME", "trade_id": 7}',
+        '{"ts": 1700000004, "symbol": "ES", "price": 1, "size": 1, "trade_id": " 7 "}',
+        '{"ts": 1700000005, "symbol": "ES", "price": 1, "size": 1, "trade_id": "7"}',
+    ]
+    outs, states = run_events(op, [RawRecord(payload=p, source=src) for p in payloads])
+    assert reasons(outs) == [None, "DUPLICATE", None, None, None, "DUPLICATE"]
+    assert sorted(states) == ["ES", "NQ"]
+    assert len(states["ES"].ids) == 3  # CME|7, ICE|7, UNKNOWN|7
+
+
+def test_rejected_records_do_not_consume_a_trade_id() -> None:
+    op = Normalize(config())
+    bad = RawRecord(
+        payload="1700000000000,ES,-1,1,CME,x", source=SourceRef(file="f", line=1)
+    )  # negative price
+    outs, _ = run_events(op, [bad, rec(1_700_000_001, "x")])
+    assert reasons(outs) == ["BAD_PRICE", None]
+
+
+def test_state_is_bounded_by_max_ids_dropping_the_oldest_first() -> None:
+    op = Normalize(config(dedupe_max_ids=3))
+    t0 = 1_700_000_000
+    outs, states = run_events(
+        op, [rec(t0 + i, f"id{i}") for i in range(5)] + [rec(t0 + 9, "id0"), rec(t0 + 9, "id4")]
+    )
+    assert reasons(outs) == [None] * 5 + [None, "DUPLICATE"]
+    st = states["ES"]
+    assert len(st.ids) == len(st.expiry) == 3
+    assert sorted(st.ids) == ["CME\x1fid0", "CME\x1fid3", "CME\x1fid4"]
+
+
+def test_records_without_trade_ids_are_never_deduplicated() -> None:
+    op = Normalize(config(dedupe_ttl_ns=60 * SEC))
+    same = [rec(1_700_000_000, None) for _ in range(50)]
+    outs, states = run_events(op, same)
+    assert reasons(outs) == [None] * 50
+    assert states["ES"].ids == {} and states["ES"].expiry == []
+
+
+def test_all_500k_emini_rows_pass_although_306k_repeat_an_earlier_row(
+    emini_ticks_path: Path,
+) -> None:
+    frame = pd.read_csv(emini_ticks_path, dtype=str)
+    repeated = int(frame.duplicated().sum())
+    assert repeated > 300_000  # identical rows are real trades in this file
+    cfg = normalize_config_for(
+        emini_ticks_path,
+        EMINI_MAP,
+        tz="America/Chicago",
+        default_symbol="ES",
+        default_venue="CME",
+    )
+    op = Normalize(cfg)
+    st = op.new_state("ES")
+    ctx = SimpleContext()
+    ticks = 0
+    ts = np.empty(len(frame), dtype=np.int64)
+    for rec_ in iter_raw_records(emini_ticks_path):
+        st, (out,) = op.process(st, rec_, ctx)
+        assert out.topic == TICKS_TOPIC, out
+        ts[ticks] = out.value.ts_event
+        ticks += 1
+    assert ticks == len(frame) == 500_000
+    ref = (
+        pd.to_datetime(frame["DateTime"], format="%Y-%m-%d %H:%M:%S.%f")
+        .dt.tz_localize("America/Chicago")
+        .astype("int64")
+        .to_numpy()
+    )
+    np.testing.assert_array_equal(ts, ref)
+    assert st.ids == {}
+
+
+def id_stream(emini_ticks_path: Path, n: int = 20_000) -> list[RawRecord]:
+    """Real E-mini times and prices with venue-style ids, including replays and gaps."""
+    frame = pd.read_csv(emini_ticks_path, nrows=n, dtype=str)
+    rng = np.random.default_rng(5)
+    ids = np.arange(n)
+    replay = rng.random(n) < 0.15  # ~15 % re-send an id from up to 3000 rows back
+    back = np.where(rng.random(n) < 0.5, rng.integers(1, 100, n), rng.integers(1, 3000, n))
+    ids[replay] = np.maximum(0, ids[replay] - back[replay])
+    symbols = np.where(rng.random(n) < 0.3, "NQ", "ES")
+    venues = np.where(rng.random(n) < 0.2, "ICE", "CME")
+    return [
+        RawRecord(
+            payload=f"{t},{s},{p},{v},{ven},T{i}",
+            source=SourceRef(file="ids.csv", line=j + 2),
+        )
+        for j, (t, p, v, s, ven, i) in enumerate(
+            zip(
+                frame["DateTime"],
+                frame["Price"],
+                frame["Volume"],
+                symbols,
+                venues,
+                ids,
+                strict=True,
+            )
+        )
+    ]
+
+
+def stream_config() -> NormalizeConfig:
+    return NormalizeConfig(
+        tz="America/Chicago",
+        csv_columns=("ts", "symbol", "price", "size", "venue", "trade_id"),
+        dedupe_ttl_ns=20 * SEC,
+        dedupe_max_ids=5_000,
+    )
+
+
+def test_dedupe_matches_an_independent_pandas_reference(emini_ticks_path: Path) -> None:
+    records = id_stream(emini_ticks_path)
+    outs, _ = run_events(Normalize(stream_config()), records)
+    got = [o.topic == DLQ_TOPIC for o in outs]
+    # Reference with plain dicts: last-admitted time per (symbol, venue, id), horizon per symbol.
+    frame = pd.DataFrame(
+        [r.payload.split(",") for r in records],
+        columns=["ts", "symbol", "price", "size", "venue", "tid"],
+    )
+    ts = pd.to_datetime(frame["ts"]).dt.tz_localize("America/Chicago").astype("int64")
+    admitted: dict[tuple[str, str, str], int] = {}
+    high: dict[str, int] = {}
+    expected = []
+    for t, s, v, i in zip(ts, frame["symbol"], frame["venue"], frame["tid"], strict=True):
+        high[s] = max(high.get(s, t), t)
+        seen = admitted.get((s, v, i))
+        dup = seen is not None and seen >= high[s] - 20 * SEC
+        if not dup:
+            admitted[(s, v, i)] = t
+        expected.append(dup)
+    replayed_late = sum(
+        1
+        for j, (dup, tid) in enumerate(zip(expected, frame["tid"], strict=True))
+        if not dup and tid != f"T{j}"
+    )
+    assert sum(expected) > 500 and replayed_late > 200  # both duplicates and expiries happen
+    assert got == expected
+
+
+@pytest.mark.parametrize("split", [500, 4_321, 12_000, 17_000])
+def test_a_split_run_restored_from_snapshots_equals_an_uninterrupted_run(
+    emini_ticks_path: Path, split: int
+) -> None:
+    records = id_stream(emini_ticks_path)
+    whole, _ = run_events(Normalize(stream_config()), records)
+
+    first = Normalize(stream_config())
+    part1, states = run_events(first, records[:split])
+    blobs = {k: first.snapshot(st) for k, st in states.items()}
+    second = Normalize(stream_config())  # a fresh process: nothing shared but the bytes
+    restored = {k: second.restore(b) for k, b in blobs.items()}
+    assert restored == states
+    part2, _ = run_events(second, records[split:], restored)
+    assert part1 + part2 == whole
+    forgetful, _ = run_events(Normalize(stream_config()), records[split:])
+    assert forgetful != part2  # the restored state mattered
+
+
+def test_snapshots_refuse_another_dedupe_config_but_not_another_instrument_list() -> None:
+    op = Normalize(config())
+    _, states = run_events(op, [rec(1_700_000_000, "a")])
+    blob = op.snapshot(states["ES"])
+    with pytest.raises(StateMismatchError):
+        Normalize(config(dedupe_ttl_ns=5 * SEC)).restore(blob)
+    with pytest.raises(StateMismatchError):
+        Normalize(config(dedupe_max_ids=7)).restore(blob)
+    again = Normalize(config(instruments=("ES",), tz="Europe/London")).restore(blob)
+    assert again == states["ES"]
+
+
+def test_batched_dedupe_gives_the_same_duplicates_and_the_same_state(
+    emini_ticks_path: Path, tmp_path: Path
+) -> None:
+    records = id_stream(emini_ticks_path)
+    outs, states = run_events(Normalize(stream_config()), records)
+    f = tmp_path / "ids.csv"
+    body = "\n".join(r.payload for r in records)
+    f.write_text(f"ts,symbol,price,size,venue,trade_id\n{body}\n")
+    result = Normalize(stream_config()).validate_columns(load_tick_columns(f, tz="America/Chicago"))
+    assert [r.value if r else None for r in result.reasons()] == reasons(outs)
+    assert result.states == states
+    assert Reason.DUPLICATE.value in reasons(outs)

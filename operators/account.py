@@ -135,25 +135,33 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         self, state: AccountOpState, event: Tick | OrderIntent | Control, ctx: Context
     ) -> tuple[AccountOpState, list[Emit]]:
         if isinstance(event, Tick):
-            item = Buffered(ts=event.ts_event, rank=_TICK, symbol=event.symbol, seq=state.seq,
-                            tick=event)
+            item = Buffered(
+                ts=event.ts_event, rank=_TICK, symbol=event.symbol, seq=state.seq, tick=event
+            )
         elif isinstance(event, OrderIntent):
             if event.account != self.config.account:
                 return state, []
-            item = Buffered(ts=event.ts_event, rank=_INTENT, symbol=event.symbol,
-                            seq=state.seq, intent=event)
+            item = Buffered(
+                ts=event.ts_event, rank=_INTENT, symbol=event.symbol, seq=state.seq, intent=event
+            )
         else:
             if event.account not in ("*", self.config.account):
                 return state, []
-            item = Buffered(ts=event.ts_event, rank=_CONTROL, symbol=event.symbol or "",
-                            seq=state.seq, control=event)
+            item = Buffered(
+                ts=event.ts_event,
+                rank=_CONTROL,
+                symbol=event.symbol or "",
+                seq=state.seq,
+                control=event,
+            )
         state.seq += 1
         state.buffer.append(item)
         ctx.register_timer(item.ts)
         return state, []
 
-    def on_timer(self, state: AccountOpState, ts: int, ctx: Context
-                 ) -> tuple[AccountOpState, list[Emit]]:
+    def on_timer(
+        self, state: AccountOpState, ts: int, ctx: Context
+    ) -> tuple[AccountOpState, list[Emit]]:
         out: list[Emit] = []
         due = [b for b in state.buffer if b.ts <= ts]
         if due:
@@ -204,13 +212,28 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             c.fillable_from = c.release_ts + cfg.latency_ns
             c.expires_at = c.release_ts + cfg.child_ttl_ns
             ctx.register_timer(c.expires_at)
-            out.append(Emit("orders", self.config.account, Order(
-                ts_event=c.release_ts, client_order_id=c.client_order_id,
-                parent_order_id=c.parent_order_id, decision_id=c.decision_id,
-                account=self.config.account, symbol=c.symbol, side=c.side, quantity=c.quantity,
-                order_type="LIMIT" if c.order_type == "LIMIT" else "MARKET",
-                limit_price=c.limit_price, time_in_force=cfg.time_in_force, algo=c.algo,
-                slice=f"{c.slice_no}/{c.slices}", venue=self._venue(c.symbol))))
+            out.append(
+                Emit(
+                    "orders",
+                    self.config.account,
+                    Order(
+                        ts_event=c.release_ts,
+                        client_order_id=c.client_order_id,
+                        parent_order_id=c.parent_order_id,
+                        decision_id=c.decision_id,
+                        account=self.config.account,
+                        symbol=c.symbol,
+                        side=c.side,
+                        quantity=c.quantity,
+                        order_type="LIMIT" if c.order_type == "LIMIT" else "MARKET",
+                        limit_price=c.limit_price,
+                        time_in_force=cfg.time_in_force,
+                        algo=c.algo,
+                        slice=f"{c.slice_no}/{c.slices}",
+                        venue=self._venue(c.symbol),
+                    ),
+                )
+            )
             _bump(state, "child_orders")
         state.children = [c for c in state.children if not (c.sent and c.remaining <= 0)]
 
@@ -219,8 +242,9 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         if led.halted:
             return Reason(code=KILL_SWITCH, message=f"kill switch: {led.halt_reason}")
         if c.symbol in led.halted_symbols:
-            return Reason(code=TRADING_HALTED,
-                          message=f"{c.symbol} halted: {led.halted_symbols[c.symbol]}")
+            return Reason(
+                code=TRADING_HALTED, message=f"{c.symbol} halted: {led.halted_symbols[c.symbol]}"
+            )
         if led.reduce_only:
             q = lg.position(led, c.symbol).quantity
             signed = c.remaining if c.side == "BUY" else -c.remaining
@@ -235,8 +259,9 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             lg.add_working(state.ledger, c.symbol, c.side, -c.quantity)
         _bump(state, f"children_{why}")
 
-    def _cancel_parent(self, state: AccountOpState, first: Child, reason: Reason,
-                       out: list[Emit]) -> None:
+    def _cancel_parent(
+        self, state: AccountOpState, first: Child, reason: Reason, out: list[Emit]
+    ) -> None:
         """Cancel every unsent and working child of ``first``'s parent (kill switch, halt)."""
         pid = first.parent_order_id
         cancelled = 0.0
@@ -248,10 +273,22 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             else:
                 keep.append(c)
         state.children = keep
-        out.append(Emit("risk.rejects", self.config.account, RiskReject(
-            ts_event=first.release_ts, decision_id=first.decision_id,
-            account=self.config.account, symbol=first.symbol, side=first.side,
-            requested_quantity=cancelled, allowed_quantity=0.0, reasons=(reason,))))
+        out.append(
+            Emit(
+                "risk.rejects",
+                self.config.account,
+                RiskReject(
+                    ts_event=first.release_ts,
+                    decision_id=first.decision_id,
+                    account=self.config.account,
+                    symbol=first.symbol,
+                    side=first.side,
+                    requested_quantity=cancelled,
+                    allowed_quantity=0.0,
+                    reasons=(reason,),
+                ),
+            )
+        )
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_control(self, state: AccountOpState, c: Control, out: list[Emit]) -> None:
@@ -295,8 +332,13 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         for c in state.children:
             if capacity <= 0:
                 break
-            if (not c.sent or c.symbol != t.symbol or c.remaining <= 0
-                    or t.ts_event < c.fillable_from or t.ts_event >= c.expires_at):
+            if (
+                not c.sent
+                or c.symbol != t.symbol
+                or c.remaining <= 0
+                or t.ts_event < c.fillable_from
+                or t.ts_event >= c.expires_at
+            ):
                 continue
             px = fill_price(c, t.price, spec.tick_size, cfg.slippage_ticks)
             if px is None:
@@ -305,20 +347,33 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             capacity -= qty
             c.filled += qty
             fee = self.config.account_cfg.fee(qty, px, spec.multiplier)
-            lg.apply_fill(state.ledger, t.symbol, c.side, qty, px, fee, spec.multiplier,
-                          spec.group)
+            lg.apply_fill(state.ledger, t.symbol, c.side, qty, px, fee, spec.multiplier, spec.group)
             fill_no = state.counters.get("fills", 0) + 1
             _bump(state, "fills")
-            out.append(Emit("fills", self.config.account, Fill(
-                ts_event=t.ts_event, fill_id=f"F-{c.client_order_id[2:]}-{fill_no}",
-                client_order_id=c.client_order_id, account=self.config.account,
-                symbol=t.symbol, side=c.side, quantity=qty, price=px, fee=fee,
-                venue=self._venue(t.symbol),
-                liquidity="MAKER" if c.order_type == "LIMIT" else "TAKER")))
+            out.append(
+                Emit(
+                    "fills",
+                    self.config.account,
+                    Fill(
+                        ts_event=t.ts_event,
+                        fill_id=f"F-{c.client_order_id[2:]}-{fill_no}",
+                        client_order_id=c.client_order_id,
+                        account=self.config.account,
+                        symbol=t.symbol,
+                        side=c.side,
+                        quantity=qty,
+                        price=px,
+                        fee=fee,
+                        venue=self._venue(t.symbol),
+                        liquidity="MAKER" if c.order_type == "LIMIT" else "TAKER",
+                    ),
+                )
+            )
             out.append(self._position(state, t.symbol, t.ts_event, "fill"))
 
-    def _on_intent(self, state: AccountOpState, it: OrderIntent, out: list[Emit],
-                   ctx: Context) -> None:
+    def _on_intent(
+        self, state: AccountOpState, it: OrderIntent, out: list[Emit], ctx: Context
+    ) -> None:
         led = state.ledger
         spec = self._spec(it.symbol)
         pos = lg.position(led, it.symbol)
@@ -343,19 +398,36 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 qty = requested
             else:
                 _bump(state, "rejects")
-                out.append(Emit("risk.rejects", self.config.account, to_reject(
-                    decision, proposal, decision_id=it.decision_id,
-                    account=self.config.account)))
+                out.append(
+                    Emit(
+                        "risk.rejects",
+                        self.config.account,
+                        to_reject(
+                            decision,
+                            proposal,
+                            decision_id=it.decision_id,
+                            account=self.config.account,
+                        ),
+                    )
+                )
                 if self.config.resize_to_allowed and decision.allowed_quantity >= spec.lot_size:
                     qty = decision.allowed_quantity
             if qty > 0:
                 lg.record_order(led, it.ts_event, self.config.limits)
                 lg.add_working(led, it.symbol, side, qty)
                 children = schedule(
-                    algo=it.algo, decision_id=it.decision_id, symbol=it.symbol, side=side,
-                    quantity=qty, ts=it.ts_event, reference_price=price, lot=spec.lot_size,
-                    tick_size=spec.tick_size, cfg=self.config.execution,
-                    volume_profile=self._profile(state, it.symbol))
+                    algo=it.algo,
+                    decision_id=it.decision_id,
+                    symbol=it.symbol,
+                    side=side,
+                    quantity=qty,
+                    ts=it.ts_event,
+                    reference_price=price,
+                    lot=spec.lot_size,
+                    tick_size=spec.tick_size,
+                    cfg=self.config.execution,
+                    volume_profile=self._profile(state, it.symbol),
+                )
                 state.children.extend(children)
                 order_ids = tuple(c.client_order_id for c in children)
                 for c in children:
@@ -365,17 +437,30 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 self._advance(state, it.ts_event, out, ctx)
         _bump(state, "decisions")
         tr = it.trace
-        out.append(Emit("audit.decisions", it.decision_id, Decision(
-            ts_event=it.ts_event, decision_id=it.decision_id, symbol=it.symbol, action=action,
-            quantity=qty, confidence=float(it.sizing.get("confidence", 0.0)),
-            regime_probs=tr.regime_probs if tr else {},
-            strategy_weights=tr.strategy_weights if tr else {},
-            features=tr.features if tr else {},
-            model_versions=tr.model_versions if tr else {},
-            model_outputs=tr.model_outputs if tr else {},
-            sizing=dict(it.sizing), risk_checks=flags, order_ids=order_ids,
-            contributions=tr.contributions if tr else {},
-            inputs=tr.inputs if tr else ())))
+        out.append(
+            Emit(
+                "audit.decisions",
+                it.decision_id,
+                Decision(
+                    ts_event=it.ts_event,
+                    decision_id=it.decision_id,
+                    symbol=it.symbol,
+                    action=action,
+                    quantity=qty,
+                    confidence=float(it.sizing.get("confidence", 0.0)),
+                    regime_probs=tr.regime_probs if tr else {},
+                    strategy_weights=tr.strategy_weights if tr else {},
+                    features=tr.features if tr else {},
+                    model_versions=tr.model_versions if tr else {},
+                    model_outputs=tr.model_outputs if tr else {},
+                    sizing=dict(it.sizing),
+                    risk_checks=flags,
+                    order_ids=order_ids,
+                    contributions=tr.contributions if tr else {},
+                    inputs=tr.inputs if tr else (),
+                ),
+            )
+        )
         out.append(self._position(state, it.symbol, it.ts_event, "decision"))
 
     def _end(self, state: AccountOpState, out: list[Emit]) -> None:
@@ -398,22 +483,35 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
     def _venue(self, symbol: str) -> str:
         return self.config.execution.venue
 
-    def _position(self, state: AccountOpState, symbol: str, ts: int,
-                  cause: Literal["fill", "decision", "end"]) -> Emit:
+    def _position(
+        self, state: AccountOpState, symbol: str, ts: int, cause: Literal["fill", "decision", "end"]
+    ) -> Emit:
         led = state.ledger
         p = lg.position(led, symbol)
-        return Emit("positions", self.config.account, Position(
-            ts_event=ts, account=self.config.account, symbol=symbol, quantity=p.quantity,
-            avg_price=p.avg_price, realized_pnl=p.realized_pnl,
-            unrealized_pnl=lg.unrealized_pnl(led, symbol), fees=p.fees,
-            equity=lg.equity(led), cause=cause))
+        return Emit(
+            "positions",
+            self.config.account,
+            Position(
+                ts_event=ts,
+                account=self.config.account,
+                symbol=symbol,
+                quantity=p.quantity,
+                avg_price=p.avg_price,
+                realized_pnl=p.realized_pnl,
+                unrealized_pnl=lg.unrealized_pnl(led, symbol),
+                fees=p.fees,
+                equity=lg.equity(led),
+                cause=cause,
+            ),
+        )
 
     def _roll_session(self, state: AccountOpState, ts: int) -> None:
         local = datetime.fromtimestamp(ts / 1e9, self._tz)
         boundary = datetime.combine(local.date(), self._session_time, self._tz)
         if local >= boundary:
-            boundary = datetime.combine(local.date() + timedelta(days=1), self._session_time,
-                                        self._tz)
+            boundary = datetime.combine(
+                local.date() + timedelta(days=1), self._session_time, self._tz
+            )
         state.next_session_ts = int(boundary.timestamp()) * 1_000_000_000
         lg.start_session(state.ledger, boundary.date().isoformat())
         _bump(state, "sessions")

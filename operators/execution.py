@@ -156,8 +156,9 @@ def schedule(
     ]
 
 
-def fill_price(child: Child, trade_price: float, tick_size: float, slippage_ticks: float
-               ) -> float | None:
+def fill_price(
+    child: Child, trade_price: float, tick_size: float, slippage_ticks: float
+) -> float | None:
     """The paper fill price of ``child`` against a trade, or None if it does not fill."""
     if child.order_type == "LIMIT":
         assert child.limit_price is not None

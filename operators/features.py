@@ -29,7 +29,14 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from operators.bars import OpenBar, TickColumns, bar_start, format_duration, parse_duration
+from operators.bars import (
+    OpenBar,
+    TickColumns,
+    bar_start,
+    fold_bars,
+    format_duration,
+    parse_duration,
+)
 from operators.contract import Context, Emit, Operator, stable_hash
 from operators.indicators import FEATURE_DEFINITIONS, FeatureValues, IndicatorState
 from topics.messages import Bar, FeatureVector, LateTick, Tick
@@ -159,6 +166,7 @@ def _bar_emits(bar: Bar, fv: FeatureVector) -> list[Emit]:
 
 
 _EMPTY_I64: I64 = np.empty(0, dtype=np.int64)
+_EMPTY_I64.setflags(write=False)
 
 
 def _no_ticks() -> TickColumns:
@@ -320,81 +328,15 @@ class WindowFeatures(Operator[FeatureState, Tick]):
             ts_ok, price, size, code_ok = ts[keep], batch.price[keep], batch.size[keep], codes[keep]
         else:
             ts_ok, price, size, code_ok = ts, batch.price, batch.size, codes
-        start_ok = ts_ok - ts_ok % bar_ns
 
-        # Bars still open from earlier batches enter as one pseudo-row each, placed first so
-        # the stable sort keeps them at the head of their group: folding then continues from
-        # the carried values in arrival order, bit for bit like the per-event path.
-        carried = [
-            (code_of[name], ob) for name, st in states.items() for ob in st.open_bars
-        ]
+        # Bars still open from earlier batches continue: fold_bars seeds each group with them.
+        carried = [(code_of[name], ob) for name, st in states.items() for ob in st.open_bars]
         for st in states.values():
             st.open_bars = []
-        if carried:
-            c_code = np.array([c for c, _ in carried], dtype=np.int64)
-            c_start = np.array([ob.start for _, ob in carried], dtype=np.int64)
-
-            def col(attr: str, values: F64) -> F64:
-                head = np.array([getattr(ob, attr) for _, ob in carried], dtype=np.float64)
-                return np.concatenate((head, values))
-
-            code_all = np.concatenate((c_code, code_ok))
-            start_all = np.concatenate((c_start, start_ok))
-            open_all, high_all = col("open", price), col("high", price)
-            low_all, close_all = col("low", price), col("close", price)
-            vol_all, pv_all = col("volume", size), col("pv", price * size)
-            cnt_all = np.concatenate(
-                (np.array([ob.count for _, ob in carried], dtype=np.int64),
-                 np.ones(code_ok.shape[0], dtype=np.int64))
-            )
-        else:
-            code_all, start_all = code_ok, start_ok
-            open_all = high_all = low_all = close_all = price
-            vol_all, pv_all = size, price * size
-            cnt_all = np.ones(code_ok.shape[0], dtype=np.int64)
-
-        m = code_all.shape[0]
-        if m == 0:
+        segs = fold_bars(code_ok, ts_ok, price, size, bar_ns=bar_ns, carried=carried)
+        if len(segs) == 0:
             return BatchResult(late_rows, wm[late_rows], [], [], _EMPTY_I64.copy())
-
-        # Group rows by (symbol, bar), keeping arrival order inside a group.
-        bucket = start_all // bar_ns
-        bmin = int(bucket.min())
-        span = int(bucket.max()) - bmin + 1
-        if span * len(names) < 2**62:
-            key = code_all * span + (bucket - bmin)
-            if m > 1 and bool(np.any(key[1:] < key[:-1])):
-                order: I64 | None = np.argsort(key, kind="stable")
-                key = key[order]
-            else:
-                order = None
-            boundary = key[1:] != key[:-1]
-        else:
-            order = np.lexsort((bucket, code_all))
-            bs, cs = bucket[order], code_all[order]
-            boundary = (cs[1:] != cs[:-1]) | (bs[1:] != bs[:-1])
-        if order is not None:
-            code_all, start_all = code_all[order], start_all[order]
-            open_all, close_all = open_all[order], close_all[order]
-            high_all, low_all = high_all[order], low_all[order]
-            vol_all, pv_all, cnt_all = vol_all[order], pv_all[order], cnt_all[order]
-
-        first = np.concatenate(([0], np.flatnonzero(boundary) + 1)).astype(np.int64)
-        stop = np.append(first[1:], m)
-        seg_code = code_all[first]
-        seg_start = start_all[first]
-        seg_open = open_all[first]
-        seg_close = close_all[stop - 1]
-        seg_high = np.maximum.reduceat(high_all, first)
-        seg_low = np.minimum.reduceat(low_all, first)
-        seg_cnt = np.add.reduceat(cnt_all, first)
-        seg_vol = vol_all[first]
-        seg_pv = pv_all[first]
-        # Sums must run left to right like the per-event fold (reduceat sums pairwise).
-        for i in np.flatnonzero(stop - first > 1).tolist():
-            a, b = int(first[i]), int(stop[i])
-            seg_vol[i] = np.cumsum(vol_all[a:b])[-1]
-            seg_pv[i] = np.cumsum(pv_all[a:b])[-1]
+        seg_code, seg_start = segs.code, segs.start
 
         # A bar closes after the first row whose following watermark reaches its end.
         seg_end = seg_start + bar_ns
@@ -406,10 +348,10 @@ class WindowFeatures(Operator[FeatureState, Tick]):
         sel = closed_i[np.lexsort((ranks[seg_code[closed_i]], seg_end[closed_i], idx[closed_i]))]
 
         s_code, s_start = seg_code.tolist(), seg_start.tolist()
-        s_open, s_high, s_low = seg_open.tolist(), seg_high.tolist(), seg_low.tolist()
-        s_close, s_vol, s_pv, s_cnt = (
-            seg_close.tolist(), seg_vol.tolist(), seg_pv.tolist(), seg_cnt.tolist()
-        )
+        s_open, s_high, s_low = segs.open.tolist(), segs.high.tolist(), segs.low.tolist()
+        s_close, s_vol = segs.close.tolist(), segs.volume.tolist()
+        s_pv, s_cnt = segs.pv.tolist(), segs.count.tolist()
+
         def seg(i: int) -> OpenBar:
             return OpenBar(
                 s_start[i], s_open[i], s_high[i], s_low[i], s_close[i], s_vol[i], s_pv[i], s_cnt[i]

@@ -55,6 +55,7 @@ def fma(a: float, b: float, c: float) -> float:
     except OverflowError:
         return a * b + c
 
+
 # The feature definitions hashed into ``feature_version``: change one, the version changes.
 FEATURE_DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("ema_12", "EMA(close,12)"),
@@ -272,8 +273,10 @@ class StdDev(msgspec.Struct, array_like=True):
         dev *= dev
         self.total2 -= dev
         self.until_reseed -= 1
-        if var < 0.000001 * (self.total2 * inv) or dev > 1000000.0 * self.total2 or (
-            self.until_reseed <= 0
+        if (
+            var < 0.000001 * (self.total2 * inv)
+            or dev > 1000000.0 * self.total2
+            or (self.until_reseed <= 0)
         ):
             # Fresh two-pass over the current window, exactly as TA_VAR re-anchors.
             self.until_reseed = 32 * n

@@ -318,6 +318,33 @@ class TickColumns:
     def source_of(self, i: int) -> SourceRef:
         return SourceRef(file=self.file, line=int(self.line[i]))
 
+    def select(self, mask: npt.NDArray[np.bool_]) -> TickColumns:
+        """The rows where ``mask`` is true (e.g. ``result.valid``), names and order kept."""
+        idx = np.flatnonzero(mask)
+        rows = idx.tolist()
+        src = self.payload
+        payload: Sequence[str] | Callable[[int], str]
+        if callable(src):
+            payload = lambda i: src(rows[i])  # noqa: E731
+        else:
+            payload = [src[i] for i in rows]
+        return TickColumns(
+            ts=self.ts[idx],
+            price=self.price[idx],
+            size=self.size[idx],
+            symbol_codes=self.symbol_codes[idx],
+            symbol_names=self.symbol_names,
+            line=self.line[idx],
+            payload=payload,
+            file=self.file,
+            venue_codes=None if self.venue_codes is None else self.venue_codes[idx],
+            venue_names=self.venue_names,
+            trade_id=None if self.trade_id is None else [self.trade_id[i] for i in rows],
+            bid=None if self.bid is None else self.bid[idx],
+            ask=None if self.ask is None else self.ask[idx],
+            malformed=None if self.malformed is None else self.malformed[idx],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ColumnsResult:

@@ -144,22 +144,55 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
         regime_probs = dict(zip(REGIMES, probs, strict=True))
         ts_end = fv.ts_event + self.config.bar_ns
         out = [
-            Emit("regimes", fv.symbol, Regime(
-                ts_event=fv.ts_event, symbol=fv.symbol, prob_bull=probs[0], prob_bear=probs[1],
-                prob_sideways=probs[2], entropy=ent)),
+            Emit(
+                "regimes",
+                fv.symbol,
+                Regime(
+                    ts_event=fv.ts_event,
+                    symbol=fv.symbol,
+                    prob_bull=probs[0],
+                    prob_bear=probs[1],
+                    prob_sideways=probs[2],
+                    entropy=ent,
+                ),
+            ),
         ]
         confidence = max(0.0, 1.0 - ent / self._log_k)
         features = dict(zip(fv.NAMES, fv.values(), strict=True))
         if not p.predictions:
             state.last_scores = None
             trace = DecisionTrace(
-                bar_ts=fv.ts_event, close=fv.close, features=features,
-                feature_version=fv.feature_version, model_outputs={}, model_versions={},
-                variant="", regime_probs=regime_probs, strategy_weights={}, contributions={})
-            out.append(Emit("signals", fv.symbol, Signal(
-                ts_event=ts_end, symbol=fv.symbol, decision_id=did, signal=0.0, prob_up=0.5,
-                confidence=confidence, close=fv.close, bar_return=ret, weights={},
-                regime_probs=regime_probs, fallback="warmup", trace=trace)))
+                bar_ts=fv.ts_event,
+                close=fv.close,
+                features=features,
+                feature_version=fv.feature_version,
+                model_outputs={},
+                model_versions={},
+                variant="",
+                regime_probs=regime_probs,
+                strategy_weights={},
+                contributions={},
+            )
+            out.append(
+                Emit(
+                    "signals",
+                    fv.symbol,
+                    Signal(
+                        ts_event=ts_end,
+                        symbol=fv.symbol,
+                        decision_id=did,
+                        signal=0.0,
+                        prob_up=0.5,
+                        confidence=confidence,
+                        close=fv.close,
+                        bar_return=ret,
+                        weights={},
+                        regime_probs=regime_probs,
+                        fallback="warmup",
+                        trace=trace,
+                    ),
+                )
+            )
             return out
         by_regime = {pr.regime: pr for pr in p.predictions}
         missing = [r for r in REGIMES if r not in by_regime]
@@ -179,14 +212,35 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
                 contributions[name] = contributions.get(name, 0.0) + w * c
         weight_map = {f"{pr.regime}_specialist": w for pr, w in zip(preds, weights, strict=True)}
         trace = DecisionTrace(
-            bar_ts=fv.ts_event, close=fv.close, features=features,
+            bar_ts=fv.ts_event,
+            close=fv.close,
+            features=features,
             feature_version=fv.feature_version,
             model_outputs={pr.model: pr.prob_up for pr in preds},
             model_versions={pr.model: pr.model_version for pr in preds},
-            variant=preds[0].variant, regime_probs=regime_probs, strategy_weights=weight_map,
-            contributions=contributions)
-        out.append(Emit("signals", fv.symbol, Signal(
-            ts_event=ts_end, symbol=fv.symbol, decision_id=did, signal=2.0 * prob_up - 1.0,
-            prob_up=prob_up, confidence=confidence, close=fv.close, bar_return=ret,
-            weights=weight_map, regime_probs=regime_probs, fallback=fallback, trace=trace)))
+            variant=preds[0].variant,
+            regime_probs=regime_probs,
+            strategy_weights=weight_map,
+            contributions=contributions,
+        )
+        out.append(
+            Emit(
+                "signals",
+                fv.symbol,
+                Signal(
+                    ts_event=ts_end,
+                    symbol=fv.symbol,
+                    decision_id=did,
+                    signal=2.0 * prob_up - 1.0,
+                    prob_up=prob_up,
+                    confidence=confidence,
+                    close=fv.close,
+                    bar_return=ret,
+                    weights=weight_map,
+                    regime_probs=regime_probs,
+                    fallback=fallback,
+                    trace=trace,
+                ),
+            )
+        )
         return out

@@ -46,8 +46,14 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     algo: Algo = "IMMEDIATE"
 
     def __post_init__(self) -> None:
-        positive = ("reference_equity", "multiplier", "lot_size", "target_vol_annual",
-                    "periods_per_year", "max_contracts")
+        positive = (
+            "reference_equity",
+            "multiplier",
+            "lot_size",
+            "target_vol_annual",
+            "periods_per_year",
+            "max_contracts",
+        )
         for name in positive:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -109,13 +115,26 @@ class Size(Operator[SizeState, Signal]):
         delta = target - state.target
         state.target = target
         sizing = {
-            "sigma_forecast": sigma, "kelly_fraction_raw": kelly, "vol_cap": vol_cap,
-            "regime_scale": regime, "confidence": event.confidence, "fraction": frac,
-            "contracts_raw": contracts, "target_position": target,
+            "sigma_forecast": sigma,
+            "kelly_fraction_raw": kelly,
+            "vol_cap": vol_cap,
+            "regime_scale": regime,
+            "confidence": event.confidence,
+            "fraction": frac,
+            "contracts_raw": contracts,
+            "target_position": target,
         }
         intent = OrderIntent(
-            ts_event=event.ts_event, decision_id=event.decision_id, account=cfg.account,
-            symbol=event.symbol, side="BUY" if delta >= 0 else "SELL", quantity=abs(delta),
-            target_position=target, reference_price=event.close, algo=cfg.algo, sizing=sizing,
-            trace=event.trace)
+            ts_event=event.ts_event,
+            decision_id=event.decision_id,
+            account=cfg.account,
+            symbol=event.symbol,
+            side="BUY" if delta >= 0 else "SELL",
+            quantity=abs(delta),
+            target_position=target,
+            reference_price=event.close,
+            algo=cfg.algo,
+            sizing=sizing,
+            trace=event.trace,
+        )
         return state, [Emit("orders.intents", cfg.account, intent)]

@@ -10,6 +10,7 @@ chunks. Both return the emitted messages so tests compare whole sequences.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -153,7 +154,7 @@ def run_batches(
     states = {} if states is None else states
     out: list[Emit] = []
     max_seen: int | None = None
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         chunk = cols.slice(a, b)
         before, after, max_seen = bounded_watermarks(chunk.ts, lateness, max_seen)
         out += op.process_batch(states, chunk, before, after).emits(chunk)

@@ -7,13 +7,14 @@ msgpack bytes, so every float bit and the message order count.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from operators.bars import TickColumns, bounded_watermarks
-from operators.contract import END_OF_STREAM, StateMismatchError
+from operators.contract import END_OF_STREAM, Emit, StateMismatchError
 from operators.features import (
     BARS_TOPIC,
     LATE_TOPIC,
@@ -44,8 +45,13 @@ def jittered(cols: TickColumns, n: int, max_shift_ns: int, seed: int) -> TickCol
     head = cols.slice(0, n)
     shift = rng.integers(-max_shift_ns, max_shift_ns + 1, n) * (rng.random(n) < 0.02)
     return TickColumns(
-        ts=head.ts + shift.astype(np.int64), price=head.price, size=head.size,
-        symbol=head.symbol, symbols=head.symbols, venue=head.venue, line=head.line,
+        ts=head.ts + shift.astype(np.int64),
+        price=head.price,
+        size=head.size,
+        symbol=head.symbol,
+        symbols=head.symbols,
+        venue=head.venue,
+        line=head.line,
         source_file=head.source_file,
     )
 
@@ -61,8 +67,14 @@ def crafted_multi_symbol(seed: int, n: int = 30_000) -> list[Tick]:
     price = np.round(100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n))), 6) * (1 + sym)
     size = rng.gamma(0.7, 0.013, n)  # crypto-like fractional sizes: summation order shows
     return [
-        Tick(ts_event=int(t), symbol=symbols[s], venue="X", price=float(p), size=float(q),
-             trade_id=str(i))
+        Tick(
+            ts_event=int(t),
+            symbol=symbols[s],
+            venue="X",
+            price=float(p),
+            size=float(q),
+            trade_id=str(i),
+        )
         for i, (t, s, p, q) in enumerate(zip(ts, sym, price, size, strict=True))
     ]
 
@@ -86,7 +98,7 @@ def test_batch_equals_events_on_emini_ticks(
 def test_batch_equals_events_with_out_of_order_emini_ticks(
     emini_ticks_path: Path, lateness: int
 ) -> None:
-    cols = jittered(load_emini(emini_ticks_path), 120_000, 150 * SECOND_NS, seed=7)
+    cols = jittered(load_emini(emini_ticks_path), 80_000, 150 * SECOND_NS, seed=7)
     op = WindowFeatures()
     expected, expected_states = run_events(op, ticks_of(cols), lateness)
     got, states = run_batches(op, cols, lateness, chunk_bounds(len(cols), ODD_CHUNKS))
@@ -107,7 +119,7 @@ def test_batch_equals_events_on_crafted_multi_symbol_input(lateness: int, bar: s
     assert state_bytes(op, states) == state_bytes(op, expected_states)
     # Not vacuous: late ticks exist, and several symbols close bars with the same end.
     assert any(e.topic == LATE_TOPIC for e in expected)
-    ends = [e.value.ts_end for e in expected if e.topic == BARS_TOPIC]  # type: ignore[attr-defined]
+    ends = [e.value.ts_end for e in expected if e.topic == BARS_TOPIC]
     assert len(ends) > len(set(ends))
 
 
@@ -123,32 +135,47 @@ def test_bars_close_in_end_then_symbol_order_within_one_watermark_step() -> None
     ]
     op = WindowFeatures()
     expected, _ = run_events(op, ticks, lateness=200 * SECOND_NS)
-    bars = [(e.value.ts_event, e.key) for e in expected if e.topic == BARS_TOPIC]  # type: ignore[attr-defined]
-    assert bars == [(base, "a"), (base, "b"), (base + MINUTE_NS, "a"), (base + MINUTE_NS, "b"),
-                    (base + 8 * MINUTE_NS, "c")]
+    bars = [(e.value.ts_event, e.key) for e in expected if e.topic == BARS_TOPIC]
+    assert bars == [
+        (base, "a"),
+        (base, "b"),
+        (base + MINUTE_NS, "a"),
+        (base + MINUTE_NS, "b"),
+        (base + 8 * MINUTE_NS, "c"),
+    ]
     got, _ = run_batches(op, TickColumns.from_ticks(ticks), 200 * SECOND_NS, [0, 2, 5])
     assert emit_bytes(got) == emit_bytes(expected)
 
 
-@pytest.mark.parametrize("split", [12_345, 100_001])
-def test_per_event_restore_mid_bar_equals_uninterrupted_run(
-    emini_ticks_path: Path, split: int
-) -> None:
-    cols = jittered(load_emini(emini_ticks_path), 150_000, 60 * SECOND_NS, seed=3)
-    ticks = ticks_of(cols)
-    lateness = 45 * SECOND_NS
+RESTORE_LATENESS = 45 * SECOND_NS
+
+
+@pytest.fixture(scope="module")
+def restore_case(emini_ticks_path: Path) -> tuple[list[Tick], list[Emit], dict[str, bytes]]:
+    """Out-of-order E-mini ticks and their uninterrupted per-event run."""
+    ticks = ticks_of(jittered(load_emini(emini_ticks_path), 90_000, 60 * SECOND_NS, seed=3))
     op = WindowFeatures()
-    whole, whole_states = run_events(op, ticks, lateness)
+    whole, whole_states = run_events(op, ticks, RESTORE_LATENESS)
+    return ticks, whole, state_bytes(op, whole_states)
+
+
+@pytest.mark.parametrize("split", [12_345, 80_001])
+def test_per_event_restore_mid_bar_equals_uninterrupted_run(
+    restore_case: tuple[list[Tick], list[Emit], dict[str, bytes]], split: int
+) -> None:
+    ticks, whole, whole_states = restore_case
+    lateness = RESTORE_LATENESS
+    op = WindowFeatures()
 
     first = EventDriver(op, lateness).feed_all(ticks[:split])
     state = first.states["ES"]
-    assert state.open_bars and state.open_bars[-1].count > 1  # really mid-bar
+    assert any(ob.count > 1 for ob in state.open_bars)  # really mid-bar
     assert sorted(op.pending_timers(state)) == sorted(t for t, _ in first.timers)
     prefix = list(first.out)
     resumed = EventDriver.resume(WindowFeatures(), lateness, first.checkpoint())
     resumed.feed_all(ticks[split:])
     assert emit_bytes(prefix + resumed.finish()) == emit_bytes(whole)
-    assert state_bytes(op, resumed.states) == state_bytes(op, whole_states)
+    assert state_bytes(op, resumed.states) == whole_states
 
 
 def test_batch_restore_between_chunks_equals_uninterrupted_run(emini_ticks_path: Path) -> None:
@@ -170,9 +197,10 @@ def test_batch_restore_between_chunks_equals_uninterrupted_run(emini_ticks_path:
     rest = cols.slice(131_072, len(cols))
     before, after, _ = bounded_watermarks(rest.ts, lateness, max_seen)
     chunks = chunk_bounds(len(rest), (65_536,))
-    for a, b in zip(chunks[:-1], chunks[1:], strict=True):
-        out += op.process_batch(restored, rest.slice(a, b), before[a:b],
-                                int(before[b]) if b < len(rest) else after).emits(rest.slice(a, b))
+    for a, b in itertools.pairwise(chunks):
+        out += op.process_batch(
+            restored, rest.slice(a, b), before[a:b], int(before[b]) if b < len(rest) else after
+        ).emits(rest.slice(a, b))
     out += op.flush(restored, END_OF_STREAM).emits()
     assert emit_bytes(out) == emit_bytes(whole)
     assert state_bytes(op, restored) == state_bytes(op, whole_states)

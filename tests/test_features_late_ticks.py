@@ -23,8 +23,9 @@ T0 = 1_700_000_040 * SECOND_NS - (1_700_000_040 * SECOND_NS) % MINUTE_NS  # a mi
 
 
 def tick(sec: float, price: float, size: float = 1.0, symbol: str = "ES") -> Tick:
-    return Tick(ts_event=T0 + int(sec * SECOND_NS), symbol=symbol, venue="CME", price=price,
-                size=size)
+    return Tick(
+        ts_event=T0 + int(sec * SECOND_NS), symbol=symbol, venue="CME", price=price, size=size
+    )
 
 
 def expected_late(ticks: list[Tick], lateness: int) -> list[tuple[int, int]]:
@@ -59,8 +60,15 @@ def bars_of(emits: list) -> dict[tuple[str, int], tuple]:
         if e.topic == BARS_TOPIC:
             b: Bar = e.value
             assert (b.symbol, b.ts_event) not in out  # one bar per interval, never reopened
-            out[(b.symbol, b.ts_event)] = (b.open, b.high, b.low, b.close, b.volume, b.vwap,
-                                           b.trade_count)
+            out[(b.symbol, b.ts_event)] = (
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                b.vwap,
+                b.trade_count,
+            )
     return out
 
 
@@ -86,7 +94,7 @@ def check(ticks: list[Tick], lateness: int) -> list[LateTick]:
     assert emit_bytes([e for e in emits if e.topic != LATE_TOPIC]) == emit_bytes(clean)
     # The batched path reports the same rows, in the same place of the sequence.
     cols = TickColumns.from_ticks(ticks)
-    got, bstates = run_batches(op, cols, lateness, list(range(0, len(ticks), 3)) + [len(ticks)])
+    got, bstates = run_batches(op, cols, lateness, [*range(0, len(ticks), 3), len(ticks)])
     assert emit_bytes(got) == emit_bytes(emits)
     assert {s: st.late_count for s, st in bstates.items()} == {
         s: st.late_count for s, st in states.items()
@@ -95,8 +103,14 @@ def check(ticks: list[Tick], lateness: int) -> list[LateTick]:
 
 
 def test_out_of_order_tick_behind_the_watermark_is_late_without_lateness() -> None:
-    ticks = [tick(10, 100.0), tick(70, 101.0), tick(65, 99.0), tick(70, 102.0), tick(130, 103.0),
-             tick(59, 98.0)]
+    ticks = [
+        tick(10, 100.0),
+        tick(70, 101.0),
+        tick(65, 99.0),
+        tick(70, 102.0),
+        tick(130, 103.0),
+        tick(59, 98.0),
+    ]
     late = check(ticks, lateness=0)
     assert [lt.tick for lt in late] == [ticks[2], ticks[5]]
     assert [lt.watermark for lt in late] == [T0 + 70 * SECOND_NS, T0 + 130 * SECOND_NS]
@@ -112,11 +126,11 @@ def test_allowed_lateness_folds_stragglers_until_their_bar_has_closed() -> None:
     lateness = 30 * SECOND_NS
     ticks = [
         tick(10, 100.0, 2.0),
-        tick(70, 101.0, 1.0),   # watermark 40s: bar [0, 60) still open
-        tick(50, 99.0, 3.0),    # 50 >= 40: on time, folds into the first bar
-        tick(95, 102.0, 1.0),   # watermark 65s: first bar closes
-        tick(55, 98.0, 5.0),    # 55 < 65: late, the first bar is already out
-        tick(61, 97.0, 1.0),    # 61 < 65 too: late, though its bar [60, 120) is open
+        tick(70, 101.0, 1.0),  # watermark 40s: bar [0, 60) still open
+        tick(50, 99.0, 3.0),  # 50 >= 40: on time, folds into the first bar
+        tick(95, 102.0, 1.0),  # watermark 65s: first bar closes
+        tick(55, 98.0, 5.0),  # 55 < 65: late, the first bar is already out
+        tick(61, 97.0, 1.0),  # 61 < 65 too: late, though its bar [60, 120) is open
     ]
     late = check(ticks, lateness)
     assert [lt.tick for lt in late] == [ticks[4], ticks[5]]
@@ -128,9 +142,13 @@ def test_allowed_lateness_folds_stragglers_until_their_bar_has_closed() -> None:
 
 
 def test_watermark_is_shared_across_symbols_and_late_only_symbols_are_counted() -> None:
-    ticks = [tick(10, 100.0, symbol="ES"), tick(200, 101.0, symbol="ES"),
-             tick(100, 50.0, symbol="NQ"), tick(190, 51.0, symbol="NQ"),
-             tick(185, 52.0, symbol="NQ")]
+    ticks = [
+        tick(10, 100.0, symbol="ES"),
+        tick(200, 101.0, symbol="ES"),
+        tick(100, 50.0, symbol="NQ"),
+        tick(190, 51.0, symbol="NQ"),
+        tick(185, 52.0, symbol="NQ"),
+    ]
     op = WindowFeatures()
     late = check(ticks, lateness=10 * SECOND_NS)
     # ES at 200s moves the watermark to 190s for every symbol: NQ's 100s and 185s are late,
@@ -146,9 +164,16 @@ def test_random_out_of_order_streams(lateness: int) -> None:
     n = 4_000
     ts = np.sort(rng.integers(0, 30 * MINUTE_NS, n)) + rng.normal(0, 8, n) * SECOND_NS
     symbols = rng.choice(["ES", "NQ", "CL"], n)
-    ticks = [Tick(ts_event=T0 + int(t), symbol=str(s), venue="CME",
-                  price=float(rng.integers(4000, 4100)) / 4, size=float(rng.integers(1, 9)))
-             for t, s in zip(ts, symbols, strict=True)]
+    ticks = [
+        Tick(
+            ts_event=T0 + int(t),
+            symbol=str(s),
+            venue="CME",
+            price=float(rng.integers(4000, 4100)) / 4,
+            size=float(rng.integers(1, 9)),
+        )
+        for t, s in zip(ts, symbols, strict=True)
+    ]
     late = check(ticks, lateness)
     if lateness < MINUTE_NS:
         assert late  # the scenario exercises the side output

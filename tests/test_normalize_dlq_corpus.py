@@ -33,15 +33,6 @@ from topics import serde
 from topics.catalog import topic
 from topics.messages import DeadLetter, RawTick, SourceRef, Tick
 
-
-@pytest.fixture(scope="module")
-def emini_ticks_path() -> Path:
-    """Stand-in for the lead's conftest fixture: the E-mini trades file."""
-    path = Path("/tmp/mlf/ex/tick_data.csv")
-    assert path.exists(), "E-mini tick file missing"
-    return path
-
-
 CSV_HEADER = "ts,symbol,price,size,venue,trade_id,bid,ask"
 
 # (line text, expected reason or None for a valid row). Blank strings are blank lines.

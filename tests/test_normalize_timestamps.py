@@ -20,14 +20,6 @@ from operators.timeparse import NAT, TimestampError, TimestampParser
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def emini_ticks_path() -> Path:
-    """Stand-in for the lead's conftest fixture: the E-mini trades file."""
-    path = Path("/tmp/mlf/ex/tick_data.csv")
-    assert path.exists(), "E-mini tick file missing"
-    return path
-
-
 def exact_ns(dt: datetime) -> int:
     """Reference: exact ns of an aware datetime (no float round trip)."""
     d = dt - EPOCH

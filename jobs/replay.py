@@ -1,0 +1,427 @@
+"""``streamquant run``: replay a tick or bar file through the graph on the embedded runner.
+
+Two execution paths with one output:
+- ``event``: every record through ``LocalRunner`` one at a time (the reference path);
+- ``batch``: normalize and window features over numpy columns in chunks
+  (``Normalize.validate_columns``, ``WindowFeatures.process_batch``), the bar-rate stages
+  behind them on the same ``LocalRunner`` fed in the per-event order. Topic files are
+  byte-identical to the event path's (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from jobs import data
+from jobs.bar_files import load_bars
+from jobs.errors import UsageError
+from jobs.graph import Graph, Stage
+from jobs.local_runner import LocalRunner
+from jobs.progress import Progress
+from jobs.sources import EMINI_COLUMN_MAP, TickFileSpec, file_format, inspect_tick_file
+from jobs.tick_files import load_tick_columns, read_lines
+from jobs.topic_sink import TopicSink
+from operators.bar_features import BarFeatures, BarFeaturesConfig
+from operators.bars import TickColumns as BarTicks
+from operators.bars import bounded_watermarks, parse_duration
+from operators.contract import END_OF_STREAM, Emit
+from operators.features import FeaturesConfig, WindowFeatures
+from operators.instruments import known_symbols, load_instruments
+from operators.normalize import Normalize, NormalizeConfig, RawRecord
+from topics.messages import Bar, DeadLetter, SourceRef
+
+CHUNK = 65_536
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TickInput:
+    """A resolved tick source: the file, how to read it and the defaults it needs."""
+
+    path: Path
+    label: str
+    spec: TickFileSpec
+    column_map: dict[str, str] | None
+    tz: str | None
+    default_symbol: str | None
+    default_venue: str
+    bundled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    out: Path
+    ticks: Path | None = None
+    bars: Path | None = None
+    force: bool = False
+    summary_json: Path | None = None
+    bar: str | None = None
+    lateness_ns: int = 0
+    symbol: str | None = None
+    venue: str | None = None
+    tz: str | None = None
+    instruments: Path | None = None
+    mode: str = "batch"
+    write_topics: bool = True
+    quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any) -> ReplayOptions:
+        try:
+            lateness = parse_duration(args.lateness) if args.lateness not in ("0", "0s") else 0
+        except ValueError as exc:
+            raise UsageError(f"--lateness: {exc}") from None
+        if args.bar is not None:
+            try:
+                parse_duration(args.bar)
+            except ValueError as exc:
+                raise UsageError(f"--bar: {exc}") from None
+        return cls(
+            out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
+            bars=Path(args.bars) if args.bars else None, force=args.force,
+            summary_json=Path(args.summary_json) if args.summary_json else None,
+            bar=args.bar, lateness_ns=lateness, symbol=args.symbol, venue=args.venue,
+            tz=args.tz, instruments=Path(args.instruments) if args.instruments else None,
+            mode=args.mode, write_topics=not args.no_topic_files, quiet=args.quiet)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """``--out`` must be new or empty unless ``--force`` (then it is cleared)."""
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()):
+            if not force:
+                raise UsageError(f"--out {out} is not empty (use --force to overwrite)")
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def sha256_of(path: Path) -> str:
+    return data.sha256_file(path)
+
+
+def code_version() -> str:
+    """The package version plus the git commit when run from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("streamquant")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, check=False, cwd=Path(__file__).parent, timeout=5)
+        if rev.returncode == 0 and rev.stdout.strip():
+            v += "+g" + rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return v
+
+
+def resolve_ticks(opts: ReplayOptions) -> TickInput:
+    """The tick file to replay: ``--ticks`` or the bundled E-mini sample."""
+    if opts.ticks is None:
+        path = data.fetch_emini(quiet=opts.quiet)
+        spec = inspect_tick_file(path, column_map=EMINI_COLUMN_MAP, has_default_symbol=True)
+        return TickInput(path=path, label=path.name, spec=spec, column_map=EMINI_COLUMN_MAP,
+                         tz=opts.tz or data.EMINI_TZ,
+                         default_symbol=opts.symbol or data.EMINI_SYMBOL,
+                         default_venue=opts.venue or data.EMINI_VENUE, bundled=True)
+    spec = inspect_tick_file(opts.ticks, has_default_symbol=opts.symbol is not None)
+    return TickInput(path=opts.ticks, label=opts.ticks.name, spec=spec, column_map=None,
+                     tz=opts.tz, default_symbol=opts.symbol,
+                     default_venue=opts.venue or "UNKNOWN", bundled=False)
+
+
+def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfig:
+    known: tuple[str, ...] | None = None
+    if instruments is not None:
+        if not instruments.is_file():
+            raise UsageError(f"--instruments {instruments}: no such file")
+        try:
+            known = tuple(known_symbols(load_instruments(instruments)))
+        except ValueError as exc:
+            raise UsageError(f"--instruments {instruments}: {exc}") from None
+    return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns,
+                           default_symbol=src.default_symbol, default_venue=src.default_venue,
+                           instruments=known)
+
+
+def iter_records(src: TickInput) -> Iterator[RawRecord]:
+    """One raw record per data line, with its file name and 1-based line number."""
+    lines = read_lines(src.path)
+    start = 1 if src.spec.fmt == "csv" else 0
+    label = src.label
+    for i in range(start, len(lines)):
+        text = lines[i]
+        if text.strip():
+            yield RawRecord(payload=text, source=SourceRef(file=label, line=i + 1))
+
+
+# ------------------------------------------------------------------------------ the graph
+
+
+def tick_graph(norm: Normalize, feats: WindowFeatures) -> Graph:
+    return Graph("md.ticks.raw", (
+        Stage(norm, ("md.ticks.raw",), ("md.ticks", "md.ticks.dlq")),
+        Stage(feats, ("md.ticks",), ("md.bars", "features", "md.ticks.late")),
+    ))
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+@dataclass(slots=True)
+class RunStats:
+    ticks_in: int = 0
+    bars_in: int = 0
+    wall_s: float = 0.0
+
+
+def build_summary(sink: TopicSink, stats: RunStats, dlq: Counter[str]) -> dict[str, Any]:
+    c = sink.counts
+    ticks = c.get("md.ticks", 0)
+    return {
+        "ticks_in": stats.ticks_in,
+        "ticks_valid": ticks,
+        "dlq": sum(dlq.values()),
+        "dlq_by_reason": dict(sorted(dlq.items())),
+        "late_ticks": c.get("md.ticks.late", 0),
+        "bars_in": stats.bars_in,
+        "bars": c.get("md.bars", 0) if stats.bars_in == 0 else stats.bars_in,
+        "features": c.get("features", 0),
+        "wall_s": round(stats.wall_s, 3),
+        "ticks_per_s": round(stats.ticks_in / stats.wall_s, 1) if stats.wall_s > 0 else 0.0,
+        "topics": dict(c),
+    }
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    print("streamquant run summary")
+    print(f"  ticks in        {summary['ticks_in']:>12,}")
+    print(f"  ticks valid     {summary['ticks_valid']:>12,}")
+    reasons = ", ".join(f"{k} {v:,}" for k, v in summary["dlq_by_reason"].items()) or "none"
+    print(f"  dead letters    {summary['dlq']:>12,}   ({reasons})")
+    print(f"  late ticks      {summary['late_ticks']:>12,}")
+    print(f"  bars            {summary['bars']:>12,}")
+    print(f"  feature vectors {summary['features']:>12,}")
+    print(f"  wall time       {summary['wall_s']:>12.3f} s   "
+          f"({summary['ticks_per_s']:,.0f} ticks/s)")
+    print(f"  topics          {out / 'topics'}")
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+class _DlqCountingSink(TopicSink):
+    """A sink that also counts dead letters by reason code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dlq: Counter[str] = Counter()
+
+    def emit(self, topic: str, value: msgspec.Struct) -> None:
+        if topic == "md.ticks.dlq":
+            self.dlq[value.reason] += 1  # type: ignore[attr-defined]
+        super().emit(topic, value)
+
+
+def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures, sink: TopicSink,
+                    lateness_ns: int, progress: Progress) -> int:
+    runner = LocalRunner(tick_graph(norm, feats), sink, lateness_ns=lateness_ns)
+    n = 0
+    for rec in iter_records(src):
+        runner.feed(rec)
+        n += 1
+        if n & 0x3FFF == 0:
+            progress.update(n)
+    runner.end_of_stream()
+    return n
+
+
+def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures, sink: TopicSink,
+                    lateness_ns: int, progress: Progress) -> int:
+    """Normalize + features over columns; the same topic contents as ``run_event_ticks``."""
+    cols = load_tick_columns(src.path, src.column_map, src.tz, src.default_symbol,
+                             src.default_venue)
+    cols = dataclasses.replace(cols, file=src.label)
+    n = len(cols)
+    result = norm.validate_columns(cols)
+    for i, dl in enumerate(result.dead_letters):
+        # The batch validator cannot quote an unparseable cell's text: re-derive the dead
+        # letter through the per-event path so both paths write the same bytes.
+        if dl.reason != "DUPLICATE":
+            _, outs = norm.process(norm.new_state(""), RawRecord(payload=dl.payload,
+                                                                 source=dl.source), _NullCtx())
+            result.dead_letters[i] = outs[0].value  # type: ignore[assignment]
+    valid = cols.select(result.valid)
+    ticks = norm.ticks_from_columns(valid, np.ones(len(valid), dtype=bool)) \
+        if sink.writes("md.ticks") or sink.writes("md.ticks.late") else None
+    # Dead letters and ticks are interleaved in the event path, but each topic file is
+    # ordered on its own: write them in input order per topic.
+    for dl in result.dead_letters:
+        sink.emit("md.ticks.dlq", dl)
+    if ticks is not None:
+        for t in ticks:
+            sink.emit("md.ticks", t)
+    else:
+        sink.counts["md.ticks"] += len(valid)
+    names = tuple(s.strip() for s in valid.symbol_names)
+    codes = valid.symbol_codes
+    if n and (codes < 0).any():
+        # rows without a symbol column take the default symbol
+        names = (*names, src.default_symbol or "")
+        codes = np.where(codes < 0, len(names) - 1, codes).astype(np.int32)
+    bt = BarTicks(ts=valid.ts, price=valid.price, size=valid.size, symbol=codes, symbols=names,
+                  venue=src.default_venue, line=valid.line, source_file=src.label, ticks=ticks)
+    states: dict[str, Any] = {}
+    max_seen: int | None = None
+    for start in range(0, len(bt), CHUNK):
+        chunk = bt.slice(start, start + CHUNK)
+        before, after, max_seen = bounded_watermarks(chunk.ts, lateness_ns, max_seen)
+        res = feats.process_batch(states, chunk, before, after)
+        _emit_all(sink, res.emits(chunk))
+        progress.update(start + len(chunk))
+    _emit_all(sink, feats.flush(states, END_OF_STREAM).emits())
+    return n
+
+
+def _emit_all(sink: TopicSink, emits: list[Emit]) -> None:
+    for e in emits:
+        sink.emit(e.topic, e.value)
+
+
+class _NullCtx:
+    watermark = -(2**63)
+    now = 0
+
+    def register_timer(self, ts: int) -> None:  # normalize registers none
+        raise AssertionError("normalize registers no timers")
+
+
+def run_replay(opts: ReplayOptions) -> dict[str, Any]:
+    """Run a replay end to end: output dir, manifest, topics, summary."""
+    if opts.mode not in ("batch", "event"):
+        raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
+    progress_on = not opts.quiet
+    prepare_out(opts.out, opts.force)
+    t0 = time.perf_counter()
+    stats = RunStats()
+    topics_dir = opts.out / "topics" if opts.write_topics else None
+    if opts.bars is not None:
+        items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
+                                  tz=opts.tz, default_symbol=opts.symbol)
+        bf = BarFeatures(BarFeaturesConfig(bar_ns))
+        graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)),))
+        sink: TopicSink = _DlqCountingSink(topics_dir, ("md.ticks.dlq", "md.bars", "features"))
+        runner = LocalRunner(graph, sink, watermark_topic="md.bars")
+        for item, _ in items:
+            if isinstance(item, DeadLetter):
+                sink.emit("md.ticks.dlq", item)
+            else:
+                sink.emit("md.bars", item)
+                runner.feed(item)
+                stats.bars_in += 1
+        runner.end_of_stream()
+        input_path = opts.bars
+        config: dict[str, Any] = {"input": "bars", "bar_ns": bar_ns}
+    else:
+        src = resolve_ticks(opts)
+        input_path = src.path
+        bar_ns = parse_duration(opts.bar or "1m")
+        norm = Normalize(normalize_config(src, opts.instruments))
+        feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns))
+        outputs = tick_graph(norm, feats).output_topics
+        sink = _DlqCountingSink(topics_dir, outputs)
+        mode = opts.mode
+        if mode == "batch" and src.spec.fmt != "csv":
+            mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
+        if progress_on:
+            print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
+        progress = Progress("ticks", None, enabled=progress_on)
+        runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
+        stats.ticks_in = runner_fn(src, norm, feats, sink, opts.lateness_ns, progress)
+        config = {"input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns,
+                  "mode": mode, "tz": src.tz, "symbol": src.default_symbol,
+                  "venue": src.default_venue, "format": file_format(src.path),
+                  "feature_version": feats.feature_version}
+    sink.close()
+    stats.wall_s = time.perf_counter() - t0
+    assert isinstance(sink, _DlqCountingSink)
+    summary = build_summary(sink, stats, sink.dlq)
+    manifest = {
+        "command": "streamquant run",
+        "code_version": code_version(),
+        "seed": 0,
+        "input": {"path": str(input_path), "sha256": sha256_of(input_path)},
+        "config": config,
+        "topics": sorted(sink.counts),
+    }
+    (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if opts.summary_json is not None:
+        opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        opts.summary_json.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if not opts.quiet:
+        print_summary(summary, opts.out)
+    return summary
+
+
+# ------------------------------------------------------------------------------ features CSV
+
+FEATURE_CSV_COLUMNS = ("ts", "symbol", "ema_12", "ema_26", "macd", "macd_signal", "macd_hist",
+                       "rsi_14", "atr_14", "vol_20", "ret_1", "ret_5", "ret_20", "volume_ratio")
+
+
+def features_csv(bars_path: Path, out: Path, *, force: bool = False, bar: str | None = None,
+                 tz: str | None = None) -> int:
+    """``streamquant features``: one row per input bar, empty cells during warm-up."""
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists (use --force to overwrite)")
+    items, bar_ns = load_bars(bars_path, bar_ns=parse_duration(bar) if bar else None, tz=tz,
+                              default_symbol=None)
+    bad = [it for it, _ in items if isinstance(it, DeadLetter)]
+    if bad:
+        first = bad[0]
+        raise UsageError(f"{bars_path}:{first.source.line}: {first.detail} "
+                         f"({len(bad)} bad row(s))")
+    bf = BarFeatures(BarFeaturesConfig(bar_ns))
+    states: dict[str, Any] = {}
+    rows = []
+    for item, ts_text in items:
+        assert isinstance(item, Bar)
+        st = states.get(item.symbol) or bf.new_state(item.symbol)
+        st, emits = bf.process(st, item, _NullCtx())
+        states[item.symbol] = st
+        fv = emits[0].value
+        cells = [ts_text, item.symbol]
+        for name in FEATURE_CSV_COLUMNS[2:]:
+            v = getattr(fv, name)
+            cells.append("" if v is None else repr(v))
+        rows.append(",".join(cells))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(",".join(FEATURE_CSV_COLUMNS) + "\n" + "".join(r + "\n" for r in rows))
+    return len(rows)
+
+
+def digest_topics(out: Path) -> dict[str, str]:
+    """sha256 of every topic file of a run (for determinism checks and manifests)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((out / "topics").glob("*.jsonl"))}

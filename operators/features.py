@@ -37,7 +37,7 @@ from operators.bars import (
     format_duration,
     parse_duration,
 )
-from operators.contract import Context, Emit, Operator, stable_hash
+from operators.contract import END_OF_STREAM, Context, Emit, Operator, stable_hash
 from operators.indicators import FEATURE_DEFINITIONS, FeatureValues, IndicatorState
 from topics.messages import Bar, FeatureVector, LateTick, Tick
 
@@ -63,8 +63,13 @@ class FeaturesConfig:
     """Bar length in ns (default one minute); ``timeframe`` is its label, e.g. ``"5m"``."""
 
     bar_ns: int = 60 * NS_PER_SECOND
+    lateness_ns: int = 0
+    """The runtime's allowed lateness: ``watermark + lateness`` is the newest event time seen,
+    which stamps ``FeatureVector.ts_closed`` (the instant a live system learns the bar)."""
 
     def __post_init__(self) -> None:
+        if self.lateness_ns < 0:
+            raise ValueError(f"lateness_ns must be >= 0, got {self.lateness_ns}")
         if isinstance(self.bar_ns, bool) or not isinstance(self.bar_ns, int):
             raise ValueError(f"bar_ns must be an int of nanoseconds, got {self.bar_ns!r}")
         if not 0 < self.bar_ns <= MAX_BAR_NS:
@@ -99,12 +104,14 @@ def make_vector(
     ts_event: int,
     close: float,
     v: FeatureValues,
+    ts_closed: int | None = None,
 ) -> FeatureVector:
     return FeatureVector(
         ts_event=ts_event,
         symbol=symbol,
         timeframe=timeframe,
         feature_version=version,
+        ts_closed=ts_event if ts_closed is None else ts_closed,
         close=close,
         ema_12=v[0],
         ema_26=v[1],
@@ -242,7 +249,7 @@ class WindowFeatures(Operator[FeatureState, Tick]):
         out: list[Emit] = []
         bars = state.open_bars
         while bars and bars[0].start + self._bar_ns <= ts:
-            bar, fv = self._close(state, bars.pop(0))
+            bar, fv = self._close(state, bars.pop(0), ctx.watermark)
             out += _bar_emits(bar, fv)
         return state, out
 
@@ -250,9 +257,17 @@ class WindowFeatures(Operator[FeatureState, Tick]):
         """Bar ends still awaited: what a runtime re-registers after restoring this state."""
         return [ob.start + self._bar_ns for ob in state.open_bars]
 
-    def _close(self, state: FeatureState, ob: OpenBar) -> tuple[Bar, FeatureVector]:
-        """Emit a finished bar and advance the symbol's indicators by it."""
+    def _close(
+        self, state: FeatureState, ob: OpenBar, watermark: int
+    ) -> tuple[Bar, FeatureVector]:
+        """Emit a finished bar and advance the symbol's indicators by it.
+
+        ``watermark`` is the one that closed the bar; at end of stream the bar is known at its
+        end (no later tick exists to have closed it).
+        """
         end = ob.start + self._bar_ns
+        lateness = self.config.lateness_ns
+        closed = end if watermark > END_OF_STREAM - lateness - 1 else max(end, watermark + lateness)
         vwap = ob.pv / ob.volume if ob.volume > 0.0 else None
         bar = Bar(
             ts_event=ob.start,
@@ -275,6 +290,7 @@ class WindowFeatures(Operator[FeatureState, Tick]):
             ts_event=end,
             close=ob.close,
             v=values,
+            ts_closed=closed,
         )
         return bar, fv
 
@@ -359,8 +375,9 @@ class WindowFeatures(Operator[FeatureState, Tick]):
 
         bars: list[Bar] = []
         feats: list[FeatureVector] = []
-        for i in sel.tolist():
-            bar, fv = self._close(states[names[s_code[i]]], seg(i))
+        closing_wm = w_seq[idx[sel]].tolist()
+        for i, w in zip(sel.tolist(), closing_wm, strict=True):
+            bar, fv = self._close(states[names[s_code[i]]], seg(i), w)
             bars.append(bar)
             feats.append(fv)
         for i in np.flatnonzero(~closed).tolist():  # (symbol, start) order: ascending starts

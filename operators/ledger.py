@@ -136,7 +136,7 @@ def register_instrument(state: AccountState, spec: InstrumentSpec) -> AccountSta
     return state
 
 
-def apply_fill(  # noqa: PLR0917 - the positional shape the operator calls with
+def apply_fill(
     state: AccountState,
     symbol: str,
     side: Side,

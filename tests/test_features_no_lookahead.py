@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
 from operators.bars import TickColumns
-from operators.features import BARS_TOPIC, FEATURES_TOPIC, WindowFeatures, features_from_bars
+from operators.features import (
+    BARS_TOPIC,
+    FEATURES_TOPIC,
+    FeaturesConfig,
+    WindowFeatures,
+    features_from_bars,
+)
 from tests._feature_driver import (
     MINUTE_NS,
     SECOND_NS,
@@ -52,9 +59,9 @@ def perturb_from(cols: TickColumns, t: int, seed: int) -> TickColumns:
 
 
 def known_by(emits: list, t: int) -> list:
-    """Bars that ended by ``t``, then the feature vectors stamped by ``t``."""
+    """Bars that ended by ``t``, then the feature vectors known (closed) before ``t``."""
     bars = [e for e in emits if e.topic == BARS_TOPIC and e.value.ts_end <= t]
-    fvs = [e for e in emits if e.topic == FEATURES_TOPIC and e.value.ts_event <= t]
+    fvs = [e for e in emits if e.topic == FEATURES_TOPIC and e.value.ts_closed < t]
     return bars + fvs
 
 
@@ -70,7 +77,7 @@ def test_perturbing_ticks_after_t_keeps_everything_known_by_t(
 ) -> None:
     """Per-event path (the reference) on the first 60k E-mini ticks."""
     cols = load_emini(emini_ticks_path).slice(0, 60_000)
-    op = WindowFeatures()
+    op = WindowFeatures(FeaturesConfig(lateness_ns=lateness))
     base, _ = run_events(op, ticks_of(cols), lateness)
     for k, t in enumerate(cut_points(cols)):
         changed, _ = run_events(op, ticks_of(perturb_from(cols, t, seed=k)), lateness)
@@ -99,5 +106,8 @@ def test_feature_at_bar_k_is_a_function_of_bars_up_to_k(emini_ticks_path: Path) 
     bars: list[Bar] = [e.value for e in emits if e.topic == BARS_TOPIC]
     fvs: list[FeatureVector] = [e.value for e in emits if e.topic == FEATURES_TOPIC]
     for k in (0, 13, 14, 33, 34, 250, 1_000, len(bars) - 1):
-        assert features_from_bars(bars[: k + 1])[-1] == fvs[k]
+        from_bars = features_from_bars(bars[: k + 1])[-1]
+        # ts_closed records when the stream learned the bar (its closing tick), not a value
+        assert fvs[k].ts_closed >= fvs[k].ts_event
+        assert msgspec.structs.replace(from_bars, ts_closed=fvs[k].ts_closed) == fvs[k]
         assert fvs[k].ts_event == bars[k].ts_end  # stamped when it becomes knowable

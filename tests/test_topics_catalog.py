@@ -38,7 +38,7 @@ def test_every_schema_is_frozen_and_versioned() -> None:
 
 
 def test_unknown_topic_error_lists_known_names() -> None:
-    with pytest.raises(KeyError, match="known topics: md.ticks.raw"):
+    with pytest.raises(KeyError, match=r"known topics: md\.ticks\.raw"):
         topic("order")
 
 

@@ -126,6 +126,7 @@ class FeatureVector(Message, frozen=True, kw_only=True):
     symbol: str
     timeframe: str
     feature_version: str
+    ts_closed: int  # when the bar was known complete: max event time seen as it closed
     close: float
     ema_12: float | None
     ema_26: float | None

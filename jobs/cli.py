@@ -56,6 +56,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary is not None else 1
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from jobs.replay import ReplayOptions, train_models
+
+    if not 0.05 <= args.train_fraction <= 0.95:
+        raise UsageError("--train-fraction must be in [0.05, 0.95]")
+    opts = ReplayOptions(out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
+                         bar=args.bar, symbol=args.symbol, venue=args.venue, tz=args.tz,
+                         train_fraction=args.train_fraction, seed=args.seed, quiet=args.quiet)
+    bundle, _ = train_models(opts, Path(args.out))
+    print(f"wrote {len(bundle.arm_a) + len(bundle.arm_b)} models and strategy.json to {args.out}")
+    return 0
+
+
+def _trading_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", metavar="DIR",
+                   help="trade with a bundle from 'streamquant train' (default: train "
+                        "walk-forward into <out>/models first)")
+    p.add_argument("--train-fraction", type=float, default=0.3,
+                   help="without --models, the share of bars of a user file that trains "
+                        "(default: %(default)s)")
+    p.add_argument("--risk", metavar="PATH",
+                   help="TOML with [limits] and [account] (see docs/risk.md)")
+    p.add_argument("--algo", choices=("IMMEDIATE", "TWAP", "VWAP", "ICEBERG"),
+                   default="IMMEDIATE", help="execution algorithm (default: %(default)s)")
+    p.add_argument("--periods-per-year", type=float, default=252.0 * 23 * 60,
+                   help="annualization of per-bar returns (default: 347760 = 1-minute bars of "
+                        "a 23-hour day)")
+    p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+
+
 def _cmd_features(args: argparse.Namespace) -> int:
     from jobs.replay import features_csv
 
@@ -102,7 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-topic-files", action="store_true",
                      help="count messages but do not write topic files")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    _trading_args(run)
+    run.add_argument("--no-trade", action="store_true",
+                     help="stop after features (no models, no orders)")
+    run.add_argument("--control", metavar="PATH",
+                     help="JSONL of control messages (kill switch, halts) to inject by event time")
     run.set_defaults(func=_cmd_run)
+
+    train = sub.add_parser(
+        "train", help="fit the specialists, regime HMM and volatility model (walk-forward)",
+        description="Compute features over the input, fit on the training window only (the "
+        "bundled sample: the session before the Labor Day halt; other files: --train-fraction "
+        "of bars) and write ONNX models, registry.json and strategy.json to --out.")
+    tsrc = train.add_mutually_exclusive_group()
+    tsrc.add_argument("--ticks", metavar="PATH", help="tick file (default: the bundled sample)")
+    train.add_argument("--out", metavar="DIR", required=True, help="model bundle directory")
+    train.add_argument("--bar", default=None, help="bar length (default: 1m)")
+    train.add_argument("--symbol", help="symbol for input without a symbol column")
+    train.add_argument("--venue", help="venue for input without a venue column")
+    train.add_argument("--tz", help="IANA zone of naive timestamps (default: UTC)")
+    train.add_argument("--train-fraction", type=float, default=0.3,
+                       help="share of bars that trains (user files; default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(func=_cmd_train)
 
     feat = sub.add_parser("features", help="compute the feature columns of a bar file",
                           description="One row per input bar with the TA-Lib-equivalent "

@@ -32,10 +32,12 @@ class Graph:
 
     source_topic: str
     stages: tuple[Stage, ...]
+    external: tuple[str, ...] = ()
+    """Further topics fed from outside the graph (control, or a batched front end's output)."""
 
     def __post_init__(self) -> None:
         seen_uids: set[str] = set()
-        produced = {self.source_topic}
+        produced = {self.source_topic, *self.external}
         for st in self.stages:
             if st.uid in seen_uids:
                 raise ValueError(f"duplicate operator uid {st.uid!r}")
@@ -50,7 +52,7 @@ class Graph:
 
     @property
     def output_topics(self) -> tuple[str, ...]:
-        out: list[str] = []
+        out: list[str] = [t for t in self.external if t != "control"]
         for st in self.stages:
             out.extend(t for t in st.outputs if t not in out)
         return tuple(out)

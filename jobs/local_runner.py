@@ -72,7 +72,7 @@ class LocalRunner:
         self.watermark_topic = watermark_topic
         self._stages = [_StageRuntime(st, clock) for st in graph.stages]
         self._by_uid = {sr.stage.uid: sr for sr in self._stages}
-        topics = {graph.source_topic, *graph.output_topics}
+        topics = {graph.source_topic, *graph.external, *graph.output_topics}
         self._consumers: dict[str, tuple[_StageRuntime, ...]] = {
             t: tuple(self._by_uid[st.uid] for st in graph.consumers(t)) for t in topics
         }

@@ -21,30 +21,49 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from jobs import data
 from jobs.bar_files import load_bars
 from jobs.errors import UsageError
 from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
+from jobs.pipeline import ChainOptions, chain_stages, instrument_master, load_risk_file
 from jobs.progress import Progress
+from jobs.report import DEFAULT_PERIODS_PER_YEAR, build_report, print_report, write_equity_csv
 from jobs.sources import EMINI_COLUMN_MAP, TickFileSpec, file_format, inspect_tick_file
+from jobs.strategy import StrategyBundle, load_bundle, train_bundle
 from jobs.tick_files import load_tick_columns, read_lines
 from jobs.topic_sink import TopicSink
 from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.bars import TickColumns as BarTicks
 from operators.bars import bounded_watermarks, parse_duration
 from operators.contract import END_OF_STREAM, Emit
-from operators.features import FeaturesConfig, WindowFeatures
+from operators.features import BatchResult, FeaturesConfig, WindowFeatures
 from operators.instruments import known_symbols, load_instruments
 from operators.normalize import Normalize, NormalizeConfig, RawRecord
-from topics.messages import Bar, DeadLetter, SourceRef
+from operators.timeparse import format_ns
+from topics.messages import (
+    Algo,
+    Bar,
+    Control,
+    DeadLetter,
+    Decision,
+    FeatureVector,
+    Fill,
+    LateTick,
+    Order,
+    Position,
+    RiskReject,
+    SourceRef,
+)
 
 CHUNK = 65_536
+T = TypeVar("T")
 NS = 1_000_000_000
 
 
@@ -78,6 +97,14 @@ class ReplayOptions:
     mode: str = "batch"
     write_topics: bool = True
     quiet: bool = False
+    models: Path | None = None
+    train_fraction: float = 0.3
+    risk: Path | None = None
+    algo: Algo = "IMMEDIATE"
+    periods_per_year: float = DEFAULT_PERIODS_PER_YEAR
+    control: Path | None = None
+    no_trade: bool = False
+    seed: int = 0
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -96,7 +123,14 @@ class ReplayOptions:
             summary_json=Path(args.summary_json) if args.summary_json else None,
             bar=args.bar, lateness_ns=lateness, symbol=args.symbol, venue=args.venue,
             tz=args.tz, instruments=Path(args.instruments) if args.instruments else None,
-            mode=args.mode, write_topics=not args.no_topic_files, quiet=args.quiet)
+            mode=args.mode, write_topics=not args.no_topic_files, quiet=args.quiet,
+            models=Path(args.models) if getattr(args, "models", None) else None,
+            train_fraction=getattr(args, "train_fraction", 0.3),
+            risk=Path(args.risk) if getattr(args, "risk", None) else None,
+            algo=getattr(args, "algo", "IMMEDIATE"),
+            periods_per_year=getattr(args, "periods_per_year", DEFAULT_PERIODS_PER_YEAR),
+            control=Path(args.control) if getattr(args, "control", None) else None,
+            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0))
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -179,11 +213,12 @@ def iter_records(src: TickInput) -> Iterator[RawRecord]:
 # ------------------------------------------------------------------------------ the graph
 
 
-def tick_graph(norm: Normalize, feats: WindowFeatures) -> Graph:
+def tick_graph(norm: Normalize, feats: WindowFeatures, chain: tuple[Stage, ...] = ()) -> Graph:
     return Graph("md.ticks.raw", (
         Stage(norm, ("md.ticks.raw",), ("md.ticks", "md.ticks.dlq")),
         Stage(feats, ("md.ticks",), ("md.bars", "features", "md.ticks.late")),
-    ))
+        *chain,
+    ), external=("control",) if chain else ())
 
 
 # ------------------------------------------------------------------------------ summary
@@ -244,9 +279,13 @@ class _DlqCountingSink(TopicSink):
         super().emit(topic, value)
 
 
-def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures, sink: TopicSink,
-                    lateness_ns: int, progress: Progress) -> int:
-    runner = LocalRunner(tick_graph(norm, feats), sink, lateness_ns=lateness_ns)
+def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
+                    chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
+                    controls: list[Control], progress: Progress) -> int:
+    """The reference path: one source record at a time through the whole graph."""
+    runner = LocalRunner(tick_graph(norm, feats, chain), sink, lateness_ns=lateness_ns)
+    for c in controls:
+        runner.inject("control", c)
     n = 0
     for rec in iter_records(src):
         runner.feed(rec)
@@ -257,9 +296,15 @@ def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures, sink
     return n
 
 
-def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures, sink: TopicSink,
-                    lateness_ns: int, progress: Progress) -> int:
-    """Normalize + features over columns; the same topic contents as ``run_event_ticks``."""
+def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
+                    chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
+                    controls: list[Control], progress: Progress) -> int:
+    """Normalize + features over columns, the decision chain behind them per event.
+
+    Writes the same topic files as ``run_event_ticks``: each tick reaches the chain, then the
+    bars its watermark closes, then the watermark itself, exactly as the event path orders
+    them.
+    """
     cols = load_tick_columns(src.path, src.column_map, src.tz, src.default_symbol,
                              src.default_venue)
     cols = dataclasses.replace(cols, file=src.label)
@@ -271,37 +316,83 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures, sink
         if dl.reason != "DUPLICATE":
             _, outs = norm.process(norm.new_state(""), RawRecord(payload=dl.payload,
                                                                  source=dl.source), _NullCtx())
-            result.dead_letters[i] = outs[0].value  # type: ignore[assignment]
+            value = outs[0].value
+            assert isinstance(value, DeadLetter)
+            result.dead_letters[i] = value
     valid = cols.select(result.valid)
-    ticks = norm.ticks_from_columns(valid, np.ones(len(valid), dtype=bool)) \
-        if sink.writes("md.ticks") or sink.writes("md.ticks.late") else None
-    # Dead letters and ticks are interleaved in the event path, but each topic file is
-    # ordered on its own: write them in input order per topic.
+    need_ticks = bool(chain) or sink.writes("md.ticks") or sink.writes("md.ticks.late")
+    ticks = norm.ticks_from_columns(valid, np.ones(len(valid), dtype=bool)) if need_ticks \
+        else None
     for dl in result.dead_letters:
         sink.emit("md.ticks.dlq", dl)
-    if ticks is not None:
-        for t in ticks:
-            sink.emit("md.ticks", t)
-    else:
-        sink.counts["md.ticks"] += len(valid)
     names = tuple(s.strip() for s in valid.symbol_names)
     codes = valid.symbol_codes
-    if n and (codes < 0).any():
-        # rows without a symbol column take the default symbol
+    if len(valid) and (codes < 0).any():  # rows without a symbol column take the default
         names = (*names, src.default_symbol or "")
         codes = np.where(codes < 0, len(names) - 1, codes).astype(np.int32)
     bt = BarTicks(ts=valid.ts, price=valid.price, size=valid.size, symbol=codes, symbols=names,
                   venue=src.default_venue, line=valid.line, source_file=src.label, ticks=ticks)
+    runner: LocalRunner | None = None
+    if chain:
+        graph = Graph("md.ticks", chain, external=("features", "control"))
+        runner = LocalRunner(graph, sink, lateness_ns=lateness_ns)
+        for c in controls:
+            runner.inject("control", c)
+    elif ticks is not None:
+        for t in ticks:
+            sink.emit("md.ticks", t)
+    else:
+        sink.counts["md.ticks"] += len(valid)
     states: dict[str, Any] = {}
     max_seen: int | None = None
     for start in range(0, len(bt), CHUNK):
         chunk = bt.slice(start, start + CHUNK)
         before, after, max_seen = bounded_watermarks(chunk.ts, lateness_ns, max_seen)
         res = feats.process_batch(states, chunk, before, after)
-        _emit_all(sink, res.emits(chunk))
+        if runner is None:
+            _emit_all(sink, res.emits(chunk))
+        else:
+            _drive_chain(runner, sink, res, chunk, before, after)
         progress.update(start + len(chunk))
-    _emit_all(sink, feats.flush(states, END_OF_STREAM).emits())
+    final = feats.flush(states, END_OF_STREAM)
+    if runner is None:
+        _emit_all(sink, final.emits())
+    else:
+        for bar, fv in zip(final.bars, final.features, strict=True):
+            sink.emit("md.bars", bar)
+            runner.inject("features", fv)
+        runner.end_of_stream()
     return n
+
+
+def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: BarTicks,
+                 before: npt.NDArray[np.int64], after: int) -> None:
+    """Replay one batch's outputs into the chain in the per-event path's order."""
+    assert chunk.ticks is not None
+    ticks = chunk.ticks
+    late = dict(zip(res.late_rows.tolist(), res.late_watermarks.tolist(), strict=True))
+    close_after = res.close_after.tolist()
+    wm_after = [*before[1:].tolist(), after]
+    j = 0
+    nb = len(close_after)
+    inject = runner.inject
+    while j < nb and close_after[j] < 0:  # closed by the watermark carried into this batch
+        sink.emit("md.bars", res.bars[j])
+        inject("features", res.features[j])
+        j += 1
+    for i in range(len(chunk)):
+        t = ticks[i]
+        inject("md.ticks", t)
+        w = late.get(i)
+        if w is not None:
+            sink.emit("md.ticks.late", LateTick(ts_event=t.ts_event, tick=t, watermark=w))
+        while j < nb and close_after[j] == i:
+            sink.emit("md.bars", res.bars[j])
+            inject("features", res.features[j])
+            j += 1
+        wa = wm_after[i]
+        if wa > runner.watermark:
+            runner.advance_watermark(wa)
 
 
 def _emit_all(sink: TopicSink, emits: list[Emit]) -> None:
@@ -317,8 +408,66 @@ class _NullCtx:
         raise AssertionError("normalize registers no timers")
 
 
+# Labor Day 2013: CME Globex halted at 12:00 CT on 2 September and reopened at 17:00 CT
+# (22:00 UTC). The session before the halt trains; the rest of the sample trades.
+EMINI_TRAIN_END_NS = 1_378_159_200_000_000_000
+
+
+def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int
+                  ) -> list[FeatureVector]:
+    """Feature vectors of the whole input (batched, nothing written): the training data."""
+    feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=lateness_ns))
+    sink = TopicSink(None, ("md.ticks", "md.ticks.dlq", "md.bars", "features", "md.ticks.late"),
+                     capture=("features",))
+    if src.spec.fmt == "csv":
+        run_batch_ticks(src, norm, feats, (), sink, lateness_ns, [], Progress("", None,
+                                                                              enabled=False))
+    else:
+        run_event_ticks(src, norm, feats, (), sink, lateness_ns, [], Progress("", None,
+                                                                              enabled=False))
+    assert sink.captured is not None
+    return [fv for fv in sink.captured["features"] if isinstance(fv, FeatureVector)]
+
+
+def train_end_for(src: TickInput, vectors: list[FeatureVector], train_fraction: float) -> int:
+    """The walk-forward split: the bundled sample's first session, else a fraction of bars."""
+    if src.bundled:
+        return EMINI_TRAIN_END_NS
+    ends = sorted({fv.ts_event for fv in vectors})
+    if len(ends) < 200:
+        raise UsageError(f"only {len(ends)} bars: too few to train and trade; pass --models")
+    return ends[max(0, int(len(ends) * train_fraction) - 1)]
+
+
+def train_models(opts: ReplayOptions, out_dir: Path) -> tuple[StrategyBundle, TickInput]:
+    """``streamquant train``: features over the input, then fit on the training window."""
+    src = resolve_ticks(opts)
+    norm = Normalize(normalize_config(src, opts.instruments))
+    bar_ns = parse_duration(opts.bar or "1m")
+    vectors = features_pass(src, norm, bar_ns, opts.lateness_ns)
+    train_end = train_end_for(src, vectors, opts.train_fraction)
+    bundle = train_bundle(vectors, train_end=train_end, bar_ns=bar_ns, out_dir=out_dir,
+                          seed=opts.seed, quiet=opts.quiet)
+    return bundle, src
+
+
+def _load_controls(path: Path | None) -> list[Control]:
+    if path is None:
+        return []
+    if not path.is_file():
+        raise UsageError(f"--control {path}: no such file")
+    out = []
+    for n, line in enumerate(read_lines(path), 1):
+        if line.strip():
+            try:
+                out.append(msgspec.json.decode(line, type=Control))
+            except msgspec.DecodeError as exc:
+                raise UsageError(f"--control {path}:{n}: {exc}") from None
+    return out
+
+
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
-    """Run a replay end to end: output dir, manifest, topics, summary."""
+    """Run a replay end to end: output dir, training if needed, topics, report, summary."""
     if opts.mode not in ("batch", "event"):
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
     progress_on = not opts.quiet
@@ -326,6 +475,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
+    report: dict[str, Any] | None = None
     if opts.bars is not None:
         items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
                                   tz=opts.tz, default_symbol=opts.symbol)
@@ -348,9 +498,16 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         input_path = src.path
         bar_ns = parse_duration(opts.bar or "1m")
         norm = Normalize(normalize_config(src, opts.instruments))
-        feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns))
-        outputs = tick_graph(norm, feats).output_topics
-        sink = _DlqCountingSink(topics_dir, outputs)
+        feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
+        chain: tuple[Stage, ...] = ()
+        chain_opts: ChainOptions | None = None
+        if not opts.no_trade:
+            chain_opts = _chain_options(opts, src, norm, feats, bar_ns)
+            chain = chain_stages(chain_opts)
+        controls = _load_controls(opts.control)
+        outputs = tick_graph(norm, feats, chain).output_topics
+        keep = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
+        sink = _DlqCountingSink(topics_dir, outputs, capture=keep if chain else False)
         mode = opts.mode
         if mode == "batch" and src.spec.fmt != "csv":
             mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
@@ -358,19 +515,32 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
             print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
         progress = Progress("ticks", None, enabled=progress_on)
         runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
-        stats.ticks_in = runner_fn(src, norm, feats, sink, opts.lateness_ns, progress)
+        stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
+                                   progress)
         config = {"input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns,
                   "mode": mode, "tz": src.tz, "symbol": src.default_symbol,
                   "venue": src.default_venue, "format": file_format(src.path),
                   "feature_version": feats.feature_version}
+        if chain_opts is not None:
+            assert sink.captured is not None
+            report = _report(sink.captured, chain_opts, opts)
+            config["models"] = str(chain_opts.models)
+            config["train_window_ns"] = [chain_opts.bundle.train_start,
+                                         chain_opts.bundle.train_end]
+            config["algo"] = chain_opts.algo
     sink.close()
     stats.wall_s = time.perf_counter() - t0
     assert isinstance(sink, _DlqCountingSink)
     summary = build_summary(sink, stats, sink.dlq)
+    if report is not None:
+        summary.update(report)
+        ts, eq = report.pop("_curve")
+        summary.pop("_curve", None)
+        write_equity_csv(opts.out / "equity.csv", ts, eq)
     manifest = {
         "command": "streamquant run",
         "code_version": code_version(),
-        "seed": 0,
+        "seed": opts.seed,
         "input": {"path": str(input_path), "sha256": sha256_of(input_path)},
         "config": config,
         "topics": sorted(sink.counts),
@@ -381,7 +551,56 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         opts.summary_json.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if not opts.quiet:
         print_summary(summary, opts.out)
+        if report is not None:
+            print_report(summary)
     return summary
+
+
+def _chain_options(opts: ReplayOptions, src: TickInput, norm: Normalize,
+                   feats: WindowFeatures, bar_ns: int) -> ChainOptions:
+    if opts.models is None:
+        models = opts.out / "models"
+        if not opts.quiet:
+            print(f"no --models: training walk-forward into {models}", file=sys.stderr)
+        bundle, _ = train_models(opts, models)
+    else:
+        models = opts.models
+        try:
+            bundle = load_bundle(models)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+    if bundle.feature_version != feats.feature_version:
+        raise UsageError(f"models in {models} expect features {bundle.feature_version}, this "
+                         f"run computes {feats.feature_version} (another --bar?)")
+    if not opts.quiet:
+        arms = f"A={','.join(bundle.arm_a)}"
+        if bundle.arm_b:
+            arms += f" B={','.join(bundle.arm_b)} (B share {bundle.ab_split:.0%})"
+        print(f"models: {models} [{arms}]; trading from "
+              f"{format_ns(bundle.train_end)}", file=sys.stderr)
+    try:
+        limits, account = load_risk_file(opts.risk)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--risk {opts.risk}: {exc}") from None
+    instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
+    return ChainOptions(models=models, bundle=bundle, instruments=instruments, limits=limits,
+                        account=account, algo=opts.algo, periods_per_year=opts.periods_per_year,
+                        session_tz=src.tz or "UTC")
+
+
+def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
+            opts: ReplayOptions) -> dict[str, Any]:
+    def of(topic: str, kind: type[T]) -> list[T]:
+        return [v for v in captured.get(topic, []) if isinstance(v, kind)]
+
+    report, ts, eq = build_report(
+        positions=of("positions", Position), fills=of("fills", Fill),
+        orders=of("orders", Order), rejects=of("risk.rejects", RiskReject),
+        decisions=of("audit.decisions", Decision), initial_equity=chain.account.initial_equity,
+        multipliers={s: i.multiplier for s, i in chain.instruments.items()},
+        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
+    report["_curve"] = (ts, eq)
+    return report
 
 
 # ------------------------------------------------------------------------------ features CSV

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from jobs.regime_fit import fit_gaussian_hmm
 from jobs.training import forward_returns, matrix_from_vectors, train_specialists
@@ -55,7 +56,7 @@ def load_bundle(directory: Path) -> StrategyBundle:
     return msgspec.json.decode(path.read_bytes(), type=StrategyBundle)
 
 
-def fit_volatility(returns: np.ndarray) -> VolConfig:
+def fit_volatility(returns: npt.NDArray[np.float64]) -> VolConfig:
     """GARCH(1,1) when arch's fit converges to a stationary model; EWMA(0.94) otherwise."""
     try:
         g = fit_garch(returns)
@@ -85,7 +86,11 @@ def train_bundle(
     rets = np.array([fv.ret_1 for fv in train if fv.ret_1 is not None], dtype=np.float64)
     if rets.size < 100:
         raise ValueError(f"only {rets.size} returns in the training window; need >= 100")
-    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr)
+
     say(f"training on {len(train):,} bars of {', '.join(symbols)} ...")
     hmm = fit_gaussian_hmm(rets)
     vol = fit_volatility(rets)
@@ -117,6 +122,6 @@ def train_bundle(
         ab_split=ab_split, seed=seed, n_train_bars=len(train))
     save_bundle(out_dir, bundle)
     for e in sorted(entries, key=lambda e: e.name):
-        auc = e.metrics.get("auc", float("nan"))
+        auc = e.metrics.get("val_auc", float("nan"))
         say(f"  {e.name:<16} {e.version}  n_train={e.n_train:,}  val AUC={auc:.3f}")
     return bundle

@@ -23,12 +23,13 @@ class TopicSink:
         directory: Path | None,
         topics: tuple[str, ...],
         *,
-        capture: bool = False,
+        capture: bool | tuple[str, ...] = False,
         write: tuple[str, ...] | None = None,
     ) -> None:
         self.counts: Counter[str] = Counter({t: 0 for t in topics})
+        kept = topics if capture is True else (capture or ())
         self.captured: dict[str, list[msgspec.Struct]] | None = (
-            {t: [] for t in topics} if capture else None
+            {t: [] for t in kept} if kept else None
         )
         self._enc = msgspec.json.Encoder()
         self._bufs: dict[str, bytearray] = {}
@@ -42,7 +43,9 @@ class TopicSink:
     def emit(self, topic: str, value: msgspec.Struct) -> None:
         self.counts[topic] += 1
         if self.captured is not None:
-            self.captured.setdefault(topic, []).append(value)
+            kept = self.captured.get(topic)
+            if kept is not None:
+                kept.append(value)
         buf = self._bufs.get(topic)
         if buf is not None:
             self._enc.encode_into(value, buf, len(buf))

@@ -158,7 +158,8 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
             ),
         ]
         confidence = max(0.0, 1.0 - ent / self._log_k)
-        features = dict(zip(fv.NAMES, fv.values(), strict=True))
+        features: dict[str, float | None] = {"close": fv.close}
+        features.update(zip(fv.NAMES, fv.values(), strict=True))
         if not p.predictions:
             state.last_scores = None
             trace = DecisionTrace(

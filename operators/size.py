@@ -42,8 +42,13 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     periods_per_year: float = 252.0 * 23 * 60
     max_fraction: float = 0.25
     max_contracts: float = 1e9
-    regime_scale: dict[str, float] = {"bull": 1.0, "bear": 1.0, "sideways": 0.5}
+    regime_scale: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"bull": 1.0, "bear": 1.0, "sideways": 0.5})
     algo: Algo = "IMMEDIATE"
+    trade_from_ns: int = -(2**63)
+    """Decisions before this event time only warm the forecaster (the training window)."""
+    multipliers: dict[str, float] = {}
+    lot_sizes: dict[str, float] = {}
 
     def __post_init__(self) -> None:
         positive = (
@@ -102,6 +107,10 @@ class Size(Operator[SizeState, Signal]):
         cfg = self.config
         if event.bar_return is not None:
             state.vol = self._vol.update(state.vol, event.bar_return)
+        if event.ts_event < cfg.trade_from_ns:
+            return state, []
+        multiplier = cfg.multipliers.get(event.symbol, cfg.multiplier)
+        lot = cfg.lot_sizes.get(event.symbol, cfg.lot_size)
         sigma = math.sqrt(self._vol.forecast(state.vol))
         kelly = event.signal * _SQRT_2_OVER_PI / sigma
         vol_cap = cfg.target_vol_bar / sigma
@@ -109,9 +118,9 @@ class Size(Operator[SizeState, Signal]):
         regime = math.fsum(p * cfg.regime_scale.get(r, 1.0) for r, p in event.regime_probs.items())
         frac *= regime * event.confidence
         frac = max(-cfg.max_fraction, min(cfg.max_fraction, frac))
-        contracts = frac * cfg.reference_equity / (event.close * cfg.multiplier)
+        contracts = frac * cfg.reference_equity / (event.close * multiplier)
         contracts = max(-cfg.max_contracts, min(cfg.max_contracts, contracts))
-        target = round_to_lot(contracts, cfg.lot_size)
+        target = round_to_lot(contracts, lot)
         delta = target - state.target
         state.target = target
         sizing = {

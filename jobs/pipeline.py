@@ -1,0 +1,93 @@
+"""The decision chain's operators, assembled from a strategy bundle and run options.
+
+infer → regime blend → size → account (pre-trade check, routing, paper broker). The graph is
+the same for the per-event and the batched path; only how ticks and features reach it differs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.graph import Stage
+from jobs.strategy import StrategyBundle
+from operators.account import AccountOpConfig, AccountOperator
+from operators.execution import ExecConfig
+from operators.infer import Infer, InferConfig
+from operators.instruments import Instrument, load_instruments
+from operators.ledger import InstrumentSpec
+from operators.regime_blend import BlendConfig, RegimeBlend
+from operators.risk_config import AccountConfig, RiskLimits, load_account_config, load_risk_limits
+from operators.size import Size as SizeOp
+from operators.size import SizeConfig
+from topics.messages import Algo
+
+DEFAULT_INSTRUMENTS = Path(__file__).parent / "data" / "instruments.csv"
+ACCOUNT = "paper"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainOptions:
+    models: Path
+    bundle: StrategyBundle
+    instruments: dict[str, Instrument]
+    limits: RiskLimits
+    account: AccountConfig
+    algo: Algo = "IMMEDIATE"
+    periods_per_year: float = 252.0 * 23 * 60
+    session_tz: str = "America/Chicago"
+    latency_ns: int = 50_000_000
+
+
+def load_risk_file(path: Path | None) -> tuple[RiskLimits, AccountConfig]:
+    """``--risk PATH`` (TOML with optional ``[limits]`` and ``[account]`` tables)."""
+    if path is None:
+        return RiskLimits(), AccountConfig()
+    text = path.read_text()
+    limits = load_risk_limits(path) if "[limits]" in text else RiskLimits()
+    account = load_account_config(path) if "[account]" in text else AccountConfig()
+    return limits, account
+
+
+def instrument_master(path: Path | None, symbols: tuple[str, ...], quiet: bool
+                      ) -> dict[str, Instrument]:
+    """Instruments by symbol: ``--instruments`` or the shipped file, defaults for the rest."""
+    table = {i.symbol: i for i in load_instruments(path or DEFAULT_INSTRUMENTS)}
+    for sym in symbols:
+        if sym not in table:
+            if not quiet:
+                print(f"warning: {sym} is not in the instrument master; using multiplier 1, "
+                      "lot 1, tick 0.01 (pass --instruments)", file=sys.stderr)
+            table[sym] = Instrument(symbol=sym)
+    return table
+
+
+def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
+    b = opts.bundle
+    infer = Infer(InferConfig(registry_dir=str(opts.models), arm_a=b.arm_a, arm_b=b.arm_b,
+                              ab_split=b.ab_split))
+    blend = RegimeBlend(BlendConfig(hmm=b.hmm, bar_ns=b.bar_ns))
+    specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
+                               lot_size=i.lot_size, group=i.group or s)
+             for s, i in sorted(opts.instruments.items())}
+    first = specs[b.symbols[0]]
+    size = SizeOp(SizeConfig(
+        account=ACCOUNT, vol=b.vol, reference_equity=opts.account.initial_equity,
+        multiplier=first.multiplier, lot_size=first.lot_size,
+        periods_per_year=opts.periods_per_year, algo=opts.algo, trade_from_ns=b.train_end,
+        multipliers={s: sp.multiplier for s, sp in specs.items()},
+        lot_sizes={s: sp.lot_size for s, sp in specs.items()}))
+    session = next((i.session_start for i in opts.instruments.values() if i.session_start),
+                   "17:00")
+    account = AccountOperator(AccountOpConfig(
+        account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
+        execution=ExecConfig(venue="PAPER", latency_ns=opts.latency_ns),
+        session_start=session, session_tz=opts.session_tz))
+    return (
+        Stage(infer, ("features",), ("predictions",)),
+        Stage(blend, ("features", "predictions"), ("regimes", "signals")),
+        Stage(size, ("signals",), ("orders.intents",)),
+        Stage(account, ("orders.intents", "md.ticks", "control"),
+              ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
+    )

@@ -77,8 +77,14 @@ def load_bars(
             continue
         ts, cells = row_ts, row
         symbol = cells[idx["symbol"]] if "symbol" in idx else (default_symbol or "")
-        vals = {c: parse_number(cells[idx[c]]) for c in BAR_COLUMNS[2:]}
-        bad = _bar_problem(symbol, vals)
+        vals: dict[str, float | None] = {}
+        bad = ""
+        for c in BAR_COLUMNS[2:]:
+            try:
+                vals[c] = parse_number(cells[idx[c]])
+            except ValueError:
+                bad = bad or f"{c} {cells[idx[c]]!r} is not a number"
+        bad = bad or _bar_problem(symbol, vals)
         if bad:
             out.append((DeadLetter(ts_event=ts, reason="BAD_BAR", detail=bad, payload=line,
                                    source=src), ts_text))

@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output directory, must be new or empty (default: %(default)s)")
     run.add_argument("--force", action="store_true", help="allow a non-empty --out (cleared)")
     run.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
-    run.add_argument("--bar", default="1m", help="bar length, e.g. 1m, 5m, 1h, 1d (default: 1m)")
+    run.add_argument("--bar", default=None,
+                     help="bar length, e.g. 1m, 5m, 1h, 1d (default: 1m for ticks; for --bars "
+                          "the file's own spacing)")
     run.add_argument("--lateness", default="0s",
                      help="allowed lateness behind the max event time seen (default: 0s)")
     run.add_argument("--symbol", help="symbol for input without a symbol column")

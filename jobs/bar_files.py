@@ -79,11 +79,11 @@ def load_bars(
         symbol = cells[idx["symbol"]] if "symbol" in idx else (default_symbol or "")
         vals: dict[str, float | None] = {}
         bad = ""
-        for c in BAR_COLUMNS[2:]:
+        for col in BAR_COLUMNS[2:]:
             try:
-                vals[c] = parse_number(cells[idx[c]])
+                vals[col] = parse_number(cells[idx[col]])
             except ValueError:
-                bad = bad or f"{c} {cells[idx[c]]!r} is not a number"
+                bad = bad or f"{col} {cells[idx[col]]!r} is not a number"
         bad = bad or _bar_problem(symbol, vals)
         if bad:
             out.append((DeadLetter(ts_event=ts, reason="BAD_BAR", detail=bad, payload=line,

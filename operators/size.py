@@ -38,9 +38,9 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     multiplier: float = 1.0
     lot_size: float = 1.0
     kelly_fraction: float = 0.25
-    target_vol_annual: float = 0.15
+    target_vol_annual: float = 0.10
     periods_per_year: float = 252.0 * 23 * 60
-    max_fraction: float = 0.25
+    max_fraction: float = 0.35
     max_contracts: float = 1e9
     regime_scale: dict[str, float] = msgspec.field(
         default_factory=lambda: {"bull": 1.0, "bear": 1.0, "sideways": 0.5})

@@ -1,0 +1,81 @@
+"""The benchmarks' workload: the bundled E-mini sample as ``streamquant run`` sees it.
+
+Everything is built through the replay job's own functions (``resolve_ticks``,
+``normalize_config``, ``iter_records``, ``load_tick_columns``, ``train_models``, the chain
+options of ``run --models``), so a benchmark times the code path users run, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from jobs import replay
+from jobs.graph import Stage
+from jobs.pipeline import ChainOptions, chain_stages
+from jobs.replay import ReplayOptions, TickInput, iter_records, normalize_config, resolve_ticks
+from jobs.strategy import StrategyBundle, load_bundle
+from jobs.tick_files import load_tick_columns
+from operators.bars import parse_duration
+from operators.features import FeaturesConfig, WindowFeatures
+from operators.normalize import Normalize, RawRecord, TickColumns
+
+BAR = "1m"
+BAR_NS = parse_duration(BAR)
+
+
+def source() -> TickInput:
+    """The bundled E-mini trades (fetched and verified on first use)."""
+    return resolve_ticks(ReplayOptions(out=Path("unused"), quiet=True))
+
+
+def normalizer(src: TickInput) -> Normalize:
+    return Normalize(normalize_config(src, None))
+
+
+def window_features() -> WindowFeatures:
+    return WindowFeatures(FeaturesConfig(bar_ns=BAR_NS))
+
+
+def records(src: TickInput) -> list[RawRecord]:
+    """Every data line as the per-event path's source records, held in memory."""
+    return list(iter_records(src))
+
+
+def columns(src: TickInput) -> TickColumns:
+    """The file as the batched path loads it (``run_batch_ticks``'s first step)."""
+    cols = load_tick_columns(src.path, src.column_map, src.tz, src.default_symbol,
+                             src.default_venue)
+    return dataclasses.replace(cols, file=src.label)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrainedBundle:
+    models: Path
+    bundle: StrategyBundle
+    train_s: float
+    """Wall seconds of ``train_models`` (0 when an existing bundle was loaded)."""
+
+
+def trained_bundle(models: Path | None, work: Path) -> TrainedBundle:
+    """Load ``models`` or train the walk-forward bundle as ``streamquant train`` does."""
+    if models is not None:
+        return TrainedBundle(models, load_bundle(models), 0.0)
+    out = work / "models"
+    t0 = time.perf_counter()
+    bundle, _ = replay.train_models(ReplayOptions(out=work, quiet=True), out)
+    return TrainedBundle(out, bundle, time.perf_counter() - t0)
+
+
+def chain_options(src: TickInput, models: Path) -> ChainOptions:
+    """The decision chain's options exactly as ``streamquant run --models DIR`` builds them."""
+    opts = ReplayOptions(out=Path("unused"), quiet=True, models=models)
+    norm = normalizer(src)
+    feats = window_features()
+    return replay._chain_options(opts, src, norm, feats, BAR_NS)
+
+
+def chain(src: TickInput, models: Path) -> tuple[Stage, ...]:
+    """Fresh chain operators (infer, regime blend, size, account) over the bundle."""
+    return chain_stages(chain_options(src, models))

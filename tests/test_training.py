@@ -121,6 +121,7 @@ def to_vectors(
                 symbol=symbol,
                 timeframe="1m",
                 feature_version=version,
+                ts_closed=int(t),
                 close=float(c),
                 **vals,
             )

@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/streamquant data fetch
-	$(BIN)/python -m bench.pipeline_throughput
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -79,3 +79,19 @@ def chain_options(src: TickInput, models: Path) -> ChainOptions:
 def chain(src: TickInput, models: Path) -> tuple[Stage, ...]:
     """Fresh chain operators (infer, regime blend, size, account) over the bundle."""
     return chain_stages(chain_options(src, models))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.emini train DIR``: train the bundle once for several benchmarks."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="train the benchmarks' strategy bundle")
+    p.add_argument("command", choices=("train",))
+    p.add_argument("work", type=Path, help="directory; the bundle goes to WORK/models")
+    args = p.parse_args(argv)
+    tb = trained_bundle(None, args.work)
+    print(f"trained {tb.models} in {tb.train_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

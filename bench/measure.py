@@ -26,7 +26,11 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """Median and range of repeated measurements (any unit)."""
+    """Median and spread of repeated measurements (any unit).
+
+    The spread is half the interquartile range from five samples on (one stray run on a
+    shared core should not define it), half the full range below that.
+    """
 
     median: float
     lo: float
@@ -37,15 +41,19 @@ class Stats:
     def of(cls, values: Sequence[float]) -> Stats:
         if not values:
             raise ValueError("no measurements")
+        if len(values) >= 5:
+            q1, q3 = np.percentile(values, [25, 75])
+            return cls(statistics.median(values), float(q1), float(q3), len(values))
         return cls(statistics.median(values), min(values), max(values), len(values))
 
     @property
     def spread_pct(self) -> float:
-        """Half the range relative to the median: ``±`` this many percent."""
+        """Half the spread relative to the median: ``±`` this many percent."""
         return 50.0 * (self.hi - self.lo) / self.median if self.median else 0.0
 
     def spread(self) -> str:
-        return f"±{self.spread_pct:.1f}% (n={self.n})"
+        kind = "IQR" if self.n >= 5 else "range"
+        return f"±{self.spread_pct:.1f}% {kind} n={self.n}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +74,7 @@ def interleaved(
     warmup: bool = True,
     before: Callable[[], object] | None = None,
 ) -> dict[str, list[float]]:
-    """Wall seconds of each case, run ``reps`` times in turn (A B C A B C ...).
+    """Wall seconds of each case, run ``reps`` times in turn (A B C, B C A, C A B, ...).
 
     A full collection before every run keeps one case's garbage from being charged to the
     next; the collector stays enabled inside the run because production runs with it.
@@ -76,8 +84,11 @@ def interleaved(
         for fn in cases.values():
             fn()
     out: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(reps):
-        for name, fn in cases.items():
+    names = list(cases)
+    for r in range(reps):
+        k = r % len(names)  # rotate who goes first: no case always runs on a cold start
+        for name in names[k:] + names[:k]:
+            fn = cases[name]
             if before is not None:
                 before()
             gc.collect()
@@ -106,17 +117,37 @@ def fmt_rate(per_s: float, unit: str = "ticks/s") -> str:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process image so far.
+
+    ``VmHWM`` from /proc where there is one: Linux carries ``getrusage``'s ``ru_maxrss``
+    across fork and exec, so a fresh child started by a big parent would report the parent's
+    peak. Elsewhere ``ru_maxrss`` (KiB on Linux).
+    """
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def ru_maxrss_mib() -> float:
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` as is (see ``peak_rss_mib`` for its caveat)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def current_rss_mib() -> float:
-    """Resident set size right now, from /proc (0 where /proc is absent)."""
+    """Resident set size right now (0 where /proc is absent)."""
+    rss = _proc_status_kib("VmRSS")
+    return 0.0 if rss is None else rss / 1024.0
+
+
+def _proc_status_kib(field: str) -> int | None:
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return None
+    return None
 
 
 def machine() -> str:

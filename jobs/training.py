@@ -253,6 +253,10 @@ def export_onnx(
     )
     # skl2onnx names the graph with a random uuid: pin it so the bytes are reproducible
     model.graph.name = graph_name
+    # ... and it lists opset imports in set order (salted per process): sort them
+    imports = sorted(model.opset_import, key=lambda o: (o.domain, o.version))
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
     data: bytes = model.SerializeToString()
     return data
 

@@ -105,6 +105,7 @@ class AccountOpState(msgspec.Struct, kw_only=True):
     next_session_ts: int = 0
     volumes: dict[str, VolumeBuckets] = {}
     counters: dict[str, int] = {}
+    last_ts: int = 0  # newest event time released (stamps the end-of-stream marks)
 
 
 def _bump(state: AccountOpState, name: str, n: int = 1) -> None:
@@ -157,6 +158,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         state.seq += 1
         state.buffer.append(item)
         ctx.register_timer(item.ts)
+        ctx.register_timer(END_OF_STREAM)  # the final marks (runtimes keep one per key)
         return state, []
 
     def on_timer(
@@ -169,6 +171,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             if len(due) > 1:
                 due.sort(key=lambda b: (b.ts, b.rank, b.symbol, b.seq))
             for b in due:
+                state.last_ts = max(state.last_ts, b.ts)
                 self._advance(state, b.ts, out, ctx)
                 if b.tick is not None:
                     self._on_tick(state, b.tick, out)
@@ -206,18 +209,19 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 continue
             blocked = self._child_block(state, c)
             if blocked is not None:
-                self._cancel_parent(state, c, blocked, out)
+                self._cancel_parent(state, c, blocked, out, max(c.release_ts, now))
                 continue
+            sent_at = max(c.release_ts, now)  # an iceberg clip goes out when its predecessor ends
             c.sent = True
-            c.fillable_from = c.release_ts + cfg.latency_ns
-            c.expires_at = c.release_ts + cfg.child_ttl_ns
+            c.fillable_from = sent_at + cfg.latency_ns
+            c.expires_at = sent_at + cfg.child_ttl_ns
             ctx.register_timer(c.expires_at)
             out.append(
                 Emit(
                     "orders",
                     self.config.account,
                     Order(
-                        ts_event=c.release_ts,
+                        ts_event=sent_at,
                         client_order_id=c.client_order_id,
                         parent_order_id=c.parent_order_id,
                         decision_id=c.decision_id,
@@ -260,7 +264,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         _bump(state, f"children_{why}")
 
     def _cancel_parent(
-        self, state: AccountOpState, first: Child, reason: Reason, out: list[Emit]
+        self, state: AccountOpState, first: Child, reason: Reason, out: list[Emit], now: int
     ) -> None:
         """Cancel every unsent and working child of ``first``'s parent (kill switch, halt)."""
         pid = first.parent_order_id
@@ -278,7 +282,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 "risk.rejects",
                 self.config.account,
                 RiskReject(
-                    ts_event=first.release_ts,
+                    ts_event=now,
                     decision_id=first.decision_id,
                     account=self.config.account,
                     symbol=first.symbol,
@@ -468,10 +472,9 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         for c in state.children:
             self._cancel_child(state, c, "expired")
         state.children = []
-        last_ts = max((b.ts for b in state.buffer), default=0)
         for sym in sorted(state.ledger.positions):
             if sym in state.ledger.last_prices:
-                out.append(self._position(state, sym, last_ts, "end"))
+                out.append(self._position(state, sym, state.last_ts, "end"))
 
     # -- helpers ------------------------------------------------------------------------------
     def _spec(self, symbol: str) -> lg.InstrumentSpec:

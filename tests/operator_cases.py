@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -41,8 +41,12 @@ FEATURE_TICKS = 60_000
 INFER_VECTORS = 1_200
 BLEND_MESSAGES = 5_000
 ACCOUNT_WINDOW = 30_000
-FEATURE_LATENESS_NS = 2_000_000_000
+"""Caps on each case's events (the prefix holds 60,000 ticks and 1,182 bars): one run of any
+case takes ~0.1 s, so the suite's ~10 runs per case stay near a second."""
+FEATURE_LATENESS_NS = 90_000_000_000
+"""More than a bar: two or more bars are open (with pending close timers) at every cut."""
 ACCOUNT_LATENESS_NS = 1_000_000_000
+"""The account's buffer holds about a second of ticks and intents (with timers) at a cut."""
 ACCOUNT_LEAD_TICKS = 100
 """Ticks before the first intent, so the account has marks before it trades."""
 KILL_AT, RESET_AT = 0.4, 0.65
@@ -78,7 +82,11 @@ def _op(uid: str) -> Any:
 
 
 def normalize_case() -> OperatorCase:
-    """The first raw E-mini CSV lines, framed by the replay source (file and line)."""
+    """The first raw E-mini CSV lines as the replay source frames them (file and line).
+
+    The sample has no trade ids, so the per-symbol dedupe memory stays empty here; its
+    snapshot/restore is proven in ``test_normalize_dedupe`` on an id-carrying stream.
+    """
     cfg = _op("normalize").config
     records: list[msgspec.Struct] = list(chain_run().records[:NORMALIZE_RECORDS])
     return OperatorCase(make=lambda: Normalize(cfg), events=_fixed(records),
@@ -87,10 +95,11 @@ def normalize_case() -> OperatorCase:
 
 
 def window_features_case() -> OperatorCase:
-    """All normalized ticks of the prefix (1,182 one-minute bars) under 2 s of lateness.
+    """All normalized ticks of the prefix (1,182 one-minute bars) under 90 s of lateness.
 
-    The replay ran with no lateness; here the watermark trails by 2 s, so at each minute
-    boundary two bars are open and their close timers are pending across every cut.
+    The replay ran without lateness; here the watermark trails by 90 s, so a checkpoint
+    always holds several open bars and their close timers (a snapshot that kept only the
+    newest bar would fail the split test).
     """
     cfg = dataclasses.replace(_op("window_features").config, lateness_ns=FEATURE_LATENESS_NS)
     ticks = chain_run().consumed(("md.ticks",))[:FEATURE_TICKS]
@@ -179,7 +188,8 @@ def _account_events() -> list[msgspec.Struct]:
     account = _op("account").config.account
     kill, reset = int(len(events) * KILL_AT), int(len(events) * RESET_AT)
     # The later one first, so the earlier index still points at the same message.
-    for at, command in ((reset, "RESET"), (kill, "KILL")):
+    commands: tuple[tuple[int, Literal["RESET", "KILL"]], ...] = ((reset, "RESET"), (kill, "KILL"))
+    for at, command in commands:
         ts = events[at].ts_event  # type: ignore[attr-defined]
         events.insert(at, Control(ts_event=ts, command=command, account=account,
                                   reason="operator contract case"))

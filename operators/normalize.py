@@ -323,11 +323,12 @@ class TickColumns:
         idx = np.flatnonzero(mask)
         rows = idx.tolist()
         src = self.payload
-        payload: Sequence[str] | Callable[[int], str]
+        # Lazy: only dead letters ever read a payload, so never copy 500k strings up front.
+        payload: Callable[[int], str]
         if callable(src):
             payload = lambda i: src(rows[i])  # noqa: E731
         else:
-            payload = [src[i] for i in rows]
+            payload = lambda i: src[rows[i]]  # noqa: E731
         return TickColumns(
             ts=self.ts[idx],
             price=self.price[idx],

@@ -26,17 +26,14 @@ REGIMES = ("bull", "bear", "sideways")
 
 
 class BlendConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """HMM parameters in (bull, bear, sideways) order, bar length and the performance memory."""
+    """HMM parameters in (bull, bear, sideways) order and the specialists' performance memory."""
 
     hmm: HmmParams
-    bar_ns: int
     perf_halflife_bars: float = 20.0
 
     def __post_init__(self) -> None:
         if self.hmm.k != len(REGIMES):
             raise ValueError(f"the blend needs a {len(REGIMES)}-state HMM, got {self.hmm.k}")
-        if self.bar_ns <= 0:
-            raise ValueError("bar_ns must be > 0")
         if not (self.perf_halflife_bars > 0 and math.isfinite(self.perf_halflife_bars)):
             raise ValueError("perf_halflife_bars must be a positive number")
 
@@ -142,7 +139,9 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
             probs = state.hmm.probs
         ent = entropy(probs)
         regime_probs = dict(zip(REGIMES, probs, strict=True))
-        ts_end = fv.ts_event + self.config.bar_ns
+        # Decide when the bar became known (its closing tick): an earlier stamp would let
+        # orders fill on ticks the decision could not have seen, a later one trades stale bars.
+        decided_at = fv.ts_closed
         out = [
             Emit(
                 "regimes",
@@ -179,7 +178,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
                     "signals",
                     fv.symbol,
                     Signal(
-                        ts_event=ts_end,
+                        ts_event=decided_at,
                         symbol=fv.symbol,
                         decision_id=did,
                         signal=0.0,
@@ -229,7 +228,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
                 "signals",
                 fv.symbol,
                 Signal(
-                    ts_event=ts_end,
+                    ts_event=decided_at,
                     symbol=fv.symbol,
                     decision_id=did,
                     signal=2.0 * prob_up - 1.0,

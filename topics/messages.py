@@ -196,7 +196,8 @@ class DecisionTrace(msgspec.Struct, frozen=True, kw_only=True):
 class Signal(Message, frozen=True, kw_only=True):
     """``signals``: the blended signal for one bar and the weights that produced it.
 
-    ``ts_event`` is the bar's end: the decision is made when the bar is complete.
+    ``ts_event`` is when the bar became known (``FeatureVector.ts_closed``, the event time of
+    the tick that closed it): the decision cannot be earlier, and a later stamp trades stale.
     """
 
     symbol: str

@@ -380,6 +380,16 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
     ) -> None:
         led = state.ledger
         spec = self._spec(it.symbol)
+        # A new target supersedes the execution of earlier ones in this symbol: cancel their
+        # unsent slices and working remainders, so two parents never trade against each other.
+        if any(c.symbol == it.symbol for c in state.children):
+            keep: list[Child] = []
+            for c in state.children:
+                if c.symbol == it.symbol:
+                    self._cancel_child(state, c, "superseded")
+                else:
+                    keep.append(c)
+            state.children = keep
         pos = lg.position(led, it.symbol)
         current = pos.quantity + pos.working_buy - pos.working_sell
         delta = it.target_position - current

@@ -73,6 +73,19 @@ def _decisions(run: Replay) -> dict[str, Decision]:
     return {d.decision_id: d for d in run.topic("audit.decisions")}
 
 
+def _superseded_at(run: Replay) -> dict[str, int]:
+    """Decision id -> event time of the next decision in its symbol, which cancels whatever
+    of its execution is still unsent or working (target-based execution)."""
+    nxt: dict[str, int] = {}
+    last: dict[str, Decision] = {}
+    for d in run.topic("audit.decisions"):
+        prev = last.get(d.symbol)
+        if prev is not None:
+            nxt[prev.decision_id] = d.ts_event
+        last[d.symbol] = d
+    return nxt
+
+
 def _signed(side: str, qty: float) -> float:
     return qty if side == "BUY" else -qty
 
@@ -342,12 +355,14 @@ def test_fees_are_one_dollar_per_contract(replays: ReplayPool) -> None:
 def test_twap_sends_four_equal_slices_fifteen_seconds_apart(replays: ReplayPool) -> None:
     run = replays.get("twap")
     decisions = _decisions(run)
+    superseded = _superseded_at(run)
     last_tick = int(read_ticks(run.out).ts[-1])
     four = 0
     for did, orders in _orders_by_decision(run).items():
         d = decisions[did]
         lots = round(d.quantity)
         m = min(SLICES, lots)
+        cut = superseded.get(did)
         assert [_slice_no(o) for o in orders] == [(k, m) for k in range(1, len(orders) + 1)]
         for k, o in enumerate(orders, 1):
             assert o.algo == "TWAP" and o.order_type == "MARKET"
@@ -355,6 +370,10 @@ def test_twap_sends_four_equal_slices_fifteen_seconds_apart(replays: ReplayPool)
             assert o.client_order_id == client_order_id(did, k)
         if d.ts_event + (m - 1) * SLICE_NS > last_tick:
             continue  # the stream ended before the last slices were due
+        if cut is not None and cut < d.ts_event + (m - 1) * SLICE_NS:
+            # the next decision came first: exactly the slices due by then were sent
+            assert len(orders) == sum(d.ts_event + k * SLICE_NS <= cut for k in range(m))
+            continue
         assert len(orders) == m
         sizes = [o.quantity for o in orders]
         assert math.fsum(sizes) == d.quantity
@@ -401,11 +420,15 @@ def test_vwap_slices_follow_the_volume_profile(replays: ReplayPool) -> None:
         lo, hi = np.searchsorted(ticks.ts, [bucket * SLICE_NS, (bucket + 1) * SLICE_NS])
         return float(volume[hi] - volume[lo])
 
+    superseded = _superseded_at(run)
     uneven = 0
     for did, orders in _orders_by_decision(run).items():
         d = decisions[did]
         if d.ts_event + (SLICES - 1) * SLICE_NS > last_tick:
             continue
+        cut = superseded.get(did)
+        if cut is not None and cut < d.ts_event + (SLICES - 1) * SLICE_NS:
+            continue  # a later decision cancelled the remaining slices
         # the profile: volume of the four 15 s buckets before the last trade's bucket
         cur = int(ticks.ts[ticks.last_at_or_before(d.ts_event)]) // SLICE_NS
         w = np.array([traded(cur - SLICES + j) for j in range(SLICES)])

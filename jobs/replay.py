@@ -11,7 +11,6 @@ Two execution paths with one output:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import subprocess
@@ -646,9 +645,3 @@ def features_csv(bars_path: Path, out: Path, *, force: bool = False, bar: str | 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(",".join(FEATURE_CSV_COLUMNS) + "\n" + "".join(r + "\n" for r in rows))
     return len(rows)
-
-
-def digest_topics(out: Path) -> dict[str, str]:
-    """sha256 of every topic file of a run (for determinism checks and manifests)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((out / "topics").glob("*.jsonl"))}

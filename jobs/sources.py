@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -97,28 +96,6 @@ def inspect_tick_file(
         raise UsageError(f"{path}: line 1 is not a JSON object")
     _check_columns(path, tuple(obj), TICK_COLUMNS, required)
     return TickFileSpec(path, "jsonl", None)
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One framed input line: text without the newline and its 1-based line number."""
-
-    number: int
-    text: str
-
-
-def iter_lines(spec: TickFileSpec) -> Iterator[Line]:
-    """Yield data lines (CSV header skipped; blank lines skipped) with their line numbers."""
-    with open_text(spec.path) as f:
-        if spec.fmt == "csv":
-            f.readline()
-            start = 2
-        else:
-            start = 1
-        for n, text in enumerate(f, start):
-            text = text.rstrip("\r\n")
-            if text:
-                yield Line(n, text)
 
 
 def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[str, ...]:

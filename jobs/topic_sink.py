@@ -54,16 +54,6 @@ class TopicSink:
                 self._files[topic].write(buf)
                 buf.clear()
 
-    def write_raw_lines(self, topic: str, data: bytes, count: int) -> None:
-        """Append pre-encoded JSON lines (the batched path encodes columns itself)."""
-        self.counts[topic] += count
-        buf = self._bufs.get(topic)
-        if buf is not None:
-            buf += data
-            if len(buf) >= _FLUSH_AT:
-                self._files[topic].write(buf)
-                buf.clear()
-
     def writes(self, topic: str) -> bool:
         return topic in self._bufs
 

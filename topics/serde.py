@@ -7,13 +7,11 @@ so the same message is the same bytes on every runtime: the basis of the parity 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
 from topics.catalog import topic
-
-T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 
@@ -40,11 +38,6 @@ def _decoder(schema: type[Any]) -> msgspec.json.Decoder[Any]:
 def decode(topic_name: str, data: bytes | str) -> Any:
     """Decode a value of ``topic_name``; raises ``msgspec.ValidationError`` on bad input."""
     return _decoder(topic(topic_name).schema).decode(data)
-
-
-def decode_as(schema: type[T], data: bytes | str) -> T:
-    decoded: T = msgspec.json.decode(data, type=schema)
-    return decoded
 
 
 def json_schema(topic_name: str) -> dict[str, Any]:

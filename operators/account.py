@@ -158,16 +158,22 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         state.seq += 1
         state.buffer.append(item)
         ctx.register_timer(item.ts)
-        ctx.register_timer(END_OF_STREAM)  # the final marks (runtimes keep one per key)
+        if state.seq == 1:  # once per key (checkpoints keep timers): the final marks
+            ctx.register_timer(END_OF_STREAM)
         return state, []
 
     def on_timer(
         self, state: AccountOpState, ts: int, ctx: Context
     ) -> tuple[AccountOpState, list[Emit]]:
         out: list[Emit] = []
-        due = [b for b in state.buffer if b.ts <= ts]
+        buf = state.buffer
+        if buf and buf[-1].ts <= ts and (len(buf) == 1 or max(b.ts for b in buf) <= ts):
+            due, state.buffer = buf, []  # the usual case: everything buffered is due
+        else:
+            due = [b for b in buf if b.ts <= ts]
+            if due:
+                state.buffer = [b for b in buf if b.ts > ts]
         if due:
-            state.buffer = [b for b in state.buffer if b.ts > ts]
             if len(due) > 1:
                 due.sort(key=lambda b: (b.ts, b.rank, b.symbol, b.seq))
             for b in due:
@@ -323,13 +329,19 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             self._roll_session(state, t.ts_event)
         lg.mark(led, t.symbol, t.price)
         self._track_volume(state, t)
-        if state.children:
-            self._fill(state, t, out)
-        if not led.reduce_only and led.positions and trip_reduce_only(led, self.config.limits):
+        filled = self._fill(state, t, out) if state.children else False
+        # Equity moves only through fills and marks of open positions: check the loss then.
+        if led.reduce_only:
+            return
+        pos = led.positions.get(t.symbol)
+        if (filled or (pos is not None and pos.quantity != 0.0)) and trip_reduce_only(
+                led, self.config.limits):
             _bump(state, "reduce_only_trips")
 
-    def _fill(self, state: AccountOpState, t: Tick, out: list[Emit]) -> None:
+    def _fill(self, state: AccountOpState, t: Tick, out: list[Emit]) -> bool:
+        """Fill working children of ``t``'s symbol against it; True if anything filled."""
         cfg = self.config.execution
+        filled = False
         spec = self._spec(t.symbol)
         lot = spec.lot_size
         capacity = math.floor(t.size * cfg.participation / lot + 1e-9) * lot
@@ -350,6 +362,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             qty = min(c.remaining, capacity)
             capacity -= qty
             c.filled += qty
+            filled = True
             fee = self.config.account_cfg.fee(qty, px, spec.multiplier)
             lg.apply_fill(state.ledger, t.symbol, c.side, qty, px, fee, spec.multiplier, spec.group)
             fill_no = state.counters.get("fills", 0) + 1
@@ -374,6 +387,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 )
             )
             out.append(self._position(state, t.symbol, t.ts_event, "fill"))
+        return filled
 
     def _on_intent(
         self, state: AccountOpState, it: OrderIntent, out: list[Emit], ctx: Context

@@ -722,34 +722,47 @@ class Normalize(Operator[NormalizeState, RawRecord]):
         return reason.value
 
     def ticks_from_columns(self, cols: TickColumns, valid: npt.NDArray[np.bool_]) -> list[Tick]:
-        """Materialize the valid rows as ``Tick`` messages (what ``process`` would emit)."""
+        """Materialize the valid rows as ``Tick`` messages (what ``process`` would emit).
+
+        Column-wise: every per-row value is looked up with numpy first, so the loop only
+        builds the two structs per row (this is most of the batched replay's cost).
+        """
         cfg = self.config
-        names = [s.strip() for s in cols.symbol_names]
-        venues = [_venue(v, cfg.default_venue) for v in cols.venue_names]
-        out: list[Tick] = []
-        ts, price, size = cols.ts.tolist(), cols.price.tolist(), cols.size.tolist()
-        codes = cols.symbol_codes.tolist()
-        bid = cols.bid.tolist() if cols.bid is not None else None
-        ask = cols.ask.tolist() if cols.ask is not None else None
-        for i in np.flatnonzero(valid).tolist():
-            c = codes[i]
-            sym = names[c] if c >= 0 else (cfg.default_symbol or "")
-            b = bid[i] if bid is not None else math.nan
-            a = ask[i] if ask is not None else math.nan
-            out.append(
-                Tick(
-                    ts_event=ts[i],
-                    symbol=sym,
-                    venue=self._venue_at(cols, venues, i),
-                    price=price[i],
-                    size=size[i] + 0.0,
-                    trade_id=_trade_id(cols.trade_id[i]) if cols.trade_id is not None else None,
-                    bid=None if math.isnan(b) else b,
-                    ask=None if math.isnan(a) else a,
-                    source=cols.source_of(i),
-                )
-            )
-        return out
+        idx = np.flatnonzero(valid)
+        n = idx.size
+        sym_table = np.array([s.strip() for s in cols.symbol_names] + [cfg.default_symbol or ""],
+                             dtype=object)
+        codes = cols.symbol_codes[idx]
+        symbols = sym_table[np.where(codes >= 0, codes, len(sym_table) - 1)].tolist()
+        if cols.venue_codes is None:
+            venues: list[str] = [cfg.default_venue] * n
+        else:
+            ven_table = np.array([_venue(v, cfg.default_venue) for v in cols.venue_names]
+                                 + [cfg.default_venue], dtype=object)
+            vc = cols.venue_codes[idx]
+            venues = ven_table[np.where(vc >= 0, vc, len(ven_table) - 1)].tolist()
+
+        def quotes(col: npt.NDArray[np.float64] | None) -> list[float | None]:
+            if col is None:
+                return [None] * n
+            v = col[idx]
+            obj = v.astype(object)
+            obj[np.isnan(v)] = None
+            out: list[float | None] = obj.tolist()
+            return out
+
+        trade_ids = ([_trade_id(cols.trade_id[i]) for i in idx.tolist()]
+                     if cols.trade_id is not None else [None] * n)
+        sizes = (cols.size[idx] + 0.0).tolist()  # + 0.0: -0.0 becomes 0.0 as in process()
+        file = cols.file
+        return [
+            Tick(ts_event=t, symbol=sy, venue=ve, price=p, size=z, trade_id=tid, bid=b, ask=a,
+                 source=SourceRef(file=file, line=ln))
+            for t, sy, ve, p, z, tid, b, a, ln in zip(
+                cols.ts[idx].tolist(), symbols, venues, cols.price[idx].tolist(), sizes,
+                trade_ids, quotes(cols.bid), quotes(cols.ask), cols.line[idx].tolist(),
+                strict=True)
+        ]
 
 
 def _venue(raw: object, default: str) -> str:

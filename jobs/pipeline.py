@@ -82,7 +82,8 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
                    "17:00")
     account = AccountOperator(AccountOpConfig(
         account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
-        execution=ExecConfig(venue="PAPER", latency_ns=opts.latency_ns),
+        execution=ExecConfig(venue="PAPER", latency_ns=opts.latency_ns,
+                             track_volume=opts.algo == "VWAP"),
         session_start=session, session_tz=opts.session_tz))
     return (
         Stage(infer, ("features",), ("predictions",)),

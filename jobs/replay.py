@@ -270,19 +270,6 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 # ------------------------------------------------------------------------------ runs
 
 
-class _DlqCountingSink(TopicSink):
-    """A sink that also counts dead letters by reason code."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.dlq: Counter[str] = Counter()
-
-    def emit(self, topic: str, value: msgspec.Struct) -> None:
-        if topic == "md.ticks.dlq":
-            self.dlq[value.reason] += 1  # type: ignore[attr-defined]
-        super().emit(topic, value)
-
-
 def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress) -> int:
@@ -485,7 +472,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
                                   tz=opts.tz, default_symbol=opts.symbol)
         bf = BarFeatures(BarFeaturesConfig(bar_ns))
         graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)),))
-        sink: TopicSink = _DlqCountingSink(topics_dir, ("md.ticks.dlq", "md.bars", "features"))
+        sink: TopicSink = TopicSink(topics_dir, ("md.ticks.dlq", "md.bars", "features"))
         runner = LocalRunner(graph, sink, watermark_topic="md.bars")
         for item, _ in items:
             if isinstance(item, DeadLetter):
@@ -514,7 +501,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         controls = _load_controls(opts.control)
         outputs = tick_graph(norm, feats, chain).output_topics
         keep = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
-        sink = _DlqCountingSink(topics_dir, outputs, capture=keep if chain else False)
+        sink = TopicSink(topics_dir, outputs, capture=keep if chain else False)
         mode = opts.mode
         if mode == "batch" and src.spec.fmt != "csv":
             mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
@@ -537,8 +524,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
             config["algo"] = chain_opts.algo
     sink.close()
     stats.wall_s = time.perf_counter() - t0
-    assert isinstance(sink, _DlqCountingSink)
-    summary = build_summary(sink, stats, sink.dlq)
+    summary = build_summary(sink, stats, sink.dlq_reasons)
     if report is not None:
         summary.update(report)
         ts, eq = report.pop("_curve")

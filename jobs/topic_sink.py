@@ -13,6 +13,7 @@ from typing import IO
 import msgspec
 
 _FLUSH_AT = 1 << 20
+DLQ_TOPIC = "md.ticks.dlq"
 
 
 class TopicSink:
@@ -27,6 +28,7 @@ class TopicSink:
         write: tuple[str, ...] | None = None,
     ) -> None:
         self.counts: Counter[str] = Counter({t: 0 for t in topics})
+        self.dlq_reasons: Counter[str] = Counter()  # dead letters by reason code
         kept = topics if capture is True else (capture or ())
         self.captured: dict[str, list[msgspec.Struct]] | None = (
             {t: [] for t in kept} if kept else None
@@ -42,6 +44,8 @@ class TopicSink:
 
     def emit(self, topic: str, value: msgspec.Struct) -> None:
         self.counts[topic] += 1
+        if topic == DLQ_TOPIC:
+            self.dlq_reasons[value.reason] += 1  # type: ignore[attr-defined]
         if self.captured is not None:
             kept = self.captured.get(topic)
             if kept is not None:

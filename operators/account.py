@@ -328,7 +328,8 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         if t.ts_event >= state.next_session_ts:
             self._roll_session(state, t.ts_event)
         lg.mark(led, t.symbol, t.price)
-        self._track_volume(state, t)
+        if self.config.execution.track_volume:
+            self._track_volume(state, t)
         filled = self._fill(state, t, out) if state.children else False
         # Equity moves only through fills and marks of open positions: check the loss then.
         if led.reduce_only:

@@ -38,6 +38,8 @@ class ExecConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     slice_interval_ns: int = 15_000_000_000
     iceberg_display_lots: float = 1.0
     time_in_force: str = "GTD"
+    track_volume: bool = True
+    """Keep per-symbol volume buckets for VWAP profiles (off saves work when no VWAP runs)."""
 
     def __post_init__(self) -> None:
         if self.latency_ns < 0 or self.child_ttl_ns <= 0 or self.slice_interval_ns <= 0:

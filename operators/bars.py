@@ -99,12 +99,14 @@ class OpenBar(msgspec.Struct, array_like=True):
     volume: float
     pv: float
     count: int
+    first_line: int = -1  # source line (or offset) of the bar's first and last tick; -1: none
+    last_line: int = -1
 
     @classmethod
-    def first(cls, start: int, price: float, size: float) -> OpenBar:
-        return cls(start, price, price, price, price, size, price * size, 1)
+    def first(cls, start: int, price: float, size: float, line: int = -1) -> OpenBar:
+        return cls(start, price, price, price, price, size, price * size, 1, line, line)
 
-    def add(self, price: float, size: float) -> None:
+    def add(self, price: float, size: float, line: int = -1) -> None:
         if price > self.high:
             self.high = price
         if price < self.low:
@@ -113,6 +115,7 @@ class OpenBar(msgspec.Struct, array_like=True):
         self.volume += size
         self.pv += price * size
         self.count += 1
+        self.last_line = line
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -193,12 +196,18 @@ class TickColumns:
         symbol = np.fromiter(
             (codes.setdefault(t.symbol, len(codes)) for t in ticks), np.int32, len(ticks)
         )
+        lines = np.fromiter(
+            (t.source.line if t.source is not None and t.source.line is not None else -1
+             for t in ticks), np.int64, len(ticks))
+        files = {t.source.file for t in ticks if t.source is not None}
         return cls(
             ts=np.fromiter((t.ts_event for t in ticks), np.int64, len(ticks)),
             price=np.fromiter((t.price for t in ticks), np.float64, len(ticks)),
             size=np.fromiter((t.size for t in ticks), np.float64, len(ticks)),
             symbol=symbol,
             symbols=tuple(codes),
+            line=lines,
+            source_file=files.pop() if len(files) == 1 else None,
             ticks=ticks,
         )
 
@@ -242,6 +251,8 @@ class BarSegments:
     volume: F64
     pv: F64
     count: I64
+    first_line: I64
+    last_line: I64
 
     def __len__(self) -> int:
         return int(self.code.shape[0])
@@ -255,6 +266,7 @@ def fold_bars(
     *,
     bar_ns: int,
     carried: Sequence[tuple[int, OpenBar]] = (),
+    line: I64 | None = None,
 ) -> BarSegments:
     """Fold on-time ticks (arrival order) into bars, continuing ``carried`` (code, open bar)s.
 
@@ -264,7 +276,13 @@ def fold_bars(
     summed left to right per bar because ``np.add.reduceat`` sums pairwise and would differ
     from the per-event fold in the last bits. That loop runs per bar, not per tick.
     """
+    if line is None:
+        line = np.full(code.shape[0], -1, dtype=np.int64)
     if carried:
+        first_line_all = np.concatenate(
+            (np.array([ob.first_line for _, ob in carried], dtype=np.int64), line))
+        last_line_all = np.concatenate(
+            (np.array([ob.last_line for _, ob in carried], dtype=np.int64), line))
 
         def col(attr: str, values: F64) -> F64:
             head = np.array([getattr(ob, attr) for _, ob in carried], dtype=np.float64)
@@ -284,6 +302,7 @@ def fold_bars(
             )
         )
     else:
+        first_line_all = last_line_all = line
         code_all, start_all = code, ts - ts % bar_ns
         open_all = high_all = low_all = close_all = price
         vol_all, pv_all = size, price * size
@@ -292,7 +311,7 @@ def fold_bars(
     m = code_all.shape[0]
     if m == 0:
         e_i, e_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        return BarSegments(e_i, e_i, e_f, e_f, e_f, e_f, e_f, e_f, e_i)
+        return BarSegments(e_i, e_i, e_f, e_f, e_f, e_f, e_f, e_f, e_i, e_i, e_i)
 
     # Group by (symbol, bar) keeping arrival order; replays are usually sorted already.
     bucket = start_all // bar_ns
@@ -316,6 +335,7 @@ def fold_bars(
         open_all, close_all = open_all[order], close_all[order]
         high_all, low_all = high_all[order], low_all[order]
         vol_all, pv_all, cnt_all = vol_all[order], pv_all[order], cnt_all[order]
+        first_line_all, last_line_all = first_line_all[order], last_line_all[order]
 
     first = np.concatenate(([0], np.flatnonzero(boundary) + 1)).astype(np.int64)
     stop = np.append(first[1:], m)
@@ -335,4 +355,6 @@ def fold_bars(
         volume=volume,
         pv=pv,
         count=np.add.reduceat(cnt_all, first),
+        first_line=first_line_all[first],
+        last_line=last_line_all[stop - 1],
     )

@@ -39,7 +39,7 @@ from operators.bars import (
 )
 from operators.contract import END_OF_STREAM, Context, Emit, Operator, stable_hash
 from operators.indicators import FEATURE_DEFINITIONS, FeatureValues, IndicatorState
-from topics.messages import Bar, FeatureVector, LateTick, Tick
+from topics.messages import Bar, FeatureVector, LateTick, SourceRef, Tick
 
 BARS_TOPIC = "md.bars"
 FEATURES_TOPIC = "features"
@@ -94,6 +94,7 @@ class FeatureState(msgspec.Struct):
     open_bars: list[OpenBar] = msgspec.field(default_factory=list)
     indicators: IndicatorState = msgspec.field(default_factory=IndicatorState)
     late_count: int = 0
+    source_file: str | None = None  # the file of the symbol's ticks (audit inputs)
 
 
 def make_vector(
@@ -105,6 +106,7 @@ def make_vector(
     close: float,
     v: FeatureValues,
     ts_closed: int | None = None,
+    inputs: tuple[SourceRef, ...] = (),
 ) -> FeatureVector:
     return FeatureVector(
         ts_event=ts_event,
@@ -112,6 +114,7 @@ def make_vector(
         timeframe=timeframe,
         feature_version=version,
         ts_closed=ts_event if ts_closed is None else ts_closed,
+        inputs=inputs,
         close=close,
         ema_12=v[0],
         ema_26=v[1],
@@ -229,17 +232,22 @@ class WindowFeatures(Operator[FeatureState, Tick]):
             late = LateTick(ts_event=ts, tick=event, watermark=watermark)
             return state, [Emit(LATE_TOPIC, event.symbol, late)]
         start = bar_start(ts, self._bar_ns)
+        src = event.source
+        line = -1
+        if src is not None and src.line is not None:
+            line = src.line
+            state.source_file = src.file
         bars = state.open_bars
         # The open bar is nearly always the newest one; older ones exist only with lateness.
         for i in range(len(bars) - 1, -1, -1):
             if bars[i].start == start:
-                bars[i].add(event.price, event.size)
+                bars[i].add(event.price, event.size, line)
                 return state, []
             if bars[i].start < start:
-                bars.insert(i + 1, OpenBar.first(start, event.price, event.size))
+                bars.insert(i + 1, OpenBar.first(start, event.price, event.size, line))
                 break
         else:
-            bars.insert(0, OpenBar.first(start, event.price, event.size))
+            bars.insert(0, OpenBar.first(start, event.price, event.size, line))
         ctx.register_timer(start + self._bar_ns)
         return state, []
 
@@ -291,6 +299,9 @@ class WindowFeatures(Operator[FeatureState, Tick]):
             close=ob.close,
             v=values,
             ts_closed=closed,
+            inputs=(SourceRef(file=state.source_file, line=ob.first_line),
+                    SourceRef(file=state.source_file, line=ob.last_line))
+            if ob.first_line >= 0 else (),
         )
         return bar, fv
 
@@ -349,7 +360,10 @@ class WindowFeatures(Operator[FeatureState, Tick]):
         carried = [(code_of[name], ob) for name, st in states.items() for ob in st.open_bars]
         for st in states.values():
             st.open_bars = []
-        segs = fold_bars(code_ok, ts_ok, price, size, bar_ns=bar_ns, carried=carried)
+        lines = batch.line
+        if lines is not None and late_rows.size:
+            lines = lines[~late_mask]
+        segs = fold_bars(code_ok, ts_ok, price, size, bar_ns=bar_ns, carried=carried, line=lines)
         if len(segs) == 0:
             return BatchResult(late_rows, wm[late_rows], [], [], _EMPTY_I64.copy())
         seg_code, seg_start = segs.code, segs.start
@@ -367,10 +381,12 @@ class WindowFeatures(Operator[FeatureState, Tick]):
         s_open, s_high, s_low = segs.open.tolist(), segs.high.tolist(), segs.low.tolist()
         s_close, s_vol = segs.close.tolist(), segs.volume.tolist()
         s_pv, s_cnt = segs.pv.tolist(), segs.count.tolist()
+        s_l0, s_l1 = segs.first_line.tolist(), segs.last_line.tolist()
 
         def seg(i: int) -> OpenBar:
             return OpenBar(
-                s_start[i], s_open[i], s_high[i], s_low[i], s_close[i], s_vol[i], s_pv[i], s_cnt[i]
+                s_start[i], s_open[i], s_high[i], s_low[i], s_close[i], s_vol[i], s_pv[i],
+                s_cnt[i], s_l0[i], s_l1[i]
             )
 
         bars: list[Bar] = []
@@ -401,6 +417,8 @@ class WindowFeatures(Operator[FeatureState, Tick]):
             st = states.get(name)
             if st is None:
                 st = states[name] = self.new_state(name)
+            if batch.line is not None and batch.source_file is not None:
+                st.source_file = batch.source_file
             if late is not None:
                 st.late_count += int(late[c])
 

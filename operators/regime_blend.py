@@ -172,6 +172,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
                 regime_probs=regime_probs,
                 strategy_weights={},
                 contributions={},
+                inputs=fv.inputs,
             )
             out.append(
                 Emit(
@@ -222,6 +223,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
             regime_probs=regime_probs,
             strategy_weights=weight_map,
             contributions=contributions,
+            inputs=fv.inputs,
         )
         out.append(
             Emit(

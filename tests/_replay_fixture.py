@@ -203,10 +203,15 @@ def read_topic(out: Path, name: str) -> list[Any]:
     return [decode(name, line) for line in data.splitlines()]
 
 
+class _Src(msgspec.Struct):
+    line: int
+
+
 class _TickRow(msgspec.Struct):
     ts_event: int
     price: float
     size: float
+    source: _Src
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,13 @@ class Ticks:
     ts: npt.NDArray[np.int64]
     price: npt.NDArray[np.float64]
     size: npt.NDArray[np.float64]
+    line: npt.NDArray[np.int64]
+
+    def lines_between(self, start: int, end: int) -> list[int]:
+        """Source lines of the trades with ``start <= ts < end`` (one bar)."""
+        lo, hi = np.searchsorted(self.ts, [start, end], side="left")
+        out: list[int] = self.line[lo:hi].tolist()
+        return out
 
     def at(self, ts: int) -> slice:
         """Rows with exactly this event time."""
@@ -245,4 +257,6 @@ def read_ticks(out: Path) -> Ticks:
     assert np.all(np.diff(ts) >= 0), "md.ticks is expected in event-time order"
     return Ticks(ts=ts,
                  price=np.fromiter((r.price for r in rows), dtype=np.float64, count=len(rows)),
-                 size=np.fromiter((r.size for r in rows), dtype=np.float64, count=len(rows)))
+                 size=np.fromiter((r.size for r in rows), dtype=np.float64, count=len(rows)),
+                 line=np.fromiter((r.source.line for r in rows), dtype=np.int64,
+                                  count=len(rows)))

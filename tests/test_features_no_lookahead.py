@@ -55,6 +55,10 @@ def perturb_from(cols: TickColumns, t: int, seed: int) -> TickColumns:
         symbol=np.zeros(n, dtype=np.int32),
         symbols=cols.symbols,
         venue=cols.venue,
+        # the past keeps its source lines; invented ticks get lines past the file's end
+        line=None if cols.line is None else np.concatenate(
+            (cols.line[keep], 10**9 + np.arange(2_000, dtype=np.int64)))[order],
+        source_file=cols.source_file,
     )
 
 
@@ -109,5 +113,8 @@ def test_feature_at_bar_k_is_a_function_of_bars_up_to_k(emini_ticks_path: Path) 
         from_bars = features_from_bars(bars[: k + 1])[-1]
         # ts_closed records when the stream learned the bar (its closing tick), not a value
         assert fvs[k].ts_closed >= fvs[k].ts_event
-        assert msgspec.structs.replace(from_bars, ts_closed=fvs[k].ts_closed) == fvs[k]
+        # ... and inputs which records built the bar (a bar file has no tick lines)
+        assert msgspec.structs.replace(
+            from_bars, ts_closed=fvs[k].ts_closed, inputs=fvs[k].inputs) == fvs[k]
+        assert fvs[k].inputs[0].line <= fvs[k].inputs[1].line
         assert fvs[k].ts_event == bars[k].ts_end  # stamped when it becomes knowable

@@ -511,9 +511,16 @@ def test_one_audit_record_per_intent_with_its_inputs_and_orders(replays: ReplayP
     versions = {(e["name"], e["version"]) for e in registry["entries"]}
     orders = _orders_by_decision(run)
     warmup = 0
+    ticks = read_ticks(run.out)
     for a in audits:
         fv = fvs[a.decision_id]
         assert a.features == {"close": fv.close, **dict(zip(fv.NAMES, fv.values(), strict=True))}
+        # the input lines that caused it: the first and last trade of the decision's bar
+        first, last = a.inputs
+        assert first.file == last.file == "es_trades_2013-09.csv"
+        assert first.line <= last.line
+        in_bar = ticks.lines_between(fv.ts_event - 60_000_000_000, fv.ts_event)
+        assert (first.line, last.line) == (in_bar[0], in_bar[-1])
         assert set(a.regime_probs) == {"bull", "bear", "sideways"}
         assert math.fsum(a.regime_probs.values()) == pytest.approx(1.0, abs=1e-12)
         r = regimes[fv.ts_event]

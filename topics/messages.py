@@ -127,6 +127,7 @@ class FeatureVector(Message, frozen=True, kw_only=True):
     timeframe: str
     feature_version: str
     ts_closed: int  # when the bar was known complete: max event time seen as it closed
+    inputs: tuple[SourceRef, ...] = ()  # first and last input record of the bar's ticks
     close: float
     ema_12: float | None
     ema_26: float | None

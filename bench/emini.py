@@ -64,7 +64,7 @@ def trained_bundle(models: Path | None, work: Path) -> TrainedBundle:
         return TrainedBundle(models, load_bundle(models), 0.0)
     out = work / "models"
     t0 = time.perf_counter()
-    bundle, _ = replay.train_models(ReplayOptions(out=work, quiet=True), out)
+    bundle = replay.train_models(ReplayOptions(out=work, quiet=True), out)
     return TrainedBundle(out, bundle, time.perf_counter() - t0)
 
 

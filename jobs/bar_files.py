@@ -1,5 +1,8 @@
 """Bar files (``--bars``): CSV ``ts,symbol,open,high,low,close,volume``, daily or intraday.
 
+Such files carry no VWAP; the bar's typical price ``(high + low + close) / 3`` stands in for it
+(it only feeds ``vwap_dist``). The trade count is unknown and written as 0.
+
 Rows become ``Bar`` messages; a row that is not a valid bar becomes a dead letter with a
 reason, like a bad tick, and the replay goes on.
 """
@@ -91,8 +94,10 @@ def load_bars(
             continue
         o, h, lo, c, v = (float(vals[k] or 0.0) for k in ("open", "high", "low", "close",
                                                             "volume"))
+        # A bar file has no VWAP: the typical price stands in for it (vwap_dist's reference).
         out.append((Bar(ts_event=ts, symbol=symbol, timeframe=timeframe, ts_end=ts + bar_ns,
-                        open=o, high=h, low=lo, close=c, volume=v, vwap=None, trade_count=0),
+                        open=o, high=h, low=lo, close=c, volume=v, vwap=(h + lo + c) / 3.0,
+                        trade_count=0),
                     ts_text))
     return out, bar_ns
 

@@ -62,9 +62,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not 0.05 <= args.train_fraction <= 0.95:
         raise UsageError("--train-fraction must be in [0.05, 0.95]")
     opts = ReplayOptions(out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
-                         bar=args.bar, symbol=args.symbol, venue=args.venue, tz=args.tz,
+                         bars=Path(args.bars) if args.bars else None, bar=args.bar,
+                         symbol=args.symbol, venue=args.venue, tz=args.tz,
                          train_fraction=args.train_fraction, seed=args.seed, quiet=args.quiet)
-    bundle, _ = train_models(opts, Path(args.out))
+    bundle = train_models(opts, Path(args.out))
     print(f"wrote {len(bundle.arm_a) + len(bundle.arm_b)} models and strategy.json to {args.out}")
     return 0
 
@@ -80,9 +81,9 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
                    help="TOML with [limits] and [account] (see docs/risk.md)")
     p.add_argument("--algo", choices=("IMMEDIATE", "TWAP", "VWAP", "ICEBERG"),
                    default="IMMEDIATE", help="execution algorithm (default: %(default)s)")
-    p.add_argument("--periods-per-year", type=float, default=252.0 * 23 * 60,
-                   help="annualization of per-bar returns (default: 347760 = 1-minute bars of "
-                        "a 23-hour day)")
+    p.add_argument("--periods-per-year", type=float, default=None,
+                   help="annualization of per-bar returns (default: from the bar length: 252 "
+                        "for daily bars, 347760 for 1-minute bars of a 23-hour day)")
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
 
 
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "of bars) and write ONNX models, registry.json and strategy.json to --out.")
     tsrc = train.add_mutually_exclusive_group()
     tsrc.add_argument("--ticks", metavar="PATH", help="tick file (default: the bundled sample)")
+    tsrc.add_argument("--bars", metavar="PATH", help="bar file (ts,symbol,open,high,low,close,"
+                                                      "volume)")
     train.add_argument("--out", metavar="DIR", required=True, help="model bundle directory")
     train.add_argument("--bar", default=None, help="bar length (default: 1m)")
     train.add_argument("--symbol", help="symbol for input without a symbol column")

@@ -98,6 +98,13 @@ class LocalRunner:
         """Deliver a message produced outside the graph's source (batched paths, control)."""
         self._dispatch(Emit(topic, "", value))
 
+    def advance_to_data(self) -> None:
+        """Advance the watermark to what the data seen so far allows (after ``inject``)."""
+        if self.max_ts != MIN_WATERMARK:
+            wm = self.max_ts - self.lateness_ns
+            if wm > self.watermark:
+                self.advance_watermark(wm)
+
     def end_of_stream(self) -> None:
         self.advance_watermark(END_OF_STREAM)
 

@@ -82,7 +82,10 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
                    "17:00")
     account = AccountOperator(AccountOpConfig(
         account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
+        # a child lives five bars (a long weekend of daily bars): bar replays fill on the next
+        # bar's print
         execution=ExecConfig(venue="PAPER", latency_ns=opts.latency_ns,
+                             child_ttl_ns=max(ExecConfig().child_ttl_ns, 5 * b.bar_ns),
                              track_volume=opts.algo == "VWAP"),
         session_start=session, session_tz=opts.session_tz))
     return (

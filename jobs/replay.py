@@ -33,7 +33,7 @@ from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.pipeline import ChainOptions, chain_stages, instrument_master, load_risk_file
 from jobs.progress import Progress
-from jobs.report import DEFAULT_PERIODS_PER_YEAR, build_report, print_report, write_equity_csv
+from jobs.report import build_report, print_report, write_equity_csv
 from jobs.sources import EMINI_COLUMN_MAP, TickFileSpec, file_format, inspect_tick_file
 from jobs.strategy import StrategyBundle, load_bundle, train_bundle
 from jobs.tick_files import load_tick_columns, read_lines
@@ -42,7 +42,12 @@ from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.bars import TickColumns as BarTicks
 from operators.bars import bounded_watermarks, parse_duration
 from operators.contract import END_OF_STREAM, Emit
-from operators.features import BatchResult, FeaturesConfig, WindowFeatures
+from operators.features import (
+    BatchResult,
+    FeaturesConfig,
+    WindowFeatures,
+    features_from_bars,
+)
 from operators.instruments import known_symbols, load_instruments
 from operators.normalize import Normalize, NormalizeConfig, RawRecord
 from operators.timeparse import format_ns
@@ -59,6 +64,7 @@ from topics.messages import (
     Position,
     RiskReject,
     SourceRef,
+    Tick,
 )
 
 CHUNK = 65_536
@@ -100,7 +106,7 @@ class ReplayOptions:
     train_fraction: float = 0.3
     risk: Path | None = None
     algo: Algo = "IMMEDIATE"
-    periods_per_year: float = DEFAULT_PERIODS_PER_YEAR
+    periods_per_year: float | None = None  # None: from the bar length
     control: Path | None = None
     no_trade: bool = False
     seed: int = 0
@@ -127,7 +133,7 @@ class ReplayOptions:
             train_fraction=getattr(args, "train_fraction", 0.3),
             risk=Path(args.risk) if getattr(args, "risk", None) else None,
             algo=getattr(args, "algo", "IMMEDIATE"),
-            periods_per_year=getattr(args, "periods_per_year", DEFAULT_PERIODS_PER_YEAR),
+            periods_per_year=getattr(args, "periods_per_year", None),
             control=Path(args.control) if getattr(args, "control", None) else None,
             no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0))
 
@@ -237,7 +243,7 @@ def build_summary(sink: TopicSink, stats: RunStats, dlq: Counter[str]) -> dict[s
     replay_s = stats.wall_s - stats.train_s
     return {
         "ticks_in": stats.ticks_in,
-        "ticks_valid": ticks,
+        "ticks_valid": ticks if stats.bars_in == 0 else 0,  # bar replays: derived prints only
         "dlq": sum(dlq.values()),
         "dlq_by_reason": dict(sorted(dlq.items())),
         "late_ticks": c.get("md.ticks.late", 0),
@@ -248,22 +254,28 @@ def build_summary(sink: TopicSink, stats: RunStats, dlq: Counter[str]) -> dict[s
         "train_s": round(stats.train_s, 3),
         # replay throughput: training (when run trains first) is reported apart
         "ticks_per_s": round(stats.ticks_in / replay_s, 1) if replay_s > 0 else 0.0,
+        "bars_per_s": round(stats.bars_in / replay_s, 1) if replay_s > 0 else 0.0,
         "topics": dict(c),
     }
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     print("streamquant run summary")
-    print(f"  ticks in        {summary['ticks_in']:>12,}")
-    print(f"  ticks valid     {summary['ticks_valid']:>12,}")
+    if summary["bars_in"]:
+        print(f"  bars in         {summary['bars_in']:>12,}")
+    else:
+        print(f"  ticks in        {summary['ticks_in']:>12,}")
+        print(f"  ticks valid     {summary['ticks_valid']:>12,}")
     reasons = ", ".join(f"{k} {v:,}" for k, v in summary["dlq_by_reason"].items()) or "none"
     print(f"  dead letters    {summary['dlq']:>12,}   ({reasons})")
-    print(f"  late ticks      {summary['late_ticks']:>12,}")
-    print(f"  bars            {summary['bars']:>12,}")
+    if not summary["bars_in"]:
+        print(f"  late ticks      {summary['late_ticks']:>12,}")
+        print(f"  bars            {summary['bars']:>12,}")
     print(f"  feature vectors {summary['features']:>12,}")
     train = f", of which training {summary['train_s']:.1f} s" if summary["train_s"] else ""
-    print(f"  wall time       {summary['wall_s']:>12.3f} s   "
-          f"(replay {summary['ticks_per_s']:,.0f} ticks/s{train})")
+    rate = (f"{summary['bars_per_s']:,.0f} bars/s" if summary["bars_in"]
+            else f"{summary['ticks_per_s']:,.0f} ticks/s")
+    print(f"  wall time       {summary['wall_s']:>12.3f} s   (replay {rate}{train})")
     print(f"  topics          {out / 'topics'}")
 
 
@@ -420,9 +432,9 @@ def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int
     return [fv for fv in sink.captured["features"] if isinstance(fv, FeatureVector)]
 
 
-def train_end_for(src: TickInput, vectors: list[FeatureVector], train_fraction: float) -> int:
+def train_end_for(bundled: bool, vectors: list[FeatureVector], train_fraction: float) -> int:
     """The walk-forward split: the bundled sample's first session, else a fraction of bars."""
-    if src.bundled:
+    if bundled:
         return EMINI_TRAIN_END_NS
     ends = sorted({fv.ts_event for fv in vectors})
     if len(ends) < 200:
@@ -430,16 +442,45 @@ def train_end_for(src: TickInput, vectors: list[FeatureVector], train_fraction: 
     return ends[max(0, int(len(ends) * train_fraction) - 1)]
 
 
-def train_models(opts: ReplayOptions, out_dir: Path) -> tuple[StrategyBundle, TickInput]:
+def train_models(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
     """``streamquant train``: features over the input, then fit on the training window."""
-    src = resolve_ticks(opts)
-    norm = Normalize(normalize_config(src, opts.instruments))
-    bar_ns = parse_duration(opts.bar or "1m")
-    vectors = features_pass(src, norm, bar_ns, opts.lateness_ns)
-    train_end = train_end_for(src, vectors, opts.train_fraction)
-    bundle = train_bundle(vectors, train_end=train_end, bar_ns=bar_ns, out_dir=out_dir,
-                          seed=opts.seed, quiet=opts.quiet)
-    return bundle, src
+    if opts.bars is not None:
+        bars, bar_ns = _good_bars(opts)
+        vectors = features_from_bars(bars, FeaturesConfig(bar_ns=bar_ns))
+        train_end = train_end_for(False, vectors, opts.train_fraction)
+    else:
+        src = resolve_ticks(opts)
+        norm = Normalize(normalize_config(src, opts.instruments))
+        bar_ns = parse_duration(opts.bar or "1m")
+        vectors = features_pass(src, norm, bar_ns, opts.lateness_ns)
+        train_end = train_end_for(src.bundled, vectors, opts.train_fraction)
+    return train_bundle(vectors, train_end=train_end, bar_ns=bar_ns, out_dir=out_dir,
+                        seed=opts.seed, quiet=opts.quiet)
+
+
+def _good_bars(opts: ReplayOptions) -> tuple[list[Bar], int]:
+    assert opts.bars is not None
+    items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
+                              tz=opts.tz, default_symbol=opts.symbol)
+    return [it for it, _ in items if isinstance(it, Bar)], bar_ns
+
+
+def bar_tick(bar: Bar) -> Tick:
+    """The trade a bar replay fills against: one print at the bar's close, at its end.
+
+    A decision made on bar t (at its end) is filled by the next bar's print, at that bar's
+    close: later than the decision by a whole bar, never on the bar that produced it.
+    """
+    return Tick(ts_event=bar.ts_end, symbol=bar.symbol, venue="BAR", price=bar.close,
+                size=bar.volume)
+
+
+def periods_per_year_for(bar_ns: int) -> float:
+    """Annualization of per-bar returns: 252 trading days; intraday bars of a 23-hour day."""
+    day = 86_400 * NS
+    if bar_ns >= day * 5 // 6:
+        return 252.0 * day / bar_ns if bar_ns > day else 252.0
+    return 252.0 * 23 * 3600 * NS / bar_ns
 
 
 def _load_controls(path: Path | None) -> list[Control]:
@@ -471,19 +512,43 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
                                   tz=opts.tz, default_symbol=opts.symbol)
         bf = BarFeatures(BarFeaturesConfig(bar_ns))
-        graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)),))
-        sink: TopicSink = TopicSink(topics_dir, ("md.ticks.dlq", "md.bars", "features"))
-        runner = LocalRunner(graph, sink, watermark_topic="md.bars")
+        bar_chain: tuple[Stage, ...] = ()
+        bar_chain_opts: ChainOptions | None = None
+        if not opts.no_trade:
+            t_train = time.perf_counter()
+            bar_chain_opts = _chain_options(opts, bf.feature_version, bar_ns, opts.tz)
+            if opts.models is None:
+                stats.train_s = time.perf_counter() - t_train
+            bar_chain = chain_stages(bar_chain_opts)
+        graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)), *bar_chain),
+                      external=("md.ticks", "control") if bar_chain else ())
+        keep = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
+        sink = TopicSink(topics_dir, ("md.ticks.dlq", "md.bars", *graph.output_topics),
+                         capture=keep if bar_chain else False)
+        runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
+                             watermark_topic="md.ticks" if bar_chain else "md.bars")
+        for c in _load_controls(opts.control):
+            runner.inject("control", c)
         for item, _ in items:
             if isinstance(item, DeadLetter):
                 sink.emit("md.ticks.dlq", item)
-            else:
-                sink.emit("md.bars", item)
-                runner.feed(item)
-                stats.bars_in += 1
+                continue
+            sink.emit("md.bars", item)
+            runner.feed(item)
+            stats.bars_in += 1
+            if bar_chain:
+                runner.inject("md.ticks", bar_tick(item))
+                runner.advance_to_data()
         runner.end_of_stream()
         input_path = opts.bars
-        config: dict[str, Any] = {"input": "bars", "bar_ns": bar_ns}
+        config: dict[str, Any] = {"input": "bars", "bar_ns": bar_ns,
+                                  "feature_version": bf.feature_version}
+        if bar_chain_opts is not None:
+            assert sink.captured is not None
+            report = _report(sink.captured, bar_chain_opts, opts)
+            config.update(models=str(bar_chain_opts.models), algo=bar_chain_opts.algo,
+                          train_window_ns=[bar_chain_opts.bundle.train_start,
+                                           bar_chain_opts.bundle.train_end])
     else:
         src = resolve_ticks(opts)
         input_path = src.path
@@ -494,7 +559,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         chain_opts: ChainOptions | None = None
         if not opts.no_trade:
             t_train = time.perf_counter()
-            chain_opts = _chain_options(opts, src, norm, feats, bar_ns)
+            chain_opts = _chain_options(opts, feats.feature_version, bar_ns, src.tz)
             if opts.models is None:
                 stats.train_s = time.perf_counter() - t_train
             chain = chain_stages(chain_opts)
@@ -549,22 +614,22 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     return summary
 
 
-def _chain_options(opts: ReplayOptions, src: TickInput, norm: Normalize,
-                   feats: WindowFeatures, bar_ns: int) -> ChainOptions:
+def _chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: str | None
+                   ) -> ChainOptions:
     if opts.models is None:
         models = opts.out / "models"
         if not opts.quiet:
             print(f"no --models: training walk-forward into {models}", file=sys.stderr)
-        bundle, _ = train_models(opts, models)
+        bundle = train_models(opts, models)
     else:
         models = opts.models
         try:
             bundle = load_bundle(models)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
-    if bundle.feature_version != feats.feature_version:
+    if bundle.feature_version != feature_version:
         raise UsageError(f"models in {models} expect features {bundle.feature_version}, this "
-                         f"run computes {feats.feature_version} (another --bar?)")
+                         f"run computes {feature_version} (another --bar?)")
     if not opts.quiet:
         arms = f"A={','.join(bundle.arm_a)}"
         if bundle.arm_b:
@@ -577,8 +642,9 @@ def _chain_options(opts: ReplayOptions, src: TickInput, norm: Normalize,
         raise UsageError(f"--risk {opts.risk}: {exc}") from None
     instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
     return ChainOptions(models=models, bundle=bundle, instruments=instruments, limits=limits,
-                        account=account, algo=opts.algo, periods_per_year=opts.periods_per_year,
-                        session_tz=src.tz or "UTC")
+                        account=account, algo=opts.algo,
+                        periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
+                        session_tz=tz or "UTC")
 
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,

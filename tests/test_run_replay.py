@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import arch.data.sp500
 import numpy as np
@@ -163,8 +164,8 @@ def test_corpus_gives_identical_files_on_both_paths(tmp_path: Path) -> None:
     assert digests[0] == digests[1]
 
 
-def _sp500_csv(tmp_path: Path) -> tuple[Path, object]:
-    df = arch.data.sp500.load().iloc[:600]
+def _sp500_csv(tmp_path: Path, rows: int = 600) -> tuple[Path, Any]:
+    df = arch.data.sp500.load().iloc[:rows]
     path = tmp_path / "sp500.csv"
     rows = ["ts,symbol,open,high,low,close,volume"]
     for ts, r in df.iterrows():
@@ -238,3 +239,34 @@ def test_fetch_refuses_a_cached_file_that_fails_its_checksum(tmp_path: Path) -> 
                        timeout=120, check=False)
     assert r.returncode == 3, r.stderr
     assert "refused: could not download" in r.stdout
+
+
+def test_bar_file_replay_trades_on_the_next_bars_print(tmp_path: Path) -> None:
+    """`train --bars` then `run --bars --models`: decisions at a bar's end fill at the next
+    bar's close (the derived print), never at the bar that produced them."""
+    path, df = _sp500_csv(tmp_path, rows=1_200)
+    models = tmp_path / "models"
+    assert main(["train", "--bars", str(path), "--out", str(models), "--quiet"]) == 0
+    out = tmp_path / "out"
+    assert main(["run", "--bars", str(path), "--models", str(models), "--out", str(out),
+                 "--quiet", "--summary-json", str(tmp_path / "s.json")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["bars_in"] == 1_200 and s["features"] == 1_200
+    assert s["periods_per_year"] == 252.0
+    assert s["orders"] > 0 and s["fills"] > 0
+
+    def topic(name: str) -> list:
+        return [decode(name, ln) for ln in (out / "topics" / f"{name}.jsonl").read_bytes()
+                .splitlines()]
+
+    day = 86_400 * 10**9
+    close_at_end = {int(ts.value) + day: float(c) for ts, c in zip(df.index, df.Close,
+                                                                   strict=True)}
+    orders = {o.client_order_id: o for o in topic("orders")}
+    for f in topic("fills"):
+        o = orders[f.client_order_id]
+        assert f.ts_event > o.ts_event  # a later bar's print
+        assert f.price == close_at_end[f.ts_event] + (0.005 if f.side == "BUY" else -0.005)
+    bundle = json.loads((models / "strategy.json").read_text())
+    # trading starts when training ends: the first decision acts on the last trained bar
+    assert min(o.ts_event for o in orders.values()) >= bundle["train_end"]

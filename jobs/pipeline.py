@@ -38,6 +38,7 @@ class ChainOptions:
     periods_per_year: float = 252.0 * 23 * 60
     session_tz: str = "America/Chicago"
     latency_ns: int = 50_000_000
+    child_ttl_ns: int | None = None  # None: ExecConfig's default (60 s)
 
 
 def load_risk_file(path: Path | None) -> tuple[RiskLimits, AccountConfig]:
@@ -82,10 +83,8 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
                    "17:00")
     account = AccountOperator(AccountOpConfig(
         account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
-        # a child lives five bars (a long weekend of daily bars): bar replays fill on the next
-        # bar's print
         execution=ExecConfig(venue="PAPER", latency_ns=opts.latency_ns,
-                             child_ttl_ns=max(ExecConfig().child_ttl_ns, 5 * b.bar_ns),
+                             child_ttl_ns=opts.child_ttl_ns or ExecConfig().child_ttl_ns,
                              track_volume=opts.algo == "VWAP"),
         session_start=session, session_tz=opts.session_tz))
     return (

@@ -516,7 +516,11 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         bar_chain_opts: ChainOptions | None = None
         if not opts.no_trade:
             t_train = time.perf_counter()
-            bar_chain_opts = _chain_options(opts, bf.feature_version, bar_ns, opts.tz)
+            bar_chain_opts = dataclasses.replace(
+                _chain_options(opts, bf.feature_version, bar_ns, opts.tz),
+                # bar replays fill on the next bar's print: a child lives five bars (a long
+                # weekend of daily bars)
+                child_ttl_ns=5 * bar_ns)
             if opts.models is None:
                 stats.train_s = time.perf_counter() - t_train
             bar_chain = chain_stages(bar_chain_opts)

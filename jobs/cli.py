@@ -107,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="replay ticks or bars through the pipeline on the embedded runner",
         description="Replay a tick or bar file (default: the bundled E-mini sample) through "
-        "normalize -> bars -> features on the embedded local runner, writing every topic to "
-        "<out>/topics/<topic>.jsonl.",
+        "normalize -> bars -> features -> infer -> regime blend -> size -> pre-trade check, "
+        "routing and paper broker on the embedded local runner, writing every topic to "
+        "<out>/topics/<topic>.jsonl and ending with a summary and a backtest report. Without "
+        "--models it first trains walk-forward on the start of the input.",
     )
     src = run.add_mutually_exclusive_group()
     src.add_argument("--ticks", metavar="PATH",
@@ -128,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--venue", help="venue for input without a venue column")
     run.add_argument("--tz", help="IANA zone of naive timestamps (default: UTC)")
     run.add_argument("--instruments", metavar="PATH",
-                     help="instrument list; unknown symbols go to the DLQ")
+                     help="instrument master (CSV or TOML: symbol, venue, multiplier, tick_size, "
+                          "lot_size, group, session_start); unknown symbols go to the DLQ")
     run.add_argument("--mode", choices=("batch", "event"), default="batch",
                      help="batch: columnar numpy hot path; event: the per-event reference "
                           "path (same output bytes) (default: batch)")

@@ -71,9 +71,7 @@ def trained_bundle(models: Path | None, work: Path) -> TrainedBundle:
 def chain_options(src: TickInput, models: Path) -> ChainOptions:
     """The decision chain's options exactly as ``streamquant run --models DIR`` builds them."""
     opts = ReplayOptions(out=Path("unused"), quiet=True, models=models)
-    norm = normalizer(src)
-    feats = window_features()
-    return replay._chain_options(opts, src, norm, feats, BAR_NS)
+    return replay._chain_options(opts, window_features().feature_version, BAR_NS, src.tz)
 
 
 def chain(src: TickInput, models: Path) -> tuple[Stage, ...]:

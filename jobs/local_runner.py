@@ -8,14 +8,17 @@ It drives the same operators a Flink job wraps, with the same semantics:
   downstream stages before those stages receive the new watermark (Flink's order);
 - end of stream advances the watermark to ``END_OF_STREAM``, firing every pending timer.
 Outputs are dispatched depth first, so one source record's consequences are complete before the
-next record is read: the order of every topic is a function of the input alone.
+next record is read: the order of every topic is a function of the input alone. What a stage's
+timers emit at one watermark step is delivered topic by topic, and a consumer that offers
+``process_many`` (e.g. ``infer``: one ONNX call for every vector that closed together) gets the
+whole topic's batch in one call; each topic keeps the order depth-first dispatch would give it.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -98,6 +101,10 @@ class LocalRunner:
         """Deliver a message produced outside the graph's source (batched paths, control)."""
         self._dispatch(Emit(topic, "", value))
 
+    def inject_many(self, topic: str, values: Sequence[msgspec.Struct]) -> None:
+        """Deliver messages that arrive together (a batched front end's watermark step)."""
+        self._dispatch_many([Emit(topic, "", v) for v in values])
+
     def advance_to_data(self) -> None:
         """Advance the watermark to what the data seen so far allows (after ``inject``)."""
         if self.max_ts != MIN_WATERMARK:
@@ -114,6 +121,7 @@ class LocalRunner:
         self.watermark = wm
         for sr in self._stages:
             heap = sr.heap
+            step: list[Emit] = []
             while heap and heap[0][0] <= wm:
                 item = heapq.heappop(heap)
                 sr.pending.discard(item)
@@ -125,8 +133,9 @@ class LocalRunner:
                     state = sr.op.new_state(key)
                 state, outs = sr.op.on_timer(state, ts, sr)
                 sr.states[key] = state
-                for e in outs:
-                    self._dispatch(e)
+                step.extend(outs)
+            if step:
+                self._dispatch_many(step)
             sr.watermark = wm
 
     # -- internals --------------------------------------------------------------------
@@ -152,6 +161,28 @@ class LocalRunner:
                 self.max_ts = ts
         for sr in self._consumers.get(topic, ()):
             self._process(sr, value)
+
+    def _dispatch_many(self, emits: list[Emit]) -> None:
+        if len(emits) == 1:
+            self._dispatch(emits[0])
+            return
+        by_topic: dict[str, list[Any]] = {}
+        for e in emits:
+            self.sink.emit(e.topic, e.value)
+            if e.topic == self.watermark_topic:
+                ts = e.value.ts_event  # type: ignore[attr-defined]
+                if ts > self.max_ts:
+                    self.max_ts = ts
+            by_topic.setdefault(e.topic, []).append(e.value)
+        for topic, values in by_topic.items():
+            for sr in self._consumers.get(topic, ()):
+                many = getattr(sr.op, "process_many", None)
+                if many is not None and len(values) > 1:
+                    sr.key = ""
+                    self._dispatch_many(many(sr.states, values, sr))
+                else:
+                    for v in values:
+                        self._process(sr, v)
 
     # -- state access (checkpoints, tests) -----------------------------------------------
     def states(self, uid: str) -> dict[str, Any]:

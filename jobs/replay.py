@@ -361,9 +361,10 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     if runner is None:
         _emit_all(sink, final.emits())
     else:
-        for bar, fv in zip(final.bars, final.features, strict=True):
+        for bar in final.bars:
             sink.emit("md.bars", bar)
-            runner.inject("features", fv)
+        if final.features:
+            runner.inject_many("features", final.features)
         runner.end_of_stream()
     return n
 
@@ -379,20 +380,24 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
     j = 0
     nb = len(close_after)
     inject = runner.inject
-    while j < nb and close_after[j] < 0:  # closed by the watermark carried into this batch
-        sink.emit("md.bars", res.bars[j])
-        inject("features", res.features[j])
-        j += 1
+    def closing(row: int) -> None:  # the bars this step closes, delivered together
+        nonlocal j
+        k = j
+        while j < nb and close_after[j] <= row:
+            sink.emit("md.bars", res.bars[j])
+            j += 1
+        if j > k:
+            runner.inject_many("features", res.features[k:j])
+
+    closing(-1)  # closed by the watermark carried into this batch
     for i in range(len(chunk)):
         t = ticks[i]
         inject("md.ticks", t)
         w = late.get(i)
         if w is not None:
             sink.emit("md.ticks.late", LateTick(ts_event=t.ts_event, tick=t, watermark=w))
-        while j < nb and close_after[j] == i:
-            sink.emit("md.bars", res.bars[j])
-            inject("features", res.features[j])
-            j += 1
+        if j < nb and close_after[j] == i:
+            closing(i)
         wa = wm_after[i]
         if wa > runner.watermark:
             runner.advance_watermark(wa)

@@ -14,7 +14,7 @@ numbers. The A/B arm comes from a stable hash of the decision id, never from ``h
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -377,6 +377,65 @@ class Infer(Operator[InferState, FeatureVector]):
         state.decisions += 1
         state.last_ts_event = event.ts_event
         return state, outputs
+
+    def process_many(
+        self,
+        states: MutableMapping[str, InferState],
+        events: Sequence[FeatureVector],
+        ctx: Context,
+    ) -> list[Emit]:
+        """Vectors that closed together (one watermark step), one ``session.run`` per model.
+
+        Same outputs, in the same order, as ``process`` on each event in turn (``states`` is
+        updated the same way): the runtime calls this when several vectors arrive at once, e.g.
+        many symbols' bars closing on one watermark.
+        """
+        pending: list[tuple[FeatureVector, InferState, str, str, npt.NDArray[np.float32]]] = []
+        for ev in events:
+            st = states.get(ev.symbol)
+            if st is None:
+                st = states[ev.symbol] = self.new_state(ev.symbol)
+            if ev.feature_version != self._feature_version:
+                self.process(st, ev, ctx)  # raises the same FeatureVersionError
+            values = [getattr(ev, n) for n in self._feature_names]
+            if any(v is None for v in values):
+                st.warmup_skipped += 1
+                continue
+            row = np.array(values, dtype=np.float32)
+            if not np.all(np.isfinite(row)):
+                self.process(st, ev, ctx)  # raises the same error
+            did = decision_id_for(ev)
+            pending.append((ev, st, did, arm_for(did, self.config.ab_split), row))
+        if not pending:
+            return []
+        probs: dict[tuple[int, str], float] = {}
+        for name, m in self._models.items():
+            idx = [i for i, p in enumerate(pending)
+                   if name in (self.config.arm_b if p[3] == "B" else self.config.arm_a)]
+            if not idx:
+                continue
+            rows = [pending[i][4] for i in idx]
+            batch = np.stack(rows if len(rows) > 1 else rows * 2)  # >= 2 rows, as process()
+            out = m.session.run(None, {"features": batch})[m.output_index]
+            for j, i in enumerate(idx):
+                probs[(i, name)] = float(out[j, 1])
+        emits: list[Emit] = []
+        for i, (ev, st, did, variant, row) in enumerate(pending):
+            arm = self.config.arm_b if variant == "B" else self.config.arm_a
+            x64 = row.astype(np.float64)
+            for name in arm:
+                m = self._models[name]
+                prob = probs[(i, name)]
+                contributions = (
+                    m.explainer(x64) if self.config.explain and m.explainer is not None else None
+                )
+                emits.append(Emit(PREDICTIONS_TOPIC, ev.symbol, Prediction(
+                    ts_event=ev.ts_event, symbol=ev.symbol, decision_id=did, model=name,
+                    model_version=m.entry.version, variant=variant, regime=m.entry.regime,
+                    score=2.0 * prob - 1.0, prob_up=prob, contributions=contributions)))
+            st.decisions += 1
+            st.last_ts_event = ev.ts_event
+        return emits
 
     # -- batch path --------------------------------------------------------------------------
     def predict_batch(

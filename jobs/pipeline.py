@@ -7,12 +7,16 @@ the same for the per-event and the batched path; only how ticks and features rea
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from jobs.graph import Stage
 from jobs.strategy import StrategyBundle
 from operators.account import AccountOpConfig, AccountOperator
+from operators.bars import parse_duration
 from operators.execution import ExecConfig
 from operators.infer import Infer, InferConfig
 from operators.instruments import Instrument, load_instruments
@@ -34,21 +38,46 @@ class ChainOptions:
     instruments: dict[str, Instrument]
     limits: RiskLimits
     account: AccountConfig
+    execution: ExecConfig = field(default_factory=ExecConfig)
     algo: Algo = "IMMEDIATE"
     periods_per_year: float = 252.0 * 23 * 60
     session_tz: str = "America/Chicago"
-    latency_ns: int = 50_000_000
-    child_ttl_ns: int | None = None  # None: ExecConfig's default (60 s)
+    child_ttl_ns: int | None = None  # None: the execution config's
 
 
-def load_risk_file(path: Path | None) -> tuple[RiskLimits, AccountConfig]:
-    """``--risk PATH`` (TOML with optional ``[limits]`` and ``[account]`` tables)."""
+@dataclass(frozen=True, slots=True)
+class RiskFile:
+    """What ``--risk PATH`` configures: limits, the account, execution and the paper broker."""
+
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    account: AccountConfig = field(default_factory=AccountConfig)
+    execution: ExecConfig = field(default_factory=ExecConfig)
+
+
+def load_risk_file(path: Path | None) -> RiskFile:
+    """``--risk PATH``: TOML with optional ``[limits]``, ``[account]`` and ``[execution]``.
+
+    ``[execution]`` takes ``ExecConfig``'s fields; durations (``*_ns``) may be written as
+    strings such as ``"50ms"`` or ``"15s"``. Unknown tables or keys are errors.
+    """
     if path is None:
-        return RiskLimits(), AccountConfig()
-    text = path.read_text()
-    limits = load_risk_limits(path) if "[limits]" in text else RiskLimits()
-    account = load_account_config(path) if "[account]" in text else AccountConfig()
-    return limits, account
+        return RiskFile()
+    with path.open("rb") as fh:
+        doc = tomllib.load(fh)
+    unknown = sorted(set(doc) - {"limits", "account", "execution"})
+    if unknown:
+        raise ValueError(f"unknown table(s) {unknown}; known: [limits], [account], [execution]")
+    limits = load_risk_limits(path) if "limits" in doc else RiskLimits()
+    account = load_account_config(path) if "account" in doc else AccountConfig()
+    execution = ExecConfig()
+    if "execution" in doc:
+        raw = {k: parse_duration(v) if k.endswith("_ns") and isinstance(v, str) else v
+               for k, v in doc["execution"].items()}
+        try:
+            execution = msgspec.convert(raw, ExecConfig)
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise ValueError(f"[execution]: {exc}") from None
+    return RiskFile(limits=limits, account=account, execution=execution)
 
 
 def instrument_master(path: Path | None, symbols: tuple[str, ...], quiet: bool
@@ -83,9 +112,10 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
                    "17:00")
     account = AccountOperator(AccountOpConfig(
         account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
-        execution=ExecConfig(venue="PAPER", latency_ns=opts.latency_ns,
-                             child_ttl_ns=opts.child_ttl_ns or ExecConfig().child_ttl_ns,
-                             track_volume=opts.algo == "VWAP"),
+        execution=msgspec.structs.replace(
+            opts.execution,
+            child_ttl_ns=opts.child_ttl_ns or opts.execution.child_ttl_ns,
+            track_volume=opts.algo == "VWAP"),
         session_start=session, session_tz=opts.session_tz))
     return (
         Stage(infer, ("features",), ("predictions",)),

@@ -646,12 +646,13 @@ def _chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: s
         print(f"models: {models} [{arms}]; trading from "
               f"{format_ns(bundle.train_end)}", file=sys.stderr)
     try:
-        limits, account = load_risk_file(opts.risk)
+        risk = load_risk_file(opts.risk)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--risk {opts.risk}: {exc}") from None
     instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
-    return ChainOptions(models=models, bundle=bundle, instruments=instruments, limits=limits,
-                        account=account, algo=opts.algo,
+    return ChainOptions(models=models, bundle=bundle, instruments=instruments,
+                        limits=risk.limits, account=risk.account, execution=risk.execution,
+                        algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
                         session_tz=tz or "UTC")
 

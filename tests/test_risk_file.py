@@ -1,0 +1,56 @@
+"""``--risk PATH``: one TOML file configures limits, the account and the paper broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.pipeline import load_risk_file
+
+
+def test_execution_table_sets_latency_slippage_and_slicing(tmp_path: Path) -> None:
+    f = tmp_path / "risk.toml"
+    f.write_text("""
+[limits]
+max_concentration = 0.1
+
+[account]
+initial_equity = 250000.0
+fee_per_contract = 2.25
+
+[execution]
+latency_ns = "200ms"
+slippage_ticks = 1.0
+participation = 0.5
+slices = 6
+slice_interval_ns = "10s"
+child_ttl_ns = "2m"
+""")
+    r = load_risk_file(f)
+    assert r.limits.max_concentration == 0.1
+    assert (r.account.initial_equity, r.account.fee_per_contract) == (250_000.0, 2.25)
+    e = r.execution
+    assert e.latency_ns == 200_000_000
+    assert (e.slippage_ticks, e.participation, e.slices) == (1.0, 0.5, 6)
+    assert e.slice_interval_ns == 10_000_000_000 and e.child_ttl_ns == 120_000_000_000
+
+
+def test_defaults_without_a_file_or_tables(tmp_path: Path) -> None:
+    f = tmp_path / "empty.toml"
+    f.write_text("# nothing configured\n")
+    assert load_risk_file(f) == load_risk_file(None)
+    assert load_risk_file(None).execution.latency_ns == 50_000_000
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("[execution]\nlatency = 5\n", "latency"),
+    ("[execution]\nparticipation = 1.5\n", "participation"),
+    ("[risk]\nx = 1\n", "unknown table"),
+    ("[limits]\nmax_leverage = 2\n", "max_leverage"),
+])
+def test_mistakes_are_named(tmp_path: Path, text: str, match: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_risk_file(f)

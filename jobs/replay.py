@@ -41,7 +41,7 @@ from jobs.topic_sink import TopicSink
 from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.bars import TickColumns as BarTicks
 from operators.bars import bounded_watermarks, parse_duration
-from operators.contract import END_OF_STREAM, Emit
+from operators.contract import END_OF_STREAM, Emit, SimpleContext
 from operators.features import (
     BatchResult,
     FeaturesConfig,
@@ -318,7 +318,7 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         # letter through the per-event path so both paths write the same bytes.
         if dl.reason != "DUPLICATE":
             _, outs = norm.process(norm.new_state(""), RawRecord(payload=dl.payload,
-                                                                 source=dl.source), _NullCtx())
+                                                                 source=dl.source), SimpleContext())
             value = outs[0].value
             assert isinstance(value, DeadLetter)
             result.dead_letters[i] = value
@@ -406,14 +406,6 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
 def _emit_all(sink: TopicSink, emits: list[Emit]) -> None:
     for e in emits:
         sink.emit(e.topic, e.value)
-
-
-class _NullCtx:
-    watermark = -(2**63)
-    now = 0
-
-    def register_timer(self, ts: int) -> None:  # normalize registers none
-        raise AssertionError("normalize registers no timers")
 
 
 # Labor Day 2013: CME Globex halted at 12:00 CT on 2 September and reopened at 17:00 CT
@@ -696,7 +688,7 @@ def features_csv(bars_path: Path, out: Path, *, force: bool = False, bar: str | 
     for item, ts_text in items:
         assert isinstance(item, Bar)
         st = states.get(item.symbol) or bf.new_state(item.symbol)
-        st, emits = bf.process(st, item, _NullCtx())
+        st, emits = bf.process(st, item, SimpleContext())
         states[item.symbol] = st
         fv = emits[0].value
         cells = [ts_text, item.symbol]

@@ -36,13 +36,12 @@ from bench.measure import (
     Row,
     Stats,
     arg_parser,
+    finish,
     fmt_rate,
     fmt_us,
     header,
     interleaved,
     percentiles_us,
-    print_table,
-    write_rows,
 )
 from jobs.graph import Stage
 from jobs.local_runner import LocalRunner
@@ -314,9 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = run(args.models, args.reps)
-    print(f"\n== {BENCH} figures (bench wall time {time.perf_counter() - t0:.0f} s)")
-    print_table(rows)
-    write_rows(args.json, rows)
+    finish(BENCH, rows, t0, args.json)
 
 
 if __name__ == "__main__":

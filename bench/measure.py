@@ -207,5 +207,12 @@ def write_rows(path: Path | None, rows: Sequence[Row]) -> None:
         path.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
 
 
+def finish(bench: str, rows: Sequence[Row], started: float, json_path: Path | None) -> None:
+    """Every benchmark's ending: the figures table, and the rows as JSON when asked."""
+    print(f"\n== {bench} figures (bench wall time {time.perf_counter() - started:.0f} s)")
+    print_table(rows)
+    write_rows(json_path, rows)
+
+
 def read_rows(path: Path) -> list[Row]:
     return [Row(**d) for d in json.loads(path.read_text())]

@@ -43,13 +43,12 @@ from bench.measure import (
     Stats,
     arg_parser,
     current_rss_mib,
+    finish,
     fmt_rate,
     header,
     interleaved,
     peak_rss_mib,
-    print_table,
     ru_maxrss_mib,
-    write_rows,
 )
 from jobs import replay, tick_files
 from jobs.local_runner import LocalRunner
@@ -450,9 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     t0 = time.perf_counter()
     rows = run(args.reps)
-    print(f"\n== {BENCH} figures (bench wall time {time.perf_counter() - t0:.0f} s)")
-    print_table(rows)
-    write_rows(args.json, rows)
+    finish(BENCH, rows, t0, args.json)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,10 @@ from bench.measure import (
     Row,
     Stats,
     arg_parser,
+    finish,
     fmt_us,
     header,
     percentiles_us,
-    print_table,
-    write_rows,
 )
 from operators.ledger import (
     AccountState,
@@ -152,9 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = run(args.reps, args.calls)
-    print(f"\n== {BENCH} figures (bench wall time {time.perf_counter() - t0:.0f} s)")
-    print_table(rows)
-    write_rows(args.json, rows)
+    finish(BENCH, rows, t0, args.json)
 
 
 if __name__ == "__main__":

@@ -159,54 +159,24 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
         confidence = max(0.0, 1.0 - ent / self._log_k)
         features: dict[str, float | None] = {"close": fv.close}
         features.update(zip(fv.NAMES, fv.values(), strict=True))
-        if not p.predictions:
-            state.last_scores = None
-            trace = DecisionTrace(
-                bar_ts=fv.ts_event,
-                close=fv.close,
-                features=features,
-                feature_version=fv.feature_version,
-                model_outputs={},
-                model_versions={},
-                variant="",
-                regime_probs=regime_probs,
-                strategy_weights={},
-                contributions={},
-                inputs=fv.inputs,
-            )
-            out.append(
-                Emit(
-                    "signals",
-                    fv.symbol,
-                    Signal(
-                        ts_event=decided_at,
-                        symbol=fv.symbol,
-                        decision_id=did,
-                        signal=0.0,
-                        prob_up=0.5,
-                        confidence=confidence,
-                        close=fv.close,
-                        bar_return=ret,
-                        weights={},
-                        regime_probs=regime_probs,
-                        fallback="warmup",
-                        trace=trace,
-                    ),
-                )
-            )
-            return out
-        by_regime = {pr.regime: pr for pr in p.predictions}
-        missing = [r for r in REGIMES if r not in by_regime]
-        if missing:
-            raise ValueError(f"decision {did}: no specialist prediction for {missing}")
-        preds = [by_regime[r] for r in REGIMES]
-        raw = [pk * (1.0 + h) for pk, h in zip(probs, state.perf, strict=True)]
-        weights, fallback = validate_weights(raw)
-        if fallback is not None:
-            state.fallbacks[fallback] = state.fallbacks.get(fallback, 0) + 1
-        prob_up = math.fsum(w * pr.prob_up for w, pr in zip(weights, preds, strict=True))
-        state.last_scores = [pr.score for pr in preds]
-        state.decisions += 1
+        preds: list[Prediction] = []
+        weights: list[float] = []
+        fallback: str | None = "warmup"
+        prob_up = 0.5
+        state.last_scores = None
+        if p.predictions:  # warm-up vectors have none: a flat signal that still warms sizing
+            by_regime = {pr.regime: pr for pr in p.predictions}
+            missing = [r for r in REGIMES if r not in by_regime]
+            if missing:
+                raise ValueError(f"decision {did}: no specialist prediction for {missing}")
+            preds = [by_regime[r] for r in REGIMES]
+            raw = [pk * (1.0 + h) for pk, h in zip(probs, state.perf, strict=True)]
+            weights, fallback = validate_weights(raw)
+            if fallback is not None:
+                state.fallbacks[fallback] = state.fallbacks.get(fallback, 0) + 1
+            prob_up = math.fsum(w * pr.prob_up for w, pr in zip(weights, preds, strict=True))
+            state.last_scores = [pr.score for pr in preds]
+            state.decisions += 1
         contributions: dict[str, float] = {}
         for w, pr in zip(weights, preds, strict=True):
             for name, c in (pr.contributions or {}).items():
@@ -219,30 +189,14 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
             feature_version=fv.feature_version,
             model_outputs={pr.model: pr.prob_up for pr in preds},
             model_versions={pr.model: pr.model_version for pr in preds},
-            variant=preds[0].variant,
+            variant=preds[0].variant if preds else "",
             regime_probs=regime_probs,
             strategy_weights=weight_map,
             contributions=contributions,
             inputs=fv.inputs,
         )
-        out.append(
-            Emit(
-                "signals",
-                fv.symbol,
-                Signal(
-                    ts_event=decided_at,
-                    symbol=fv.symbol,
-                    decision_id=did,
-                    signal=2.0 * prob_up - 1.0,
-                    prob_up=prob_up,
-                    confidence=confidence,
-                    close=fv.close,
-                    bar_return=ret,
-                    weights=weight_map,
-                    regime_probs=regime_probs,
-                    fallback=fallback,
-                    trace=trace,
-                ),
-            )
-        )
+        out.append(Emit("signals", fv.symbol, Signal(
+            ts_event=decided_at, symbol=fv.symbol, decision_id=did, signal=2.0 * prob_up - 1.0,
+            prob_up=prob_up, confidence=confidence, close=fv.close, bar_return=ret,
+            weights=weight_map, regime_probs=regime_probs, fallback=fallback, trace=trace)))
         return out

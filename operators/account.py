@@ -205,8 +205,9 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 continue
             keep.append(c)
         state.children = keep
+        cancelled: set[str] = set()
         for c in list(state.children):
-            if c.sent or c.release_ts > now:
+            if c.sent or c.release_ts > now or c.parent_order_id in cancelled:
                 continue
             if c.algo == "ICEBERG" and any(
                 o.sent and o.parent_order_id == c.parent_order_id and o.remaining > 0
@@ -216,6 +217,7 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             blocked = self._child_block(state, c)
             if blocked is not None:
                 self._cancel_parent(state, c, blocked, out, max(c.release_ts, now))
+                cancelled.add(c.parent_order_id)  # its other due slices went with it
                 continue
             sent_at = max(c.release_ts, now)  # an iceberg clip goes out when its predecessor ends
             c.sent = True

@@ -298,3 +298,33 @@ def test_end_of_stream_marks_every_position_a_last_time(tape: Tape) -> None:
     assert last.cause == "end"
     assert last.ts_event == max(t.ts_event for t in tape.window(
         utc("2013-09-03 15:00") - 30 * NS, utc("2013-09-03 15:05")))
+
+
+def test_a_blocked_parent_is_rejected_once_however_many_slices_were_due() -> None:
+    """Slices of one TWAP parent that fall due together (a gap in the tape) and meet a
+    reduce-only account: the parent is cancelled with one reject naming all of it."""
+    from operators import ledger as lg
+    from operators.contract import SimpleContext
+    from operators.execution import ExecConfig as Exec
+    from operators.execution import schedule
+
+    op = account()
+    state = op.new_state("paper")
+    lg.apply_fill(state.ledger, "ES", "BUY", 5.0, 1650.0, 0.0, 50.0, "equity-index")
+    lg.mark(state.ledger, "ES", 1650.0)
+    t0 = utc("2013-09-03 14:00")
+    kids = schedule(algo="TWAP", decision_id="ES-gap", symbol="ES", side="BUY", quantity=8.0,
+                    ts=t0, reference_price=1650.0, lot=1.0, tick_size=0.25, cfg=Exec(),
+                    volume_profile=[])
+    assert [k.quantity for k in kids] == [2.0, 2.0, 2.0, 2.0]
+    lg.add_working(state.ledger, "ES", "BUY", 8.0)
+    state.children = kids
+    lg.set_reduce_only(state.ledger, True, "DAILY_LOSS_LIMIT")
+    state, out = op.on_timer(state, t0 + 50 * NS, SimpleContext(watermark=t0 + 50 * NS))
+    rejects = [e.value for e in out if e.topic == "risk.rejects"]
+    assert len(rejects) == 1
+    assert rejects[0].reasons[0].code == "REDUCE_ONLY"
+    assert rejects[0].requested_quantity == 8.0
+    assert not [e for e in out if e.topic == "orders"]
+    assert state.children == []
+    assert lg.position(state.ledger, "ES").working_buy == 0.0

@@ -34,6 +34,13 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             print(f"{spec.name:<17} {spec.key:<12} {spec.partitions:>5} {ret:>10} "
                   f"{spec.cleanup_policy:<8} {spec.schema.__name__}")
         return 0
+    if args.topics_cmd == "strimzi":
+        from topics.deploy import strimzi_manifests
+
+        if args.replicas < 1:
+            raise UsageError("--replicas must be >= 1")
+        sys.stdout.write(strimzi_manifests(args.cluster, args.replicas))
+        return 0
     if args.name not in CATALOG:
         raise UsageError(f"unknown topic {args.name!r}; see 'streamquant topics list'")
     print(json.dumps(json_schema(args.name), indent=2, sort_keys=True))
@@ -178,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="list every topic with key, partitions and retention")
     sch = tsub.add_parser("schema", help="print a topic's JSON Schema")
     sch.add_argument("name")
+    stz = tsub.add_parser("strimzi", help="print Strimzi KafkaTopic manifests for every topic")
+    stz.add_argument("--cluster", default="streamquant", help="strimzi.io/cluster label")
+    stz.add_argument("--replicas", type=int, default=3, help="replication factor (default: 3)")
     top.set_defaults(func=_cmd_topics)
 
     data = sub.add_parser("data", help="real market-data samples")

@@ -94,3 +94,19 @@ def test_json_schema_export_validates_structure(name: str) -> None:
     props = schema["$defs"][ref]["properties"]
     for field in topic(name).schema.__struct_fields__:
         assert field in props
+
+
+def test_committed_kafka_manifests_match_the_catalog() -> None:
+    from pathlib import Path
+
+    from topics.deploy import strimzi_manifests
+
+    committed = (Path(__file__).parent.parent / "deploy" / "kafka-topics.yaml").read_text()
+    assert committed == strimzi_manifests(), "regenerate: streamquant topics strimzi > deploy/…"
+    docs = committed.split("\n---\n")
+    assert len(docs) == len(CATALOG)
+    for doc, spec in zip(docs, CATALOG.values(), strict=True):
+        assert f"  topicName: {spec.name}\n" in doc
+        assert f"  partitions: {spec.partitions}\n" in doc
+        assert f'cleanup.policy: "{spec.cleanup_policy}"' in doc
+    assert 'retention.ms: "-1"' in docs[list(CATALOG).index("orders")]

@@ -45,6 +45,9 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     regime_scale: dict[str, float] = msgspec.field(
         default_factory=lambda: {"bull": 1.0, "bear": 1.0, "sideways": 0.5})
     algo: Algo = "IMMEDIATE"
+    rebalance_band_lots: float = 1.0
+    """Keep the current target while the new one differs by at most this many lots on the same
+    side (flips and exits always trade): the usual guard against trading noise."""
     trade_from_ns: int = -(2**63)
     """Decisions before this event time only warm the forecaster (the training window)."""
     multipliers: dict[str, float] = {}
@@ -121,6 +124,14 @@ class Size(Operator[SizeState, Signal]):
         contracts = frac * cfg.reference_equity / (event.close * multiplier)
         contracts = max(-cfg.max_contracts, min(cfg.max_contracts, contracts))
         target = round_to_lot(contracts, lot)
+        ideal = target
+        # Turnover control: a move of at most the band (same side) keeps the old target, unless
+        # the old one no longer fits under the cap at today's price.
+        cap = round_to_lot(cfg.max_fraction * cfg.reference_equity / (event.close * multiplier),
+                           lot)
+        if (abs(target - state.target) <= cfg.rebalance_band_lots * lot + 1e-9
+                and target * state.target > 0 and abs(state.target) <= cap):
+            target = state.target
         delta = target - state.target
         state.target = target
         sizing = {
@@ -131,6 +142,7 @@ class Size(Operator[SizeState, Signal]):
             "confidence": event.confidence,
             "fraction": frac,
             "contracts_raw": contracts,
+            "ideal_position": ideal,
             "target_position": target,
         }
         intent = OrderIntent(

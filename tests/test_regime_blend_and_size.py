@@ -200,6 +200,7 @@ def test_targets_stay_within_max_fraction_of_equity_in_whole_lots(base: Replay) 
     intents: list[OrderIntent] = base.topic("orders.intents")
     prev = 0.0
     at_cap = 0
+    banded = 0
     for it in intents:
         t = it.target_position
         assert t == round(t), f"{it.decision_id}: {t} is not a whole lot"
@@ -210,11 +211,20 @@ def test_targets_stay_within_max_fraction_of_equity_in_whole_lots(base: Replay) 
         raw = it.sizing["contracts_raw"]
         assert raw == pytest.approx(it.sizing["fraction"] * EQUITY
                                     / (it.reference_price * ES_MULTIPLIER), rel=1e-12)
-        assert t == math.trunc(raw + math.copysign(1e-9, raw))
+        ideal = math.trunc(raw + math.copysign(1e-9, raw))
+        assert it.sizing["ideal_position"] == ideal
+        # the rebalance band keeps the previous target for a move of one lot on the same side
+        cap_lots = math.trunc(DEFAULTS.max_fraction * EQUITY / (it.reference_price * ES_MULTIPLIER)
+                              + 1e-9)
+        kept = (abs(ideal - prev) <= DEFAULTS.rebalance_band_lots and ideal * prev > 0
+                and abs(prev) <= cap_lots)
+        assert t == (prev if kept else ideal)
+        banded += kept and ideal != prev
         assert (it.quantity, it.side) == (abs(t - prev), "BUY" if t >= prev else "SELL")
         prev = t
     assert max(abs(it.target_position) for it in intents) >= 2
     assert at_cap > 0, "the max_fraction cap never bound"
+    assert banded > 0, "the rebalance band never held a target"
 
 
 def test_the_fraction_is_capped_kelly_scaled_by_regime_and_confidence(base: Replay) -> None:

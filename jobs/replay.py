@@ -612,6 +612,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         print_summary(summary, opts.out)
         if report is not None:
             print_report(summary)
+            print(f"  equity curve    {opts.out / 'equity.csv'}")
     return summary
 
 

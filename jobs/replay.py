@@ -473,10 +473,13 @@ def bar_tick(bar: Bar) -> Tick:
 
 
 def periods_per_year_for(bar_ns: int) -> float:
-    """Annualization of per-bar returns: 252 trading days; intraday bars of a 23-hour day."""
+    """Annualization of per-bar returns: 252 trading days a year for daily bars, intraday bars
+    of a 23-hour (Globex) day, calendar time for bars longer than a day (weekly: ~52)."""
     day = 86_400 * NS
+    if bar_ns > day * 7 // 6:
+        return 365.25 * day / bar_ns
     if bar_ns >= day * 5 // 6:
-        return 252.0 * day / bar_ns if bar_ns > day else 252.0
+        return 252.0
     return 252.0 * 23 * 3600 * NS / bar_ns
 
 
@@ -495,113 +498,131 @@ def _load_controls(path: Path | None) -> list[Control]:
     return out
 
 
+@dataclass(slots=True)
+class _Run:
+    """What one input path produced: the sink, the manifest's config and the report."""
+
+    sink: TopicSink
+    input_path: Path
+    config: dict[str, Any]
+    report: dict[str, Any] | None
+
+
+_KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
+
+
+def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_ns: int,
+               tz: str | None, child_ttl_ns: int | None = None) -> ChainOptions | None:
+    """The decision chain's options (training first when no --models), or None with
+    --no-trade; training time is reported apart."""
+    if opts.no_trade:
+        return None
+    t_train = time.perf_counter()
+    chain_opts = _chain_options(opts, feature_version, bar_ns, tz)
+    if opts.models is None:
+        stats.train_s = time.perf_counter() - t_train
+    if child_ttl_ns is not None:
+        chain_opts = dataclasses.replace(chain_opts, child_ttl_ns=child_ttl_ns)
+    return chain_opts
+
+
+def _finish_config(run: _Run, chain_opts: ChainOptions | None, opts: ReplayOptions) -> None:
+    if chain_opts is None:
+        return
+    assert run.sink.captured is not None
+    run.report = _report(run.sink.captured, chain_opts, opts)
+    run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
+                      train_window_ns=[chain_opts.bundle.train_start,
+                                       chain_opts.bundle.train_end])
+
+
+def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> _Run:
+    """A bar file: bar features, and the chain trading on each next bar's print."""
+    assert opts.bars is not None
+    items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
+                              tz=opts.tz, default_symbol=opts.symbol)
+    bf = BarFeatures(BarFeaturesConfig(bar_ns))
+    # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
+    # daily bars)
+    chain_opts = _chain_for(opts, stats, bf.feature_version, bar_ns, opts.tz,
+                            child_ttl_ns=5 * bar_ns)
+    chain = chain_stages(chain_opts) if chain_opts is not None else ()
+    graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)), *chain),
+                  external=("md.ticks", "control") if chain else ())
+    sink = TopicSink(topics_dir, ("md.ticks.dlq", "md.bars", *graph.output_topics),
+                     capture=_KEEP if chain else False)
+    runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
+                         watermark_topic="md.ticks" if chain else "md.bars")
+    for c in _load_controls(opts.control):
+        runner.inject("control", c)
+    for item, _ in items:
+        if isinstance(item, DeadLetter):
+            sink.emit("md.ticks.dlq", item)
+            continue
+        sink.emit("md.bars", item)
+        runner.feed(item)
+        stats.bars_in += 1
+        if chain:
+            runner.inject("md.ticks", bar_tick(item))
+            runner.advance_to_data()
+    runner.end_of_stream()
+    run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
+                                 "feature_version": bf.feature_version}, None)
+    _finish_config(run, chain_opts, opts)
+    return run
+
+
+def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> _Run:
+    """A tick file (or the bundled sample) through the whole graph, batched or per event."""
+    src = resolve_ticks(opts)
+    bar_ns = parse_duration(opts.bar or "1m")
+    norm = Normalize(normalize_config(src, opts.instruments))
+    feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
+    chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz)
+    chain = chain_stages(chain_opts) if chain_opts is not None else ()
+    controls = _load_controls(opts.control)
+    sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
+                     capture=_KEEP if chain else False)
+    mode = opts.mode
+    if mode == "batch" and src.spec.fmt != "csv":
+        mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
+    if not opts.quiet:
+        print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
+    progress = Progress("ticks", None, enabled=not opts.quiet)
+    runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
+    stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
+                               progress)
+    run = _Run(sink, src.path, {
+        "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
+        "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
+        "format": file_format(src.path), "feature_version": feats.feature_version}, None)
+    _finish_config(run, chain_opts, opts)
+    return run
+
+
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     """Run a replay end to end: output dir, training if needed, topics, report, summary."""
     if opts.mode not in ("batch", "event"):
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
-    progress_on = not opts.quiet
     prepare_out(opts.out, opts.force)
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
-    report: dict[str, Any] | None = None
-    if opts.bars is not None:
-        items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
-                                  tz=opts.tz, default_symbol=opts.symbol)
-        bf = BarFeatures(BarFeaturesConfig(bar_ns))
-        bar_chain: tuple[Stage, ...] = ()
-        bar_chain_opts: ChainOptions | None = None
-        if not opts.no_trade:
-            t_train = time.perf_counter()
-            bar_chain_opts = dataclasses.replace(
-                _chain_options(opts, bf.feature_version, bar_ns, opts.tz),
-                # bar replays fill on the next bar's print: a child lives five bars (a long
-                # weekend of daily bars)
-                child_ttl_ns=5 * bar_ns)
-            if opts.models is None:
-                stats.train_s = time.perf_counter() - t_train
-            bar_chain = chain_stages(bar_chain_opts)
-        graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)), *bar_chain),
-                      external=("md.ticks", "control") if bar_chain else ())
-        keep = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
-        sink = TopicSink(topics_dir, ("md.ticks.dlq", "md.bars", *graph.output_topics),
-                         capture=keep if bar_chain else False)
-        runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
-                             watermark_topic="md.ticks" if bar_chain else "md.bars")
-        for c in _load_controls(opts.control):
-            runner.inject("control", c)
-        for item, _ in items:
-            if isinstance(item, DeadLetter):
-                sink.emit("md.ticks.dlq", item)
-                continue
-            sink.emit("md.bars", item)
-            runner.feed(item)
-            stats.bars_in += 1
-            if bar_chain:
-                runner.inject("md.ticks", bar_tick(item))
-                runner.advance_to_data()
-        runner.end_of_stream()
-        input_path = opts.bars
-        config: dict[str, Any] = {"input": "bars", "bar_ns": bar_ns,
-                                  "feature_version": bf.feature_version}
-        if bar_chain_opts is not None:
-            assert sink.captured is not None
-            report = _report(sink.captured, bar_chain_opts, opts)
-            config.update(models=str(bar_chain_opts.models), algo=bar_chain_opts.algo,
-                          train_window_ns=[bar_chain_opts.bundle.train_start,
-                                           bar_chain_opts.bundle.train_end])
-    else:
-        src = resolve_ticks(opts)
-        input_path = src.path
-        bar_ns = parse_duration(opts.bar or "1m")
-        norm = Normalize(normalize_config(src, opts.instruments))
-        feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
-        chain: tuple[Stage, ...] = ()
-        chain_opts: ChainOptions | None = None
-        if not opts.no_trade:
-            t_train = time.perf_counter()
-            chain_opts = _chain_options(opts, feats.feature_version, bar_ns, src.tz)
-            if opts.models is None:
-                stats.train_s = time.perf_counter() - t_train
-            chain = chain_stages(chain_opts)
-        controls = _load_controls(opts.control)
-        outputs = tick_graph(norm, feats, chain).output_topics
-        keep = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
-        sink = TopicSink(topics_dir, outputs, capture=keep if chain else False)
-        mode = opts.mode
-        if mode == "batch" and src.spec.fmt != "csv":
-            mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
-        if progress_on:
-            print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
-        progress = Progress("ticks", None, enabled=progress_on)
-        runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
-        stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
-                                   progress)
-        config = {"input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns,
-                  "mode": mode, "tz": src.tz, "symbol": src.default_symbol,
-                  "venue": src.default_venue, "format": file_format(src.path),
-                  "feature_version": feats.feature_version}
-        if chain_opts is not None:
-            assert sink.captured is not None
-            report = _report(sink.captured, chain_opts, opts)
-            config["models"] = str(chain_opts.models)
-            config["train_window_ns"] = [chain_opts.bundle.train_start,
-                                         chain_opts.bundle.train_end]
-            config["algo"] = chain_opts.algo
+    run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir)
+    sink, report = run.sink, run.report
     sink.close()
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)
     if report is not None:
-        summary.update(report)
         ts, eq = report.pop("_curve")
-        summary.pop("_curve", None)
+        summary.update(report)
         write_equity_csv(opts.out / "equity.csv", ts, eq)
     manifest = {
         "command": "streamquant run",
         "code_version": code_version(),
         "seed": opts.seed,
-        "input": {"path": str(input_path), "sha256": sha256_of(input_path)},
-        "config": config,
+        "input": {"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
+        "config": run.config,
         "topics": sorted(sink.counts),
     }
     (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

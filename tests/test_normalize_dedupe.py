@@ -17,32 +17,14 @@ from operators.normalize import (
     TICKS_TOPIC,
     Normalize,
     NormalizeConfig,
-    NormalizeState,
     RawRecord,
     Reason,
 )
+from tests.test_normalize_dlq_corpus import run_events
 from topics.messages import SourceRef
 
 SEC = 10**9
 EMINI_MAP = {"DateTime": "ts", "Price": "price", "Volume": "size"}
-
-
-def run_events(
-    op: Normalize, records: list[RawRecord], states: dict[str, NormalizeState] | None = None
-) -> tuple[list[Emit], dict[str, NormalizeState]]:
-    """A minimal keyed runtime: one state per key, events in order."""
-    states = {} if states is None else states
-    ctx = SimpleContext()
-    out: list[Emit] = []
-    for rec in records:
-        k = op.key(rec)
-        st = states.get(k)
-        if st is None:
-            st = op.new_state(k)
-        st, emitted = op.process(st, rec, ctx)
-        states[k] = st
-        out.extend(emitted)
-    return out, states
 
 
 def rec(ts_s: float, trade_id: str | None, symbol: str = "ES", venue: str = "CME") -> RawRecord:

@@ -35,6 +35,7 @@ from bench import emini
 from bench.measure import (
     Row,
     Stats,
+    add_models_arg,
     arg_parser,
     finish,
     fmt_rate,
@@ -308,8 +309,7 @@ def run(models: Path | None, reps: int) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> None:
     p = arg_parser("whole-chain throughput and latency", reps=2)
-    p.add_argument("--models", type=Path, default=None,
-                   help="a trained bundle (default: train one into a temporary directory)")
+    add_models_arg(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = run(args.models, args.reps)

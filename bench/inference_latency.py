@@ -31,6 +31,7 @@ from bench import emini
 from bench.measure import (
     Row,
     Stats,
+    add_models_arg,
     arg_parser,
     finish,
     fmt_us,
@@ -205,8 +206,7 @@ def print_case(label: str, col: Collector, case: str, rows_per: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = arg_parser("inference latency", reps=5)
-    p.add_argument("--models", type=Path, default=None,
-                   help="a trained bundle (default: train one into a temporary directory)")
+    add_models_arg(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = run(args.models, args.reps)

@@ -207,6 +207,12 @@ def write_rows(path: Path | None, rows: Sequence[Row]) -> None:
         path.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
 
 
+def add_models_arg(p: argparse.ArgumentParser) -> None:
+    """``--models DIR`` for the benchmarks that need a trained bundle."""
+    p.add_argument("--models", type=Path, default=None,
+                   help="a trained bundle (default: train one into a temporary directory)")
+
+
 def finish(bench: str, rows: Sequence[Row], started: float, json_path: Path | None) -> None:
     """Every benchmark's ending: the figures table, and the rows as JSON when asked."""
     print(f"\n== {bench} figures (bench wall time {time.perf_counter() - started:.0f} s)")

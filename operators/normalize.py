@@ -226,15 +226,8 @@ def _price_problem(v: float) -> str | None:
     return None
 
 
-def _size_problem(v: float) -> str | None:
-    if not math.isfinite(v):
-        return "is not finite"
-    if v < 0:
-        return "must be >= 0"
-    return None
-
-
-def _quote_problem(v: float) -> str | None:
+def _nonnegative_problem(v: float) -> str | None:
+    """Sizes and quotes: finite and >= 0 (a zero size is a valid trade)."""
     if not math.isfinite(v):
         return "is not finite"
     if v < 0:
@@ -525,7 +518,7 @@ class Normalize(Operator[NormalizeState, RawRecord]):
             raise _RejectError(Reason.BAD_SIZE, f"size {raw!r} is not a number") from None
         if size is None:
             raise _RejectError(Reason.MISSING_FIELD, "size is missing")
-        problem = _size_problem(size)
+        problem = _nonnegative_problem(size)
         if problem:
             raise _RejectError(Reason.BAD_SIZE, f"size {raw!r} {problem}")
 
@@ -557,7 +550,7 @@ class Normalize(Operator[NormalizeState, RawRecord]):
         except ValueError:
             raise _RejectError(Reason.BAD_QUOTE, f"{name} {raw!r} is not a number") from None
         if v is not None:
-            problem = _quote_problem(v)
+            problem = _nonnegative_problem(v)
             if problem:
                 raise _RejectError(Reason.BAD_QUOTE, f"{name} {raw!r} {problem}")
         return v
@@ -707,14 +700,14 @@ class Normalize(Operator[NormalizeState, RawRecord]):
             return f"price {num(v)} {_price_problem(v) or 'is not a number'}"
         if reason is Reason.BAD_SIZE:
             v = float(cols.size[i])
-            return f"size {num(v)} {_size_problem(v) or 'is not a number'}"
+            return f"size {num(v)} {_nonnegative_problem(v) or 'is not a number'}"
         if reason in (Reason.BAD_QUOTE, Reason.CROSSED_QUOTE):
             b = float(cols.bid[i]) if cols.bid is not None else math.nan
             a = float(cols.ask[i]) if cols.ask is not None else math.nan
             if reason is Reason.CROSSED_QUOTE:
                 return f"bid {b!r} > ask {a!r}"
-            bad = ("bid", b) if not math.isnan(b) and _quote_problem(b) else ("ask", a)
-            return f"{bad[0]} {num(bad[1])} {_quote_problem(bad[1]) or 'is not a number'}"
+            bad = ("bid", b) if not math.isnan(b) and _nonnegative_problem(b) else ("ask", a)
+            return f"{bad[0]} {num(bad[1])} {_nonnegative_problem(bad[1]) or 'is not a number'}"
         if reason is Reason.DUPLICATE:
             tid = _trade_id(cols.trade_id[i]) if cols.trade_id is not None else None
             venue = self._venue_at(cols, venues, i)

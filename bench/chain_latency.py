@@ -44,11 +44,14 @@ from bench.measure import (
     interleaved,
     percentiles_us,
 )
+from jobs.batch_replay import run_batch_ticks
+from jobs.event_replay import run_event_ticks
 from jobs.graph import Stage
 from jobs.local_runner import LocalRunner
 from jobs.progress import Progress
-from jobs.replay import TickInput, run_batch_ticks, run_event_ticks, tick_graph
+from jobs.sources import TickInput
 from jobs.topic_sink import TopicSink
+from jobs.topology import tick_graph
 from operators.normalize import RawRecord
 
 BENCH = "chain_latency"

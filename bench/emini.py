@@ -11,13 +11,14 @@ import dataclasses
 import time
 from pathlib import Path
 
-from jobs import replay
+from jobs import replay, train_job
 from jobs.graph import Stage
-from jobs.pipeline import ChainOptions, chain_stages
-from jobs.replay import ReplayOptions, TickInput, iter_records, normalize_config, resolve_ticks
+from jobs.options import ReplayOptions
+from jobs.sources import TickInput, iter_records, normalize_config, resolve_ticks
 from jobs.strategy import StrategyBundle, load_bundle
 from jobs.tick_files import load_tick_columns
-from operators.bars import parse_duration
+from jobs.topology import ChainOptions, chain_stages
+from operators.domain.bars import parse_duration
 from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, RawRecord, TickColumns
 
@@ -64,14 +65,14 @@ def trained_bundle(models: Path | None, work: Path) -> TrainedBundle:
         return TrainedBundle(models, load_bundle(models), 0.0)
     out = work / "models"
     t0 = time.perf_counter()
-    bundle = replay.train_models(ReplayOptions(out=work, quiet=True), out)
+    bundle = train_job.train_models(ReplayOptions(out=work, quiet=True), out)
     return TrainedBundle(out, bundle, time.perf_counter() - t0)
 
 
 def chain_options(src: TickInput, models: Path) -> ChainOptions:
     """The decision chain's options exactly as ``streamquant run --models DIR`` builds them."""
     opts = ReplayOptions(out=Path("unused"), quiet=True, models=models)
-    return replay._chain_options(opts, window_features().feature_version, BAR_NS, src.tz)
+    return replay.chain_options(opts, window_features().feature_version, BAR_NS, src.tz)
 
 
 def chain(src: TickInput, models: Path) -> tuple[Stage, ...]:

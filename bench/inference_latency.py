@@ -1,7 +1,7 @@
 """Inference latency: the specialists through onnxruntime (CPU, one thread) and ``Infer.process``.
 
 The bundle is the one ``streamquant run`` trades with: trained walk-forward on the E-mini
-sample's first session (``jobs.replay.train_models``), or loaded with ``--models DIR``. Inputs
+sample's first session (``jobs.train_job.train_models``), or loaded with ``--models DIR``. Inputs
 are the sample's real feature vectors (warm-up rows dropped), cycled.
 
 Measured, in interleaved rounds (samples pooled for percentiles; spread of per-round medians):
@@ -38,7 +38,7 @@ from bench.measure import (
     header,
     percentiles_us,
 )
-from jobs import replay
+from jobs import train_job
 from operators.contract import SimpleContext
 from operators.infer import Infer, InferConfig
 
@@ -91,7 +91,7 @@ def _run(tb: emini.TrainedBundle, reps: int) -> list[Row]:
         print(f"   trained the bundle in {tb.train_s:.1f} s (train_models: features pass, HMM, "
               f"GARCH, 6 specialists)")
     src = emini.source()
-    vectors = replay.features_pass(src, emini.normalizer(src), emini.BAR_NS, 0)
+    vectors = train_job.features_pass(src, emini.normalizer(src), emini.BAR_NS, 0)
     complete = [v for v in vectors if v.complete]
     reg = str(tb.models)
     mixed = Infer(InferConfig(registry_dir=reg, arm_a=b.arm_a, arm_b=b.arm_b,

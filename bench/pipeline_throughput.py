@@ -4,7 +4,7 @@ Paths timed (interleaved repetitions, median and spread):
 
 - (a) per event: ``LocalRunner`` with normalize and window features, source records already
   in memory (parsing a record is normalize's work, so it is timed);
-- (b) batched, input pre-loaded: ``validate_columns`` + ``select`` + ``process_batch`` over
+- (b) batched, input pre-loaded: ``validate_columns`` + ``select`` + ``process_columns`` over
   65,536-row chunks + ``flush`` (columns loaded before the clock starts);
 - (c) end to end from the CSV: ``run_batch_ticks`` / ``run_event_ticks`` as
   ``streamquant run --no-trade`` calls them (file reading and parsing included);
@@ -51,14 +51,17 @@ from bench.measure import (
     ru_maxrss_mib,
 )
 from jobs import replay, tick_files
+from jobs.batch_replay import CHUNK, run_batch_ticks
+from jobs.event_replay import run_event_ticks
 from jobs.local_runner import LocalRunner
 from jobs.progress import Progress
-from jobs.replay import CHUNK, TickInput, run_batch_ticks, run_event_ticks, tick_graph
+from jobs.sources import TickInput
 from jobs.topic_sink import TopicSink
-from operators import bars as bars_mod
+from jobs.topology import tick_graph
 from operators import normalize as normalize_mod
-from operators.bars import TickColumns as BarTicks
 from operators.contract import END_OF_STREAM
+from operators.domain import bars as bars_mod
+from operators.domain.bars import TickColumns as BarTicks
 from operators.features import WindowFeatures
 from operators.normalize import Normalize, RawRecord, TickColumns
 
@@ -117,7 +120,7 @@ def batch_preloaded(src: TickInput, cols: TickColumns) -> BatchOut:
     for start in range(0, len(bt), CHUNK):
         chunk = bt.slice(start, start + CHUNK)
         before, after, max_seen = bars_mod.bounded_watermarks(chunk.ts, 0, max_seen)
-        res = feats.process_batch(states, chunk, before, after)
+        res = feats.process_columns(states, chunk, before, after)
         out.bars += len(res.bars)
         out.features += len(res.features)
         out.late += len(res.late_rows)
@@ -218,8 +221,8 @@ def phase_probes(ph: Phases) -> Iterator[None]:
         (Normalize, "ticks_from_columns",
          ph.wrap("ticks_from_columns", Normalize.ticks_from_columns)),
         (normalize_mod.TickColumns, "select", ph.wrap("select", normalize_mod.TickColumns.select)),
-        (WindowFeatures, "process_batch",
-         ph.wrap("fold+features", WindowFeatures.process_batch)),
+        (WindowFeatures, "process_columns",
+         ph.wrap("fold+features", WindowFeatures.process_columns)),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
@@ -404,7 +407,7 @@ def run(reps: int) -> list[Row]:
         Row(BENCH, "(a) per event, normalize+features, pre-loaded", fmt_rate(rate["a"]),
             sa.spread(), "LocalRunner.feed per RawRecord; " + how_pre),
         Row(BENCH, "(b) batched, pre-loaded (target 1.5M)", fmt_rate(rate["b"]), sb.spread(),
-            "validate_columns+select+process_batch chunks+flush; " + how_pre),
+            "validate_columns+select+process_columns chunks+flush; " + how_pre),
         Row(BENCH, "bare per-tick Python loop (yardstick)", fmt_rate(rate["bare"]),
             sbare.spread(), "1m bars+EMA+RSI over lists, same run"),
     ]

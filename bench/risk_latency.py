@@ -27,7 +27,7 @@ from bench.measure import (
     header,
     percentiles_us,
 )
-from operators.ledger import (
+from operators.domain.ledger import (
     AccountState,
     InstrumentSpec,
     apply_fill,
@@ -36,8 +36,8 @@ from operators.ledger import (
     record_order,
     register_instrument,
 )
-from operators.risk_config import AccountConfig, RiskLimits
-from operators.risk_rules import OrderProposal, RiskDecision, check_order
+from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.risk_rules import OrderProposal, RiskDecision, check_order
 
 BENCH = "risk_latency"
 NS = 1_000_000_000

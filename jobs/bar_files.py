@@ -17,9 +17,9 @@ import numpy as np
 from jobs.errors import UsageError
 from jobs.sources import BAR_COLUMNS, inspect_bar_file
 from jobs.tick_files import read_lines
-from operators.bars import format_duration
+from operators.domain.bars import format_duration
+from operators.domain.timeparse import TimestampError, TimestampParser
 from operators.normalize import parse_number
-from operators.timeparse import TimestampError, TimestampParser
 from topics.messages import Bar, DeadLetter, SourceRef
 
 

@@ -56,7 +56,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from jobs.replay import ReplayOptions, run_replay
+    from jobs.options import ReplayOptions
+    from jobs.replay import run_replay
 
     opts = ReplayOptions.from_args(args)
     summary = run_replay(opts)
@@ -64,7 +65,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jobs.replay import ReplayOptions, train_models
+    from jobs.options import ReplayOptions
+    from jobs.train_job import train_models
 
     if not 0.05 <= args.train_fraction <= 0.95:
         raise UsageError("--train-fraction must be in [0.05, 0.95]")
@@ -95,7 +97,7 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from jobs.replay import features_csv
+    from jobs.features_csv import features_csv
 
     n = features_csv(Path(args.bars), Path(args.out), force=args.force)
     print(f"wrote {n} rows to {args.out}", file=sys.stderr)

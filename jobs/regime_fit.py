@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from operators.regime_filter import HmmParams, reorder_regimes, steady_state
+from operators.domain.regime_filter import HmmParams, reorder_regimes, steady_state
 
 F64 = npt.NDArray[np.float64]
 

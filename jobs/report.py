@@ -4,7 +4,8 @@ Built from the output topics, as an analyst would build it from ClickHouse: ``po
 (equity marked at every decision), ``fills``, ``orders``, ``risk.rejects``. Returns are per bar
 (one equity point per decision); annualization multiplies by ``periods_per_year`` (default: 1-minute
 bars of CME's ~23-hour Globex day, 252 × 23 × 60 = 347,760), configurable with
-``--periods-per-year``. Ratios follow empyrical's conventions (see ``operators.performance``).
+``--periods-per-year``. Ratios follow empyrical's conventions (see
+``operators.domain.performance``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from operators.performance import max_drawdown, returns_from_equity, sharpe_ratio, sortino_ratio
+from operators.domain.performance import (
+    max_drawdown,
+    returns_from_equity,
+    sharpe_ratio,
+    sortino_ratio,
+)
 from topics.messages import Decision, Fill, Order, Position, RiskReject
 
 DEFAULT_PERIODS_PER_YEAR = 252.0 * 23 * 60
@@ -131,3 +137,17 @@ def print_report(r: dict[str, Any]) -> None:
           f"(per-bar returns x sqrt({r['periods_per_year']:,.0f}))")
     print(f"  max drawdown    {f(r['max_drawdown'], '.4%'):>12}   turnover "
           f"{f(r['turnover'], '.2f')}x   hit rate {f(r['hit_rate'], '.2%')}")
+
+
+NS = 1_000_000_000
+
+
+def periods_per_year_for(bar_ns: int) -> float:
+    """Annualization of per-bar returns: 252 trading days a year for daily bars, intraday bars
+    of a 23-hour (Globex) day, calendar time for bars longer than a day (weekly: ~52)."""
+    day = 86_400 * NS
+    if bar_ns > day * 7 // 6:
+        return 365.25 * day / bar_ns
+    if bar_ns >= day * 5 // 6:
+        return 252.0
+    return 252.0 * 23 * 3600 * NS / bar_ns

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 import msgspec
 
+from jobs import data
 from jobs.errors import UsageError
+from jobs.loaders.instruments import known_symbols, load_instruments
+from jobs.options import ReplayOptions
+from jobs.tick_files import read_lines
+from operators.normalize import NormalizeConfig, RawRecord
+from topics.messages import Bar, Control, SourceRef, Tick
 
 TICK_COLUMNS = ("ts", "symbol", "price", "size", "venue", "trade_id", "bid", "ask")
 BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
@@ -108,3 +115,82 @@ def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[s
     required = tuple(c for c in BAR_COLUMNS if not (c == "symbol" and has_default_symbol))
     _check_columns(path, header, BAR_COLUMNS, required)
     return header
+
+
+@dataclass(frozen=True, slots=True)
+class TickInput:
+    """A resolved tick source: the file, how to read it and the defaults it needs."""
+
+    path: Path
+    label: str
+    spec: TickFileSpec
+    column_map: dict[str, str] | None
+    tz: str | None
+    default_symbol: str | None
+    default_venue: str
+    bundled: bool
+
+
+def resolve_ticks(opts: ReplayOptions) -> TickInput:
+    """The tick file to replay: ``--ticks`` or the bundled E-mini sample."""
+    if opts.ticks is None:
+        path = data.fetch_emini(quiet=opts.quiet)
+        spec = inspect_tick_file(path, column_map=EMINI_COLUMN_MAP, has_default_symbol=True)
+        return TickInput(path=path, label=path.name, spec=spec, column_map=EMINI_COLUMN_MAP,
+                         tz=opts.tz or data.EMINI_TZ,
+                         default_symbol=opts.symbol or data.EMINI_SYMBOL,
+                         default_venue=opts.venue or data.EMINI_VENUE, bundled=True)
+    spec = inspect_tick_file(opts.ticks, has_default_symbol=opts.symbol is not None)
+    return TickInput(path=opts.ticks, label=opts.ticks.name, spec=spec, column_map=None,
+                     tz=opts.tz, default_symbol=opts.symbol,
+                     default_venue=opts.venue or "UNKNOWN", bundled=False)
+
+
+def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfig:
+    known: tuple[str, ...] | None = None
+    if instruments is not None:
+        if not instruments.is_file():
+            raise UsageError(f"--instruments {instruments}: no such file")
+        try:
+            known = tuple(known_symbols(load_instruments(instruments)))
+        except ValueError as exc:
+            raise UsageError(f"--instruments {instruments}: {exc}") from None
+    return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns,
+                           default_symbol=src.default_symbol, default_venue=src.default_venue,
+                           instruments=known)
+
+
+def iter_records(src: TickInput) -> Iterator[RawRecord]:
+    """One raw record per data line, with its file name and 1-based line number."""
+    lines = read_lines(src.path)
+    start = 1 if src.spec.fmt == "csv" else 0
+    label = src.label
+    for i in range(start, len(lines)):
+        text = lines[i]
+        if text.strip():
+            yield RawRecord(payload=text, source=SourceRef(file=label, line=i + 1))
+
+
+def load_controls(path: Path | None) -> list[Control]:
+    if path is None:
+        return []
+    if not path.is_file():
+        raise UsageError(f"--control {path}: no such file")
+    out = []
+    for n, line in enumerate(read_lines(path), 1):
+        if line.strip():
+            try:
+                out.append(msgspec.json.decode(line, type=Control))
+            except msgspec.DecodeError as exc:
+                raise UsageError(f"--control {path}:{n}: {exc}") from None
+    return out
+
+
+def bar_tick(bar: Bar) -> Tick:
+    """The trade a bar replay fills against: one print at the bar's close, at its end.
+
+    A decision made on bar t (at its end) is filled by the next bar's print, at that bar's
+    close: later than the decision by a whole bar, never on the bar that produced it.
+    """
+    return Tick(ts_event=bar.ts_end, symbol=bar.symbol, venue="BAR", price=bar.close,
+                size=bar.volume)

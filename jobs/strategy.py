@@ -1,7 +1,7 @@
 """The strategy bundle: everything ``train`` fits offline and ``run`` trades with.
 
 A bundle directory holds the specialists' ONNX files and ``registry.json`` (see
-``operators.model_registry``) plus ``strategy.json``: the regime HMM, the volatility model,
+``jobs.loaders.registry``) plus ``strategy.json``: the regime HMM, the volatility model,
 the training window and the A/B arms. The split is walk-forward and explicit: the models see
 only bars that *end* before ``train_end``; labels (forward returns) are computed inside the
 training window, so its last bars get none rather than peeking past it.
@@ -17,11 +17,11 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from jobs.loaders.registry import ModelEntry, write_atomic
 from jobs.regime_fit import fit_gaussian_hmm
 from jobs.training import forward_returns, matrix_from_vectors, train_specialists
-from operators.model_registry import ModelEntry, write_atomic
-from operators.regime_filter import HmmParams, RegimeFilter
-from operators.volatility import VolConfig, backcast_from_returns, fit_garch
+from operators.domain.regime_filter import HmmParams, RegimeFilter
+from operators.domain.volatility import VolConfig, backcast_from_returns, fit_garch
 from topics.messages import FeatureVector
 
 STRATEGY_FILE = "strategy.json"

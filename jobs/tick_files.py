@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from operators.domain.timeparse import TimestampParser
 from operators.normalize import (
     CANONICAL_FIELDS,
     NormalizeConfig,
@@ -38,7 +39,6 @@ from operators.normalize import (
     parse_number,
     split_csv_line,
 )
-from operators.timeparse import TimestampParser
 from topics.messages import SourceRef
 
 

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from operators.contract import stable_hash
-from operators.model_registry import (
+from jobs.loaders.registry import (
     CREATED_BY,
     Kind,
     LinearCoefficients,
@@ -40,6 +39,7 @@ from operators.model_registry import (
     sha256_bytes,
     write_atomic,
 )
+from operators.contract import stable_hash
 from topics.messages import FeatureVector
 
 REGIMES: tuple[RegimeName, ...] = ("bull", "bear", "sideways")

@@ -8,7 +8,7 @@ fills as internal state changes in event-time order; no cycle crosses a topic (D
 so the result does not depend on how the runtime interleaved the inputs.
 
 Every child order passes the risk gate: the parent through every rule of
-``operators.risk_rules`` (a denial emits ``risk.rejects`` with all failing codes and the
+``operators.domain.risk_rules`` (a denial emits ``risk.rejects`` with all failing codes and the
 allowed quantity, which is traded instead when ``resize_to_allowed``), each child again at
 release through the state-dependent rules (kill switch, symbol halt, reduce-only). Every
 decision emits one ``audit.decisions`` record.
@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from operators import ledger as lg
 from operators.contract import END_OF_STREAM, Context, Emit, Operator
-from operators.execution import Child, ExecConfig, fill_price, schedule
-from operators.risk_config import AccountConfig, RiskLimits
-from operators.risk_rules import (
+from operators.domain import ledger as lg
+from operators.domain.execution import Child, ExecConfig, fill_price, schedule
+from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.risk_rules import (
     KILL_SWITCH,
     REDUCE_ONLY,
     TRADING_HALTED,

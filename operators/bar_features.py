@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import msgspec
 
 from operators.contract import Context, Emit, Operator
+from operators.domain.indicators import IndicatorState
 from operators.features import FEATURES_TOPIC, feature_version, make_vector
-from operators.indicators import IndicatorState
 from topics.messages import Bar
 
 

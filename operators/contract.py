@@ -12,7 +12,17 @@ drives the operator through four calls:
   encoding, so a changed operator, state schema or config is detected instead of silently
   mixed.
 
-State is a small ``msgspec.Struct`` per key. Ownership passes with the call: ``process`` may
+Hot paths may offer ``process_batch(state, events, ctx)``: one key's run of events with that
+key's state, equal to calling ``process`` on each in turn (the shape Flink and Faust can host:
+keyed state is per key). Operators that hold resources (ONNX sessions, River models) acquire
+them in ``open`` and release them in ``close``; constructors do no I/O.
+
+State is a small typed object per key, encoded by the operator's ``state_codec`` (msgpack of a
+``msgspec.Struct`` by default; an explicit, versioned codec for opaque state such as a River
+model). A checkpoint stores one ``OperatorEnvelope`` per operator (uid, state version, config
+fingerprint — computed once) and each key's raw state bytes; ``snapshot``/``restore`` wrap one
+key's state in its envelope for hosts that keep state per key (a Flink ``ValueState``).
+Ownership passes with the call: ``process`` may
 update the state object it is given and returns the state to keep (the Flink ``ValueState``
 get/update/put pattern), which keeps the per-tick path free of copies. Events are frozen and
 never mutated. Operators read no wall clock and do no I/O; ``ctx.now`` exists for runtimes
@@ -28,6 +38,7 @@ advances the watermark to ``END_OF_STREAM`` so every timer fires the same way ev
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -39,7 +50,7 @@ END_OF_STREAM = 2**63 - 1
 MIN_WATERMARK = -(2**63)
 
 
-S = TypeVar("S", bound=msgspec.Struct)
+S = TypeVar("S")
 E = TypeVar("E")
 
 
@@ -74,11 +85,47 @@ class StateMismatchError(RuntimeError):
     """A snapshot was taken by another operator, state version or config."""
 
 
-class _Envelope(msgspec.Struct, frozen=True):
+class OperatorEnvelope(msgspec.Struct, frozen=True):
+    """What identifies an operator's state: checked once per operator when state is restored."""
+
     uid: str
     state_version: int
     config_hash: str
-    state: msgspec.Raw
+    codec: str = "msgpack"
+
+
+class StateCodec(Protocol[S]):  # type: ignore[misc]
+    """Encodes one key's state; ``name`` goes into the envelope so a changed codec is refused."""
+
+    name: str
+
+    def encode(self, state: S) -> bytes: ...
+
+    def decode(self, data: bytes) -> S: ...
+
+
+class MsgpackCodec(Generic[S]):
+    """The default codec: msgpack of a ``msgspec.Struct`` state (every float bit kept)."""
+
+    name = "msgpack"
+
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self, state_type: type[S]) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(state_type)
+
+    def encode(self, state: S) -> bytes:
+        return self._encoder.encode(state)
+
+    def decode(self, data: bytes) -> S:
+        decoded: S = self._decoder.decode(data)
+        return decoded
+
+
+class _Snapshot(msgspec.Struct, frozen=True):
+    envelope: OperatorEnvelope
+    state: bytes
 
 
 class Operator(Generic[S, E]):
@@ -112,32 +159,86 @@ class Operator(Generic[S, E]):
         """Default: operators without timers never get here."""
         return state, []
 
+    def process_batch(
+        self, state: S, events: Sequence[E], ctx: Context
+    ) -> tuple[S, list[Emit]]:
+        """One key's run of events with that key's state: the same as ``process`` on each.
+
+        Override where a batch is cheaper (one ONNX call for several vectors); the result
+        must equal the one-at-a-time calls (tested for every operator).
+        """
+        out: list[Emit] = []
+        for ev in events:
+            state, emits = self.process(state, ev, ctx)
+            out.extend(emits)
+        return state, out
+
+    # -- lifecycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Acquire resources (model sessions) before the first call; idempotent."""
+
+    def close(self) -> None:
+        """Release what ``open`` acquired; the operator may be opened again."""
+
     # -- state encoding ---------------------------------------------------------------
-    def snapshot(self, state: S) -> bytes:
-        env = _Envelope(
+    def state_codec(self) -> StateCodec[S]:
+        """How one key's state becomes bytes; override for opaque state (a River model)."""
+        codec: StateCodec[S] | None = self.__dict__.get("_state_codec")
+        if codec is None:
+            codec = MsgpackCodec(self.State)
+            self.__dict__["_state_codec"] = codec
+        return codec
+
+    def envelope(self) -> OperatorEnvelope:
+        """This operator's identity in checkpoints (the config fingerprint is computed once)."""
+        cached: tuple[type[Any], OperatorEnvelope] | None = self.__dict__.get("_envelope")
+        if cached is not None and cached[0] is type(self):
+            return cached[1]
+        env = OperatorEnvelope(
             uid=self.UID,
             state_version=self.STATE_VERSION,
             config_hash=self.config_fingerprint(),
-            state=msgspec.Raw(msgspec.msgpack.encode(state)),
+            codec=self.state_codec().name,
         )
-        return msgspec.msgpack.encode(env)
+        self.__dict__["_envelope"] = (type(self), env)
+        return env
+
+    def check_envelope(self, env: OperatorEnvelope) -> None:
+        """Refuse state taken by another operator, state version, config or codec."""
+        mine = self.envelope()
+        if env.uid != mine.uid:
+            raise StateMismatchError(f"snapshot of {env.uid!r} offered to {mine.uid!r}")
+        if env.state_version != mine.state_version:
+            raise StateMismatchError(
+                f"{mine.uid}: snapshot state version {env.state_version}, "
+                f"operator expects {mine.state_version}"
+            )
+        if env.config_hash != mine.config_hash:
+            raise StateMismatchError(
+                f"{mine.uid}: snapshot taken under another config "
+                f"({env.config_hash} != {mine.config_hash})"
+            )
+        if env.codec != mine.codec:
+            raise StateMismatchError(
+                f"{mine.uid}: snapshot encoded with {env.codec!r}, operator uses {mine.codec!r}"
+            )
+
+    def encode_state(self, state: S) -> bytes:
+        """One key's raw state (no envelope): what a checkpoint stores per key."""
+        return self.state_codec().encode(state)
+
+    def decode_state(self, data: bytes) -> S:
+        return self.state_codec().decode(data)
+
+    def snapshot(self, state: S) -> bytes:
+        """One key's state with its envelope, self-describing (per-key state stores)."""
+        return msgspec.msgpack.encode(_Snapshot(envelope=self.envelope(),
+                                                state=self.encode_state(state)))
 
     def restore(self, data: bytes) -> S:
-        env = msgspec.msgpack.decode(data, type=_Envelope)
-        if env.uid != self.UID:
-            raise StateMismatchError(f"snapshot of {env.uid!r} offered to {self.UID!r}")
-        if env.state_version != self.STATE_VERSION:
-            raise StateMismatchError(
-                f"{self.UID}: snapshot state version {env.state_version}, "
-                f"operator expects {self.STATE_VERSION}"
-            )
-        if env.config_hash != self.config_fingerprint():
-            raise StateMismatchError(
-                f"{self.UID}: snapshot taken under another config "
-                f"({env.config_hash} != {self.config_fingerprint()})"
-            )
-        restored: S = msgspec.msgpack.decode(env.state, type=self.State)
-        return restored
+        snap = msgspec.msgpack.decode(data, type=_Snapshot)
+        self.check_envelope(snap.envelope)
+        return self.decode_state(snap.state)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ Two paths with one meaning:
   interval, and the first tick of a bar registers an event-time timer at the bar's end. When
   the watermark reaches that end the bar closes: a ``Bar`` on ``md.bars`` and a
   ``FeatureVector`` on ``features``.
-- **batched** (``process_batch`` / ``flush``): the same transitions over columnar numpy
+- **batched** (``process_columns`` / ``flush``): the same transitions over columnar numpy
   batches, for replays and hot paths. It emits exactly the message sequence the per-event path
   emits when the runtime fires timers in ``(ts, key)`` order after every event; bars still open
   at the end of a batch stay in the states and continue in the next one.
@@ -29,7 +29,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from operators.bars import (
+from operators.contract import END_OF_STREAM, Context, Emit, Operator, stable_hash
+from operators.domain.bars import (
     OpenBar,
     TickColumns,
     bar_start,
@@ -37,8 +38,7 @@ from operators.bars import (
     format_duration,
     parse_duration,
 )
-from operators.contract import END_OF_STREAM, Context, Emit, Operator, stable_hash
-from operators.indicators import FEATURE_DEFINITIONS, FeatureValues, IndicatorState
+from operators.domain.indicators import FEATURE_DEFINITIONS, FeatureValues, IndicatorState
 from topics.messages import Bar, FeatureVector, LateTick, SourceRef, Tick
 
 BARS_TOPIC = "md.bars"
@@ -134,7 +134,7 @@ def make_vector(
 
 @dataclass(frozen=True, slots=True, eq=False)
 class BatchResult:
-    """What one ``process_batch`` / ``flush`` call emitted.
+    """What one ``process_columns`` / ``flush`` call emitted.
 
     - ``late_rows``: ascending batch rows whose tick was late (``ts < watermark``);
       ``late_watermarks`` the watermark each was judged against.
@@ -308,9 +308,9 @@ class WindowFeatures(Operator[FeatureState, Tick]):
     # -- batched path ---------------------------------------------------------------------
     def flush(self, states: dict[str, FeatureState], watermark: int) -> BatchResult:
         """Close every open bar with ``end <= watermark`` (``END_OF_STREAM``: all of them)."""
-        return self.process_batch(states, _no_ticks(), _EMPTY_I64, watermark)
+        return self.process_columns(states, _no_ticks(), _EMPTY_I64, watermark)
 
-    def process_batch(
+    def process_columns(
         self,
         states: dict[str, FeatureState],
         batch: TickColumns,

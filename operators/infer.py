@@ -22,8 +22,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from jobs.loaders.registry import ModelEntry, Registry, RegistryError
 from operators.contract import Context, Emit, Operator, stable_bucket, stable_hash
-from operators.model_registry import ModelEntry, Registry, RegistryError
 from topics.messages import FeatureVector, Prediction
 
 AB_BUCKETS = 10_000

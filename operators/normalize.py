@@ -10,7 +10,7 @@ Nothing bad raises out of ``process``: an unexpected failure is itself a dead le
 Checks run in this order; the first failure is the reason (both paths use the same order):
 
 1. decode: ``BAD_JSON`` / ``BAD_SCHEMA`` / ``BAD_CSV``;
-2. ``BAD_TIMESTAMP`` (missing or unparseable; see ``operators.timeparse``);
+2. ``BAD_TIMESTAMP`` (missing or unparseable; see ``operators.domain.timeparse``);
 3. symbol: ``MISSING_FIELD`` (absent and no ``default_symbol``), ``EMPTY_SYMBOL`` (present but
    blank), ``UNKNOWN_SYMBOL`` (only with an instrument list);
 4. price: ``MISSING_FIELD``, ``BAD_PRICE`` (not a number, NaN, ±inf, ≤ 0);
@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from operators.contract import Context, Emit, Operator
-from operators.timeparse import NAT, TimestampError, TimestampParser, load_zone
+from operators.domain.timeparse import NAT, TimestampError, TimestampParser, load_zone
 from topics.messages import DeadLetter, RawTick, SourceRef, Tick
 
 TICKS_TOPIC = "md.ticks"

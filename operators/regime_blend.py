@@ -19,7 +19,7 @@ import math
 import msgspec
 
 from operators.contract import Context, Emit, Operator
-from operators.regime_filter import HmmParams, HmmState, RegimeFilter, entropy
+from operators.domain.regime_filter import HmmParams, HmmState, RegimeFilter, entropy
 from topics.messages import DecisionTrace, FeatureVector, Prediction, Regime, Signal
 
 REGIMES = ("bull", "bear", "sideways")

@@ -25,7 +25,7 @@ import math
 import msgspec
 
 from operators.contract import Context, Emit, Operator
-from operators.volatility import VolConfig, VolForecaster, VolState
+from operators.domain.volatility import VolConfig, VolForecaster, VolState
 from topics.messages import Algo, OrderIntent, Signal
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -23,16 +23,23 @@ import msgspec
 
 from jobs.bar_files import load_bars
 from jobs.data import EMINI_SYMBOL, EMINI_TZ, EMINI_VENUE, fetch_emini
+from jobs.loaders.instruments import instrument_master
 from jobs.local_runner import LocalRunner
-from jobs.pipeline import ChainOptions, chain_stages, instrument_master
-from jobs.replay import TickInput, features_pass, iter_records, normalize_config, tick_graph
-from jobs.sources import EMINI_COLUMN_MAP, inspect_tick_file
+from jobs.sources import (
+    EMINI_COLUMN_MAP,
+    TickInput,
+    inspect_tick_file,
+    iter_records,
+    normalize_config,
+)
 from jobs.strategy import StrategyBundle, train_bundle
 from jobs.topic_sink import TopicSink
+from jobs.topology import ChainOptions, chain_stages, tick_graph
+from jobs.train_job import features_pass
 from operators.contract import Operator
+from operators.domain.limits import AccountConfig, RiskLimits
 from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, RawRecord
-from operators.risk_config import AccountConfig, RiskLimits
 from topics.messages import Bar
 
 MINUTE_NS = 60_000_000_000

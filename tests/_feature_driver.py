@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from jobs.data import EMINI_SYMBOL, EMINI_TZ, EMINI_VENUE
-from operators.bars import TickColumns, bounded_watermarks
 from operators.contract import END_OF_STREAM, MIN_WATERMARK, Emit, SimpleContext
+from operators.domain.bars import TickColumns, bounded_watermarks
 from operators.features import FeatureState, WindowFeatures
 from topics.messages import Tick
 
@@ -157,7 +157,7 @@ def run_batches(
     for a, b in itertools.pairwise(bounds):
         chunk = cols.slice(a, b)
         before, after, max_seen = bounded_watermarks(chunk.ts, lateness, max_seen)
-        out += op.process_batch(states, chunk, before, after).emits(chunk)
+        out += op.process_columns(states, chunk, before, after).emits(chunk)
     out += op.flush(states, END_OF_STREAM).emits()
     return out, states
 

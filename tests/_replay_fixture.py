@@ -30,8 +30,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from jobs.replay import EMINI_TRAIN_END_NS, ReplayOptions, run_replay, train_models
+from jobs.options import ReplayOptions
+from jobs.replay import run_replay
 from jobs.strategy import StrategyBundle, load_bundle
+from jobs.train_job import EMINI_TRAIN_END_NS, train_models
 from topics.messages import Control
 from topics.serde import decode
 

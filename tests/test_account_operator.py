@@ -22,9 +22,9 @@ from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.account import AccountOpConfig, AccountOperator
-from operators.execution import ExecConfig, client_order_id
-from operators.ledger import InstrumentSpec
-from operators.risk_config import AccountConfig, RiskLimits
+from operators.domain.execution import ExecConfig, client_order_id
+from operators.domain.ledger import InstrumentSpec
+from operators.domain.limits import AccountConfig, RiskLimits
 from topics.messages import Algo, Control, Fill, Order, OrderIntent, Position, RiskReject, Tick
 
 NS = 1_000_000_000
@@ -303,10 +303,10 @@ def test_end_of_stream_marks_every_position_a_last_time(tape: Tape) -> None:
 def test_a_blocked_parent_is_rejected_once_however_many_slices_were_due() -> None:
     """Slices of one TWAP parent that fall due together (a gap in the tape) and meet a
     reduce-only account: the parent is cancelled with one reject naming all of it."""
-    from operators import ledger as lg
     from operators.contract import SimpleContext
-    from operators.execution import ExecConfig as Exec
-    from operators.execution import schedule
+    from operators.domain import ledger as lg
+    from operators.domain.execution import ExecConfig as Exec
+    from operators.domain.execution import schedule
 
     op = account()
     state = op.new_state("paper")

@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from operators.bars import TickColumns
+from operators.domain.bars import TickColumns
 from operators.features import (
     BARS_TOPIC,
     FEATURES_TOPIC,

@@ -26,7 +26,8 @@ import talib
 from arch.data import nasdaq, sp500
 
 from jobs.data import EMINI_SYMBOL, EMINI_TZ
-from operators.bars import format_duration, parse_duration
+from operators.domain.bars import format_duration, parse_duration
+from operators.domain.indicators import fma
 from operators.features import (
     BARS_TOPIC,
     FEATURES_TOPIC,
@@ -34,7 +35,6 @@ from operators.features import (
     WindowFeatures,
     features_from_bars,
 )
-from operators.indicators import fma
 from tests._feature_driver import MINUTE_NS, emini_event_run, load_emini, run_batches
 from topics.messages import Bar, FeatureVector
 
@@ -76,7 +76,7 @@ def assert_features_match(
     fvs: Sequence[FeatureVector], expected: dict[str, np.ndarray], *, bitwise: Sequence[str] = ()
 ) -> None:
     """None exactly where TA-Lib has NaN, values within ``RTOL``; ``bitwise`` names must
-    match to the last bit (the operation-order claim of ``operators.indicators``)."""
+    match to the last bit (the operation-order claim of ``operators.domain.indicators``)."""
     assert set(expected) == set(FeatureVector.NAMES)
     for name in FeatureVector.NAMES:
         exp = expected[name]
@@ -334,7 +334,7 @@ def test_fma_equals_the_c_library_fma() -> None:
 
 def test_the_operator_does_not_need_talib() -> None:
     code = (
-        "import sys, operators.features, operators.indicators, operators.bars; "
+        "import sys, operators.features, operators.domain.indicators, operators.domain.bars; "
         "print('talib' in sys.modules)"
     )
     out = subprocess.run(

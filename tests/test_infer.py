@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from jobs.loaders.registry import ModelEntry
 from jobs.training import TrainParams, fit_specialist, forward_returns, prepare_training_set
 from operators.contract import SimpleContext, stable_bucket
 from operators.infer import (
@@ -26,7 +27,6 @@ from operators.infer import (
     linear_contributions,
     resolve_providers,
 )
-from operators.model_registry import ModelEntry
 from tests.test_training import (
     FEATURE_VERSION,
     emini_features,
@@ -298,7 +298,7 @@ def test_config_is_validated_with_clear_messages(registry_dir: Path) -> None:
 def test_an_arm_needs_one_feature_version_and_one_model_per_regime(
     emini: tuple, registry_dir: Path, tmp_path: Path
 ) -> None:
-    from operators.model_registry import Registry, RegistryError
+    from jobs.loaders.registry import Registry, RegistryError
 
     reg = Registry.load(registry_dir)
     odd: ModelEntry = msgspec.structs.replace(reg.get("bear_gbm"), feature_version="other")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from operators.ledger import (
+from operators.domain.ledger import (
     AccountState,
     InstrumentSpec,
     add_working,
@@ -31,7 +31,7 @@ from operators.ledger import (
     total_fees,
     unrealized_pnl,
 )
-from operators.risk_config import AccountConfig, RiskLimits
+from operators.domain.limits import AccountConfig, RiskLimits
 from topics.messages import Side
 
 ES = InstrumentSpec(

@@ -11,13 +11,13 @@ import msgspec
 import numpy as np
 import pytest
 
-from jobs.training import TrainParams
-from operators.model_registry import (
+from jobs.loaders.registry import (
     ModelEntry,
     ModelIntegrityError,
     Registry,
     RegistryError,
 )
+from jobs.training import TrainParams
 from tests.test_training import sp500_features, train_window
 
 TINY = TrainParams(gbm_n_estimators=10)

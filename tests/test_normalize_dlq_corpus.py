@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.tick_files import iter_raw_records, normalize_config_for
-from operators.contract import Emit, SimpleContext
-from operators.instruments import (
+from jobs.loaders.instruments import (
     Instrument,
     known_symbols,
     load_instruments,
     parse_instruments_csv,
 )
+from jobs.tick_files import iter_raw_records, normalize_config_for
+from operators.contract import Emit, SimpleContext
 from operators.normalize import (
     DLQ_TOPIC,
     TICKS_TOPIC,

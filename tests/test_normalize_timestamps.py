@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from operators.domain.timeparse import NAT, TimestampError, TimestampParser
 from operators.normalize import NormalizeConfig
-from operators.timeparse import NAT, TimestampError, TimestampParser
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

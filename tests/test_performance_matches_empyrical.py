@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from arch.data import sp500
 
-from operators.performance import (
+from operators.domain.performance import (
     PerfConfig,
     PerformanceTracker,
     PerfState,

@@ -18,11 +18,11 @@ import pytest
 from arch.univariate import GARCH, EWMAVariance
 
 from operators.contract import SimpleContext
+from operators.domain.regime_filter import RegimeFilter
+from operators.domain.volatility import VolConfig, VolForecaster
 from operators.infer import decision_id_for
 from operators.regime_blend import REGIMES, BlendConfig, RegimeBlend, validate_weights
-from operators.regime_filter import RegimeFilter
 from operators.size import SizeConfig
-from operators.volatility import VolConfig, VolForecaster
 from tests._replay_fixture import Replay, ReplayPool, pool_fixture
 from topics.messages import FeatureVector, OrderIntent, Prediction, Signal
 

@@ -14,7 +14,7 @@ from arch.data import sp500
 from scipy.stats import entropy as scipy_entropy
 from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
-from operators.regime_filter import (
+from operators.domain.regime_filter import (
     HmmParams,
     HmmState,
     RegimeFilter,

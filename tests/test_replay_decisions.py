@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from operators.execution import client_order_id, parent_order_id
+from operators.domain.execution import client_order_id, parent_order_id
+from operators.domain.risk_rules import QUANTITY_DEPENDENT, RULE_CODES
 from operators.infer import arm_for, decision_id_for
-from operators.risk_rules import QUANTITY_DEPENDENT, RULE_CODES
 from tests._replay_fixture import (
     KILL_AT,
     RESET_AT,

@@ -9,12 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from operators.risk_config import (
-    AccountConfig,
-    RiskLimits,
-    load_account_config,
-    load_risk_limits,
-)
+from jobs.loaders.risk_file import load_account_config, load_risk_limits
+from operators.domain.limits import AccountConfig, RiskLimits
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -154,7 +150,7 @@ def test_fee_is_per_contract_plus_basis_points_of_notional() -> None:
 def test_config_encoding_is_identical_across_processes() -> None:
     """The operator contract fingerprints config via msgspec; sets would vary per process."""
     code = (
-        "import msgspec; from operators.risk_config import RiskLimits;"
+        "import msgspec; from operators.domain.limits import RiskLimits;"
         "print(msgspec.json.encode(RiskLimits(restricted_symbols="
         "frozenset({'ES','NQ','ZN','GC','CL','YM'}))).decode())"
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.pipeline import load_risk_file
+from jobs.loaders.risk_file import load_risk_file
 
 
 def test_execution_table_sets_latency_slippage_and_slicing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from operators.ledger import (
+from operators.domain.ledger import (
     AccountState,
     InstrumentSpec,
     add_working,
@@ -29,8 +29,8 @@ from operators.ledger import (
     set_symbol_halted,
     start_session,
 )
-from operators.risk_config import AccountConfig, RiskLimits
-from operators.risk_rules import (
+from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.risk_rules import (
     CONCENTRATION_LIMIT,
     DAILY_LOSS_LIMIT,
     KILL_SWITCH,

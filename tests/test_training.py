@@ -17,6 +17,7 @@ import pytest
 import talib
 from sklearn.metrics import roc_auc_score
 
+from jobs.loaders.registry import ModelEntry, Registry
 from jobs.training import (
     REGIMES,
     TrainParams,
@@ -25,7 +26,6 @@ from jobs.training import (
     prepare_training_set,
     train_specialists,
 )
-from operators.model_registry import ModelEntry, Registry
 from topics.messages import FeatureVector
 
 FEATURE_VERSION = "test-talib-1"

@@ -11,7 +11,7 @@ from arch import arch_model
 from arch.data import sp500
 from arch.univariate import GARCH, ConstantMean, EWMAVariance, ZeroMean
 
-from operators.volatility import (
+from operators.domain.volatility import (
     VolConfig,
     VolForecaster,
     VolState,

@@ -25,14 +25,14 @@ from typing import NamedTuple
 
 import msgspec
 
-from operators.ledger import (
+from operators.domain.ledger import (
     AccountState,
     InstrumentSpec,
     equity,
     orders_in_window,
     set_reduce_only,
 )
-from operators.risk_config import RiskLimits
+from operators.domain.limits import RiskLimits
 from topics.messages import Reason, RiskReject, Side
 
 KILL_SWITCH = "KILL_SWITCH"

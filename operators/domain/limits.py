@@ -1,4 +1,4 @@
-"""Pre-trade risk limits and account settings: frozen, validated, loadable from TOML.
+"""Pre-trade risk limits and account settings: frozen and validated at construction.
 
 Both configs live in one TOML file (``[limits]`` and ``[account]`` tables, see docs/risk.md).
 Unknown keys are errors, not warnings: a misspelt limit silently falling back to its default
@@ -13,11 +13,8 @@ foreign to the next one.
 from __future__ import annotations
 
 import math
-import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -137,38 +134,3 @@ class AccountConfig:
         return quantity * self.fee_per_contract + quantity * price * multiplier * (
             self.fee_bps * 1e-4
         )
-
-
-def _read_table(path: str | Path, table: str) -> Mapping[str, Any]:
-    p = Path(path)
-    with p.open("rb") as fh:
-        doc = tomllib.load(fh)
-    section = doc.get(table)
-    if section is None:
-        raise ValueError(f"{p}: no [{table}] table")
-    if not isinstance(section, dict):
-        raise ValueError(f"{p}: [{table}] must be a table")
-    return section
-
-
-def _build(cls: type[Any], section: Mapping[str, Any], where: str) -> Any:
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {known}")
-    try:
-        return cls(**section)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
-
-
-def load_risk_limits(path: str | Path) -> RiskLimits:
-    """Read ``[limits]`` from a TOML file; missing keys take their defaults."""
-    limits: RiskLimits = _build(RiskLimits, _read_table(path, "limits"), f"{path} [limits]")
-    return limits
-
-
-def load_account_config(path: str | Path) -> AccountConfig:
-    """Read ``[account]`` from a TOML file; missing keys take their defaults."""
-    cfg: AccountConfig = _build(AccountConfig, _read_table(path, "account"), f"{path} [account]")
-    return cfg

@@ -19,7 +19,7 @@ import math
 
 import msgspec
 
-from operators.risk_config import AccountConfig, RiskLimits
+from operators.domain.limits import AccountConfig, RiskLimits
 from topics.messages import Side
 
 _QTY_EPS = 1e-9

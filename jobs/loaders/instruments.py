@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -164,3 +165,19 @@ def load_instruments(path: str | Path) -> tuple[Instrument, ...]:
 def known_symbols(instruments: Iterable[Instrument]) -> tuple[str, ...]:
     """The sorted distinct symbols (what ``NormalizeConfig.instruments`` takes)."""
     return tuple(sorted({ins.symbol for ins in instruments}))
+
+
+DEFAULT_INSTRUMENTS = Path(__file__).parent.parent / "data" / "instruments.csv"
+
+
+def instrument_master(path: Path | None, symbols: tuple[str, ...], quiet: bool
+                      ) -> dict[str, Instrument]:
+    """Instruments by symbol: ``--instruments`` or the shipped file, defaults for the rest."""
+    table = {i.symbol: i for i in load_instruments(path or DEFAULT_INSTRUMENTS)}
+    for sym in symbols:
+        if sym not in table:
+            if not quiet:
+                print(f"warning: {sym} is not in the instrument master; using multiplier 1, "
+                      "lot 1, tick 0.01 (pass --instruments)", file=sys.stderr)
+            table[sym] = Instrument(symbol=sym)
+    return table

@@ -1,0 +1,65 @@
+"""What ``streamquant run`` and ``train`` were asked to do: frozen options from the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import UsageError
+from operators.domain.bars import parse_duration
+from topics.messages import (
+    Algo,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    out: Path
+    ticks: Path | None = None
+    bars: Path | None = None
+    force: bool = False
+    summary_json: Path | None = None
+    bar: str | None = None
+    lateness_ns: int = 0
+    symbol: str | None = None
+    venue: str | None = None
+    tz: str | None = None
+    instruments: Path | None = None
+    mode: str = "batch"
+    write_topics: bool = True
+    quiet: bool = False
+    models: Path | None = None
+    train_fraction: float = 0.3
+    risk: Path | None = None
+    algo: Algo = "IMMEDIATE"
+    periods_per_year: float | None = None  # None: from the bar length
+    control: Path | None = None
+    no_trade: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: Any) -> ReplayOptions:
+        try:
+            lateness = parse_duration(args.lateness) if args.lateness not in ("0", "0s") else 0
+        except ValueError as exc:
+            raise UsageError(f"--lateness: {exc}") from None
+        if args.bar is not None:
+            try:
+                parse_duration(args.bar)
+            except ValueError as exc:
+                raise UsageError(f"--bar: {exc}") from None
+        return cls(
+            out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
+            bars=Path(args.bars) if args.bars else None, force=args.force,
+            summary_json=Path(args.summary_json) if args.summary_json else None,
+            bar=args.bar, lateness_ns=lateness, symbol=args.symbol, venue=args.venue,
+            tz=args.tz, instruments=Path(args.instruments) if args.instruments else None,
+            mode=args.mode, write_topics=not args.no_topic_files, quiet=args.quiet,
+            models=Path(args.models) if getattr(args, "models", None) else None,
+            train_fraction=getattr(args, "train_fraction", 0.3),
+            risk=Path(args.risk) if getattr(args, "risk", None) else None,
+            algo=getattr(args, "algo", "IMMEDIATE"),
+            periods_per_year=getattr(args, "periods_per_year", None),
+            control=Path(args.control) if getattr(args, "control", None) else None,
+            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0))

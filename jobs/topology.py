@@ -1,0 +1,88 @@
+"""Graph assembly shared by every runtime: which operators, in which order, on which topics.
+
+The embedded runner, the batched replay and (later) the Kafka, Flink and Faust hosts all build
+their graph here, so "what runs" is defined once; they differ only in how records reach it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from jobs.graph import Graph, Stage
+from jobs.loaders.instruments import Instrument
+from jobs.strategy import StrategyBundle
+from operators.account import AccountOpConfig, AccountOperator
+from operators.domain.execution import ExecConfig
+from operators.domain.ledger import InstrumentSpec
+from operators.domain.limits import AccountConfig, RiskLimits
+from operators.features import (
+    WindowFeatures,
+)
+from operators.infer import Infer, InferConfig
+from operators.normalize import Normalize
+from operators.regime_blend import BlendConfig, RegimeBlend
+from operators.size import Size as SizeOp
+from operators.size import SizeConfig
+from topics.messages import (
+    Algo,
+)
+
+ACCOUNT = "paper"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainOptions:
+    models: Path
+    bundle: StrategyBundle
+    instruments: dict[str, Instrument]
+    limits: RiskLimits
+    account: AccountConfig
+    execution: ExecConfig = field(default_factory=ExecConfig)
+    algo: Algo = "IMMEDIATE"
+    periods_per_year: float = 252.0 * 23 * 60
+    session_tz: str = "America/Chicago"
+    child_ttl_ns: int | None = None  # None: the execution config's
+
+
+def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
+    b = opts.bundle
+    infer = Infer(InferConfig(registry_dir=str(opts.models), arm_a=b.arm_a, arm_b=b.arm_b,
+                              ab_split=b.ab_split))
+    blend = RegimeBlend(BlendConfig(hmm=b.hmm))
+    specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
+                               lot_size=i.lot_size, group=i.group or s)
+             for s, i in sorted(opts.instruments.items())}
+    first = specs[b.symbols[0]]
+    size = SizeOp(SizeConfig(
+        account=ACCOUNT, vol=b.vol, reference_equity=opts.account.initial_equity,
+        multiplier=first.multiplier, lot_size=first.lot_size,
+        periods_per_year=opts.periods_per_year, algo=opts.algo, trade_from_ns=b.train_end,
+        multipliers={s: sp.multiplier for s, sp in specs.items()},
+        lot_sizes={s: sp.lot_size for s, sp in specs.items()}))
+    session = next((i.session_start for i in opts.instruments.values() if i.session_start),
+                   "17:00")
+    account = AccountOperator(AccountOpConfig(
+        account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
+        execution=msgspec.structs.replace(
+            opts.execution,
+            child_ttl_ns=opts.child_ttl_ns or opts.execution.child_ttl_ns,
+            track_volume=opts.algo == "VWAP"),
+        session_start=session, session_tz=opts.session_tz))
+    return (
+        Stage(infer, ("features",), ("predictions",)),
+        Stage(blend, ("features", "predictions"), ("regimes", "signals")),
+        Stage(size, ("signals",), ("orders.intents",)),
+        Stage(account, ("orders.intents", "md.ticks", "control"),
+              ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
+    )
+
+
+def tick_graph(norm: Normalize, feats: WindowFeatures, chain: tuple[Stage, ...] = ()) -> Graph:
+    return Graph("md.ticks.raw", (
+        Stage(norm, ("md.ticks.raw",), ("md.ticks", "md.ticks.dlq")),
+        Stage(feats, ("md.ticks",), ("md.bars", "features", "md.ticks.late")),
+        *chain,
+    ), external=("control",) if chain else ())

@@ -15,12 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from jobs.errors import UsageError
-from jobs.sources import BAR_COLUMNS, inspect_bar_file
-from jobs.tick_files import read_lines
+from jobs.sources import check_columns
+from jobs.text_files import first_line, read_lines
 from operators.domain.bars import format_duration
+from operators.domain.tick_fields import parse_number
 from operators.domain.timeparse import TimestampError, TimestampParser
-from operators.normalize import parse_number
+from topics.dlq import DlqReason
 from topics.messages import Bar, DeadLetter, SourceRef
+
+BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
+
+
+def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[str, ...]:
+    """Check a bar CSV's columns; returns them in file order."""
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    _, first = first_line(path)
+    header = tuple(h.strip() for h in first.split(","))
+    required = tuple(c for c in BAR_COLUMNS if not (c == "symbol" and has_default_symbol))
+    check_columns(path, header, BAR_COLUMNS, required)
+    return header
 
 
 def infer_bar_ns(starts: list[int]) -> int:
@@ -75,7 +89,7 @@ def load_bars(
         src = SourceRef(file=name, line=n)
         ts_text = line.split(",")[idx["ts"]].strip() if line.count(",") >= idx["ts"] else ""
         if row_ts is None or row is None:
-            out.append((DeadLetter(ts_event=row_ts, reason="BAD_BAR", detail=problem,
+            out.append((DeadLetter(ts_event=row_ts, reason=DlqReason.BAD_BAR.value, detail=problem,
                                    payload=line, source=src), ts_text))
             continue
         ts, cells = row_ts, row
@@ -89,8 +103,8 @@ def load_bars(
                 bad = bad or f"{col} {cells[idx[col]]!r} is not a number"
         bad = bad or _bar_problem(symbol, vals)
         if bad:
-            out.append((DeadLetter(ts_event=ts, reason="BAD_BAR", detail=bad, payload=line,
-                                   source=src), ts_text))
+            out.append((DeadLetter(ts_event=ts, reason=DlqReason.BAD_BAR.value, detail=bad,
+                                   payload=line, source=src), ts_text))
             continue
         o, h, lo, c, v = (float(vals[k] or 0.0) for k in ("open", "high", "low", "close",
                                                             "volume"))

@@ -8,12 +8,10 @@ per-event path and Kafka input share one code path.
 
 from __future__ import annotations
 
-import gzip
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import msgspec
 
@@ -21,22 +19,14 @@ from jobs import data
 from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
-from jobs.tick_files import read_lines
+from jobs.text_files import first_line, read_lines
+from jobs.tick_files import iter_raw_records
+from operators.domain.tick_fields import REQUIRED_TICK_FIELDS, TICK_FIELDS, split_csv_line
 from operators.normalize import NormalizeConfig, RawRecord
-from topics.messages import Bar, Control, SourceRef, Tick
-
-TICK_COLUMNS = ("ts", "symbol", "price", "size", "venue", "trade_id", "bid", "ask")
-BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
+from topics.messages import Bar, Control, Tick
 
 # The bundled E-mini sample's header, mapped onto canonical names.
 EMINI_COLUMN_MAP = {"DateTime": "ts", "Price": "price", "Volume": "size"}
-
-
-def open_text(path: Path) -> IO[str]:
-    """Open a text file, transparently gunzipping ``*.gz``."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
 
 
 def file_format(path: Path) -> Literal["csv", "jsonl"]:
@@ -57,8 +47,9 @@ class TickFileSpec:
     columns: tuple[str, ...] | None
 
 
-def _check_columns(path: Path, names: tuple[str, ...], allowed: tuple[str, ...],
-                   required: tuple[str, ...]) -> None:
+def check_columns(path: Path, names: tuple[str, ...], allowed: tuple[str, ...],
+                  required: tuple[str, ...]) -> None:
+    """Refuse a header with missing, unknown or repeated columns, naming them."""
     unknown = [c for c in names if c not in allowed]
     missing = [c for c in required if c not in names]
     dup = sorted({c for c in names if names.count(c) > 1})
@@ -85,15 +76,14 @@ def inspect_tick_file(
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     fmt = file_format(path)
-    required = ("ts", "price", "size") if has_default_symbol else ("ts", "symbol", "price", "size")
-    with open_text(path) as f:
-        first = f.readline()
-    if not first.strip():
+    required = tuple(c for c in REQUIRED_TICK_FIELDS if not (c == "symbol" and has_default_symbol))
+    _, first = first_line(path)
+    if not first:
         raise UsageError(f"{path}: empty file")
     if fmt == "csv":
-        header = tuple(h.strip() for h in first.rstrip("\r\n").split(","))
+        header = tuple(h.strip() for h in split_csv_line(first))
         mapped = tuple((column_map or {}).get(h, h) for h in header)
-        _check_columns(path, mapped, TICK_COLUMNS, required)
+        check_columns(path, mapped, TICK_FIELDS, required)
         return TickFileSpec(path, "csv", mapped)
     try:
         obj = msgspec.json.decode(first)
@@ -101,20 +91,8 @@ def inspect_tick_file(
         raise UsageError(f"{path}: line 1 is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: line 1 is not a JSON object")
-    _check_columns(path, tuple(obj), TICK_COLUMNS, required)
+    check_columns(path, tuple(obj), TICK_FIELDS, required)
     return TickFileSpec(path, "jsonl", None)
-
-
-def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[str, ...]:
-    """Check a bar CSV's columns; returns them in file order."""
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    with open_text(path) as f:
-        first = f.readline()
-    header = tuple(h.strip() for h in first.rstrip("\r\n").split(","))
-    required = tuple(c for c in BAR_COLUMNS if not (c == "symbol" and has_default_symbol))
-    _check_columns(path, header, BAR_COLUMNS, required)
-    return header
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +140,7 @@ def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfi
 
 def iter_records(src: TickInput) -> Iterator[RawRecord]:
     """One raw record per data line, with its file name and 1-based line number."""
-    lines = read_lines(src.path)
-    start = 1 if src.spec.fmt == "csv" else 0
-    label = src.label
-    for i in range(start, len(lines)):
-        text = lines[i]
-        if text.strip():
-            yield RawRecord(payload=text, source=SourceRef(file=label, line=i + 1))
+    return iter_raw_records(src.path, label=src.label, header=src.spec.fmt == "csv")
 
 
 def load_controls(path: Path | None) -> list[Control]:

@@ -10,17 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.accel.normalize_columns import NormalizeColumns
 from jobs.tick_files import iter_raw_records, load_tick_columns, normalize_config_for
 from operators.contract import Emit, SimpleContext, StateMismatchError
-from operators.normalize import (
-    DLQ_TOPIC,
-    TICKS_TOPIC,
-    Normalize,
-    NormalizeConfig,
-    RawRecord,
-    Reason,
-)
+from operators.normalize import TICKS_TOPIC, Normalize, NormalizeConfig, RawRecord
 from tests.test_normalize_dlq_corpus import run_events
+from topics.dlq import DLQ_TOPIC, DlqReason
 from topics.messages import SourceRef
 
 SEC = 10**9
@@ -266,7 +261,8 @@ def test_batched_dedupe_gives_the_same_duplicates_and_the_same_state(
     f = tmp_path / "ids.csv"
     body = "\n".join(r.payload for r in records)
     f.write_text(f"ts,symbol,price,size,venue,trade_id\n{body}\n")
-    result = Normalize(stream_config()).validate_columns(load_tick_columns(f, tz="America/Chicago"))
+    cols = load_tick_columns(f, tz="America/Chicago")
+    result = NormalizeColumns(Normalize(stream_config())).validate(cols)
     assert [r.value if r else None for r in result.reasons()] == reasons(outs)
     assert result.states == states
-    assert Reason.DUPLICATE.value in reasons(outs)
+    assert DlqReason.DUPLICATE.value in reasons(outs)

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.bar_files import OHLC_TOLERANCE, check_tolerance
 from jobs.errors import UsageError
 from operators.domain.bars import parse_duration
+from operators.domain.timeparse import load_zone
 from topics.messages import (
     Algo,
 )
@@ -37,6 +39,20 @@ class ReplayOptions:
     control: Path | None = None
     no_trade: bool = False
     seed: int = 0
+    ohlc_tolerance: float = OHLC_TOLERANCE
+
+    def __post_init__(self) -> None:
+        """Input settings are checked here, so every command refuses them the same way."""
+        input_tz(self.tz)
+        check_tolerance(self.ohlc_tolerance)
+        if not 0.05 <= self.train_fraction <= 0.95:
+            raise UsageError(f"--train-fraction must be in [0.05, 0.95], got "
+                             f"{self.train_fraction}")
+        if self.bar is not None:
+            try:
+                parse_duration(self.bar)
+            except ValueError as exc:
+                raise UsageError(f"--bar: {exc}") from None
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -44,11 +60,6 @@ class ReplayOptions:
             lateness = parse_duration(args.lateness) if args.lateness not in ("0", "0s") else 0
         except ValueError as exc:
             raise UsageError(f"--lateness: {exc}") from None
-        if args.bar is not None:
-            try:
-                parse_duration(args.bar)
-            except ValueError as exc:
-                raise UsageError(f"--bar: {exc}") from None
         return cls(
             out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
             bars=Path(args.bars) if args.bars else None, force=args.force,
@@ -62,4 +73,14 @@ class ReplayOptions:
             algo=getattr(args, "algo", "IMMEDIATE"),
             periods_per_year=getattr(args, "periods_per_year", None),
             control=Path(args.control) if getattr(args, "control", None) else None,
-            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0))
+            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0),
+            ohlc_tolerance=getattr(args, "ohlc_tolerance", OHLC_TOLERANCE))
+
+
+def input_tz(tz: str | None) -> str | None:
+    """``--tz``: a known IANA zone name (or None for UTC), else a usage error."""
+    try:
+        load_zone(tz)
+    except ValueError as exc:
+        raise UsageError(f"--tz: {exc} (use an IANA name such as America/Chicago)") from None
+    return tz

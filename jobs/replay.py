@@ -109,7 +109,8 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> 
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
-                              tz=opts.tz, default_symbol=opts.symbol)
+                              tz=opts.tz, default_symbol=opts.symbol,
+                              ohlc_tolerance=opts.ohlc_tolerance)
     bf = BarFeatures(BarFeaturesConfig(bar_ns))
     # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
     # daily bars)

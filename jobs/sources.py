@@ -19,7 +19,7 @@ from jobs import data
 from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
-from jobs.text_files import first_line, read_lines
+from jobs.text_files import check_columns, first_line, read_lines
 from jobs.tick_files import iter_raw_records
 from operators.domain.tick_fields import REQUIRED_TICK_FIELDS, TICK_FIELDS, split_csv_line
 from operators.normalize import NormalizeConfig, RawRecord
@@ -45,25 +45,6 @@ class TickFileSpec:
     path: Path
     fmt: Literal["csv", "jsonl"]
     columns: tuple[str, ...] | None
-
-
-def check_columns(path: Path, names: tuple[str, ...], allowed: tuple[str, ...],
-                  required: tuple[str, ...]) -> None:
-    """Refuse a header with missing, unknown or repeated columns, naming them."""
-    unknown = [c for c in names if c not in allowed]
-    missing = [c for c in required if c not in names]
-    dup = sorted({c for c in names if names.count(c) > 1})
-    problems = []
-    if missing:
-        problems.append(f"missing column(s): {', '.join(missing)}")
-    if unknown:
-        problems.append(f"unknown column(s): {', '.join(unknown)}")
-    if dup:
-        problems.append(f"duplicate column(s): {', '.join(dup)}")
-    if problems:
-        optional = [c for c in allowed if c not in required]
-        expected = ",".join(required) + (f" [optional: {','.join(optional)}]" if optional else "")
-        raise UsageError(f"{path}: {'; '.join(problems)} (expected {expected})")
 
 
 def inspect_tick_file(

@@ -15,6 +15,8 @@ import gzip
 from collections.abc import Callable
 from pathlib import Path
 
+from jobs.errors import UsageError
+
 GZIP_MAGIC = b"\x1f\x8b"
 _FIRST_CHUNK = 1 << 16
 
@@ -77,4 +79,23 @@ def _first_line(read: Callable[[int], bytes]) -> tuple[int, str]:
             return 0, ""
 
 
-__all__ = ["GZIP_MAGIC", "first_line", "read_lines", "read_text", "split_lines"]
+def check_columns(path: Path, names: tuple[str, ...], allowed: tuple[str, ...],
+                  required: tuple[str, ...]) -> None:
+    """Refuse a header with missing, unknown or repeated columns, naming them."""
+    unknown = [c for c in names if c not in allowed]
+    missing = [c for c in required if c not in names]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s): {', '.join(unknown)}")
+    if dup:
+        problems.append(f"duplicate column(s): {', '.join(dup)}")
+    if problems:
+        optional = [c for c in allowed if c not in required]
+        expected = ",".join(required) + (f" [optional: {','.join(optional)}]" if optional else "")
+        raise UsageError(f"{path}: {'; '.join(problems)} (expected {expected})")
+
+
+__all__ = ["GZIP_MAGIC", "check_columns", "first_line", "read_lines", "read_text", "split_lines"]

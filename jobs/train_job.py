@@ -79,5 +79,6 @@ def train_models(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
 def _good_bars(opts: ReplayOptions) -> tuple[list[Bar], int]:
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
-                              tz=opts.tz, default_symbol=opts.symbol)
+                              tz=opts.tz, default_symbol=opts.symbol,
+                              ohlc_tolerance=opts.ohlc_tolerance)
     return [it for it, _ in items if isinstance(it, Bar)], bar_ns

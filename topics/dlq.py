@@ -32,7 +32,9 @@ class DlqReason(StrEnum):
     DUPLICATE = "DUPLICATE"  # venue+symbol+trade_id already seen within the TTL
     INTERNAL = "INTERNAL"  # a bug in normalize; the record is kept rather than lost
     # -- bar files (``--bars``)
-    BAD_BAR = "BAD_BAR"  # a bar row that is not a valid bar
+    BAD_BAR = "BAD_BAR"  # unparseable row, bad number, or OHLC inconsistent beyond tolerance
+    DUPLICATE_BAR = "DUPLICATE_BAR"  # same symbol and start as an earlier bar
+    UNSORTED_BAR = "UNSORTED_BAR"  # starts before an earlier bar of its symbol
 
 
 __all__ = ["DLQ_TOPIC", "DlqReason"]

@@ -22,6 +22,9 @@ A tick file's columns map onto these names."""
 
 REQUIRED_TICK_FIELDS: tuple[str, ...] = ("ts", "symbol", "price", "size")
 
+BAD_BYTE = "\ufffd"
+"""What an undecodable byte becomes when a file is read (``jobs.text_files``)."""
+
 class RejectedError(Exception):
     """A record failed a check: the dead letter's reason and detail."""
 
@@ -116,6 +119,7 @@ def clean_trade_id(raw: object) -> str | None:
 
 
 __all__ = [
+    "BAD_BYTE",
     "REQUIRED_TICK_FIELDS",
     "TICK_FIELDS",
     "RejectedError",

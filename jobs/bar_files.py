@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.errors import UsageError
-from jobs.text_files import check_columns, first_line, read_lines
+from jobs.text_files import check_columns, head_lines, read_lines
 from operators.domain.bars import format_duration
 from operators.domain.tick_fields import BAD_BYTE, parse_number
 from operators.domain.timeparse import TimestampError, TimestampParser, format_ns
@@ -44,9 +44,14 @@ def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[s
     """Check a bar CSV's columns; returns them in file order."""
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    _, first = first_line(path)
-    if not first:
+    head = head_lines(path, 2)
+    if not head:
         raise UsageError(f"{path}: empty file")
+    first = head[0][1]
+    if BAD_BYTE in first:
+        raise UsageError(f"{path}:{head[0][0]}: the header holds bytes that are not UTF-8")
+    if len(head) < 2:
+        raise UsageError(f"{path}: a header but no data rows")
     header = tuple(h.strip() for h in first.split(","))
     required = tuple(c for c in BAR_COLUMNS if not (c == "symbol" and has_default_symbol))
     check_columns(path, header, BAR_COLUMNS, required)

@@ -220,6 +220,9 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
             bundle = load_bundle(models)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise UsageError(f"--models {models}: strategy.json is not a valid strategy file "
+                             f"({exc}); train the bundle again") from None
     if bundle.feature_version != feature_version:
         raise UsageError(f"models in {models} expect features {bundle.feature_version}, this "
                          f"run computes {feature_version} (another --bar?)")
@@ -233,7 +236,10 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
         risk = load_risk_file(opts.risk)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--risk {opts.risk}: {exc}") from None
-    instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
+    try:
+        instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
+    except ValueError as exc:
+        raise UsageError(f"--instruments: {exc}") from None
     return ChainOptions(models=models, bundle=bundle, instruments=instruments,
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,

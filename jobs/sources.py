@@ -19,9 +19,14 @@ from jobs import data
 from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
-from jobs.text_files import check_columns, first_line, read_lines
+from jobs.text_files import check_columns, head_lines, read_lines
 from jobs.tick_files import iter_raw_records
-from operators.domain.tick_fields import REQUIRED_TICK_FIELDS, TICK_FIELDS, split_csv_line
+from operators.domain.tick_fields import (
+    BAD_BYTE,
+    REQUIRED_TICK_FIELDS,
+    TICK_FIELDS,
+    split_csv_line,
+)
 from operators.normalize import NormalizeConfig, RawRecord
 from topics.messages import Bar, Control, Tick
 
@@ -58,10 +63,15 @@ def inspect_tick_file(
         raise UsageError(f"{path}: no such file")
     fmt = file_format(path)
     required = tuple(c for c in REQUIRED_TICK_FIELDS if not (c == "symbol" and has_default_symbol))
-    _, first = first_line(path)
-    if not first:
+    head = head_lines(path, 2)
+    if not head:
         raise UsageError(f"{path}: empty file")
+    first = head[0][1]
     if fmt == "csv":
+        if BAD_BYTE in first:
+            raise UsageError(f"{path}:{head[0][0]}: the header holds bytes that are not UTF-8")
+        if len(head) < 2:
+            raise UsageError(f"{path}: a header but no data rows")
         header = tuple(h.strip() for h in split_csv_line(first))
         mapped = tuple((column_map or {}).get(h, h) for h in header)
         check_columns(path, mapped, TICK_FIELDS, required)

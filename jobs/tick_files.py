@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from jobs.accel.normalize_columns import RawTickColumns
-from jobs.text_files import read_lines
-from operators.domain.tick_fields import TICK_FIELDS, parse_number, split_csv_line
+from jobs.text_files import read_lines, read_text, split_lines
+from operators.domain.tick_fields import BAD_BYTE, TICK_FIELDS, parse_number, split_csv_line
 from operators.domain.timeparse import TimestampParser
 from operators.normalize import NormalizeConfig, RawRecord
 from topics.messages import SourceRef
@@ -148,7 +148,8 @@ def load_tick_columns(
     validates the columns. Rows with the wrong number of cells are flagged ``malformed``.
     The raw line text of every row is kept (``RawTickColumns.payload``) for dead letters.
     """
-    lines = read_lines(path)
+    text = read_text(path)
+    lines = split_lines(text)
     h = _header_index(lines)
     columns = csv_columns_from_header(split_csv_line(lines[h], delimiter), column_map)
     k = len(columns)
@@ -201,6 +202,8 @@ def load_tick_columns(
         bid=_float_column(field_col["bid"]) if "bid" in field_col else None,
         ask=_float_column(field_col["ask"]) if "ask" in field_col else None,
         malformed=malformed,
+        bad_encoding=np.fromiter(map(str.__contains__, body, repeat(BAD_BYTE)), np.bool_, n)
+        if BAD_BYTE in text else None,
     )
 
 

@@ -9,6 +9,8 @@ Nothing bad raises out of ``process``: an unexpected failure is itself a dead le
 
 Checks run in this order; the first failure is the reason (both paths use the same order):
 
+0. ``BAD_ENCODING``: the payload holds U+FFFD, what a byte that is not UTF-8 becomes when the
+   source decodes it (so one bad byte costs one record, wherever it is);
 1. decode: ``BAD_JSON`` / ``BAD_SCHEMA`` / ``BAD_CSV``;
 2. ``BAD_TIMESTAMP`` (missing or unparseable; see ``operators.domain.timeparse``);
 3. symbol: ``MISSING_FIELD`` (absent and no ``default_symbol``), ``EMPTY_SYMBOL`` (present but
@@ -20,7 +22,7 @@ Checks run in this order; the first failure is the reason (both paths use the sa
 7. ``DUPLICATE``: same venue + symbol + trade id seen within ``dedupe_ttl_ns`` of event time
    (``operators.domain.dedupe``).
 
-Steps 1-6 look at the record alone (``check``); step 7 needs the key's state. Field parsing
+Steps 0-6 look at the record alone (``check``); step 7 needs the key's state. Field parsing
 and the per-field checks live in ``operators.domain.tick_fields``, shared with the columnar
 replay accelerator (``jobs.accel.normalize_columns``), which gives the same reasons row for
 row.
@@ -38,6 +40,7 @@ import msgspec
 from operators.contract import Context, Emit, Operator
 from operators.domain.dedupe import DedupeState, admit, duplicate_detail
 from operators.domain.tick_fields import (
+    BAD_BYTE,
     TICK_FIELDS,
     RejectedError,
     clean_trade_id,
@@ -193,9 +196,12 @@ class Normalize(Operator[DedupeState, RawRecord]):
         return Emit(TICKS_TOPIC, tick.symbol, tick)
 
     def check(self, event: RawRecord) -> Tick | DeadLetter:
-        """Checks 1-6, which look at the record alone: the tick, or the first failure."""
+        """Checks 0-6, which look at the record alone: the tick, or the first failure."""
         ts: int | None = None
         try:
+            if BAD_BYTE in event.payload:
+                raise RejectedError(DlqReason.BAD_ENCODING, "the record holds bytes that are not "
+                                    "UTF-8 (read as U+FFFD)")
             vals = self._values(event)
             ts = self._parse_ts(vals[_TS])
             return self._validate(vals, ts, event.source)

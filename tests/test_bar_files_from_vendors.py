@@ -107,7 +107,7 @@ def test_duplicate_and_unsorted_bars_are_dead_lettered_with_their_line(tmp_path:
     path = tmp_path / "messy.csv"
     rows = write_bars(path, df)
     # line 52 repeats line 51's bar; lines 101 and 102 are swapped
-    messy = rows[:50] + [rows[49]] + rows[50:99] + [rows[100], rows[99]] + rows[101:]
+    messy = [*rows[:50], rows[49], *rows[50:99], rows[100], rows[99], *rows[101:]]
     path.write_text(HEADER + "\n" + "\n".join(messy) + "\n")
     s = run_summary(tmp_path, path)
     got = [(d.reason, d.source.line) for d in s["_dlq"]]

@@ -18,6 +18,7 @@ class DlqReason(StrEnum):
     """Reason codes of ``DeadLetter.reason``."""
 
     # -- tick records (normalize), in check order
+    BAD_ENCODING = "BAD_ENCODING"  # bytes that are not UTF-8 (read as U+FFFD)
     BAD_JSON = "BAD_JSON"  # payload looks like JSON but does not parse
     BAD_SCHEMA = "BAD_SCHEMA"  # valid JSON that is not a RawTick object (wrong type, array...)
     BAD_CSV = "BAD_CSV"  # CSV line with the wrong number of cells (or unparseable quoting)

@@ -48,6 +48,7 @@ class RawTickColumns:
     - ``venue_codes``/``venue_names``: likewise (None: every row takes ``default_venue``);
     - ``trade_id``: per-row ``str | None`` (None: no id) or None when the source has none;
     - ``malformed``: rows that could not be split into the expected cells (``BAD_CSV``);
+    - ``bad_encoding``: rows holding U+FFFD, an undecodable byte (``BAD_ENCODING``);
     - ``line``: source line numbers; ``file``: the ``SourceRef.file`` of every row;
     - ``payload``: the raw text of row i, as a sequence or a callable (only rejected rows
       are fetched).
@@ -67,6 +68,7 @@ class RawTickColumns:
     bid: npt.NDArray[np.float64] | None = None
     ask: npt.NDArray[np.float64] | None = None
     malformed: npt.NDArray[np.bool_] | None = None
+    bad_encoding: npt.NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ts)
@@ -74,6 +76,7 @@ class RawTickColumns:
             "price": self.price, "size": self.size, "symbol_codes": self.symbol_codes,
             "line": self.line, "venue_codes": self.venue_codes, "trade_id": self.trade_id,
             "bid": self.bid, "ask": self.ask, "malformed": self.malformed,
+            "bad_encoding": self.bad_encoding,
         }
         for name, arr in arrays.items():
             if arr is not None and len(arr) != n:
@@ -119,6 +122,7 @@ class RawTickColumns:
             bid=None if self.bid is None else self.bid[idx],
             ask=None if self.ask is None else self.ask[idx],
             malformed=None if self.malformed is None else self.malformed[idx],
+            bad_encoding=None if self.bad_encoding is None else self.bad_encoding[idx],
         )
 
 
@@ -165,6 +169,8 @@ class NormalizeColumns:
         def mark(mask: npt.NDArray[np.bool_], reason: DlqReason) -> None:
             codes[(codes == 0) & mask] = _CODE[reason]
 
+        if cols.bad_encoding is not None:
+            mark(cols.bad_encoding, DlqReason.BAD_ENCODING)
         if cols.malformed is not None:
             mark(cols.malformed, DlqReason.BAD_CSV)
         mark(cols.ts == NAT, DlqReason.BAD_TIMESTAMP)

@@ -46,7 +46,7 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     n = len(cols)
     ncols = NormalizeColumns(norm)
     fcols = FeaturesColumns(feats)
-    result = ncols.validate(cols)
+    result = ncols.validate(cols, lateness_ns=lateness_ns)
     valid = cols.select(result.valid)
     need_ticks = bool(chain) or sink.writes("md.ticks") or sink.writes("md.ticks.late")
     ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) if need_ticks else None

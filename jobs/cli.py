@@ -65,14 +65,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jobs.options import ReplayOptions
+    from jobs.options import ReplayOptions, duration_arg
     from jobs.train_job import train_models
+    from operators.normalize import MAX_FORWARD_JUMP_NS
 
     opts = ReplayOptions(out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
                          bars=Path(args.bars) if args.bars else None, bar=args.bar,
                          symbol=args.symbol, venue=args.venue, tz=args.tz,
                          train_fraction=args.train_fraction, seed=args.seed, quiet=args.quiet,
-                         ohlc_tolerance=args.ohlc_tolerance)
+                         ohlc_tolerance=args.ohlc_tolerance,
+                         max_forward_jump_ns=duration_arg("--max-forward-jump",
+                                                          args.max_forward_jump,
+                                                          MAX_FORWARD_JUMP_NS))
     bundle = train_models(opts, Path(args.out))
     print(f"wrote {len(bundle.arm_a) + len(bundle.arm_b)} models and strategy.json to {args.out}")
     return 0
@@ -115,6 +119,12 @@ def _bar_file_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ohlc-tolerance", type=float, default=OHLC_TOLERANCE, metavar="REL",
                    help="bar files: relative slack of the low <= open, close <= high check "
                         "(rounding in adjusted files; default: %(default)g)")
+
+
+def _tick_file_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-forward-jump", metavar="DURATION", default=None,
+                   help="ticks further ahead of the watermark go to the DLQ as "
+                        "IMPLAUSIBLE_TIME and never move it (default: 7d)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="count messages but do not write topic files")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     _bar_file_args(run)
+    _tick_file_args(run)
     _trading_args(run)
     run.add_argument("--no-trade", action="store_true",
                      help="stop after features (no models, no orders)")
@@ -187,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     _bar_file_args(train)
+    _tick_file_args(train)
     train.set_defaults(func=_cmd_train)
 
     feat = sub.add_parser("features", help="compute the feature columns of a bar file",

@@ -10,6 +10,7 @@ from jobs.bar_files import OHLC_TOLERANCE, check_tolerance
 from jobs.errors import UsageError
 from operators.domain.bars import parse_duration
 from operators.domain.timeparse import load_zone
+from operators.normalize import MAX_FORWARD_JUMP_NS
 from topics.messages import (
     Algo,
 )
@@ -40,6 +41,7 @@ class ReplayOptions:
     no_trade: bool = False
     seed: int = 0
     ohlc_tolerance: float = OHLC_TOLERANCE
+    max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS
 
     def __post_init__(self) -> None:
         """Input settings are checked here, so every command refuses them the same way."""
@@ -53,6 +55,8 @@ class ReplayOptions:
                 parse_duration(self.bar)
             except ValueError as exc:
                 raise UsageError(f"--bar: {exc}") from None
+        if self.max_forward_jump_ns <= self.lateness_ns:
+            raise UsageError("--max-forward-jump must exceed --lateness")
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -74,7 +78,20 @@ class ReplayOptions:
             periods_per_year=getattr(args, "periods_per_year", None),
             control=Path(args.control) if getattr(args, "control", None) else None,
             no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0),
-            ohlc_tolerance=getattr(args, "ohlc_tolerance", OHLC_TOLERANCE))
+            ohlc_tolerance=getattr(args, "ohlc_tolerance", OHLC_TOLERANCE),
+            max_forward_jump_ns=duration_arg("--max-forward-jump",
+                                             getattr(args, "max_forward_jump", None),
+                                             MAX_FORWARD_JUMP_NS))
+
+
+def duration_arg(flag: str, value: str | None, default: int) -> int:
+    """A duration flag in ns (``default`` when not given), or a usage error naming the flag."""
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def input_tz(tz: str | None) -> str | None:

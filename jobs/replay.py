@@ -146,7 +146,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
     """A tick file (or the bundled sample) through the whole graph, batched or per event."""
     src = resolve_ticks(opts)
     bar_ns = parse_duration(opts.bar or "1m")
-    norm = Normalize(normalize_config(src, opts.instruments))
+    norm = Normalize(normalize_config(src, opts.instruments,
+                                      max_forward_jump_ns=opts.max_forward_jump_ns))
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
     chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()

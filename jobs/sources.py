@@ -27,7 +27,7 @@ from operators.domain.tick_fields import (
     TICK_FIELDS,
     split_csv_line,
 )
-from operators.normalize import NormalizeConfig, RawRecord
+from operators.normalize import MAX_FORWARD_JUMP_NS, NormalizeConfig, RawRecord
 from topics.messages import Bar, Control, Tick
 
 # The bundled E-mini sample's header, mapped onto canonical names.
@@ -115,7 +115,8 @@ def resolve_ticks(opts: ReplayOptions) -> TickInput:
                      default_venue=opts.venue or "UNKNOWN", bundled=False)
 
 
-def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfig:
+def normalize_config(src: TickInput, instruments: Path | None, *,
+                     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS) -> NormalizeConfig:
     known: tuple[str, ...] | None = None
     if instruments is not None:
         if not instruments.is_file():
@@ -126,7 +127,7 @@ def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfi
             raise UsageError(f"--instruments {instruments}: {exc}") from None
     return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns,
                            default_symbol=src.default_symbol, default_venue=src.default_venue,
-                           instruments=known)
+                           instruments=known, max_forward_jump_ns=max_forward_jump_ns)
 
 
 def iter_records(src: TickInput) -> Iterator[RawRecord]:

@@ -19,13 +19,16 @@ Checks run in this order; the first failure is the reason (both paths use the sa
 5. size: ``MISSING_FIELD``, ``BAD_SIZE`` (not a number, NaN, ±inf, < 0; zero is a valid size);
 6. quotes: ``BAD_QUOTE`` (bid or ask present but not a finite number ≥ 0), then
    ``CROSSED_QUOTE`` (bid > ask, both present);
-7. ``DUPLICATE``: same venue + symbol + trade id seen within ``dedupe_ttl_ns`` of event time
+7. ``IMPLAUSIBLE_TIME``: more than ``max_forward_jump_ns`` ahead of the watermark the runtime
+   passes in (newest valid event time - allowed lateness), e.g. a year-2200 tick in the
+   middle of a day; rejected, it never reaches ``md.ticks`` and so never moves the watermark;
+8. ``DUPLICATE``: same venue + symbol + trade id seen within ``dedupe_ttl_ns`` of event time
    (``operators.domain.dedupe``).
 
-Steps 0-6 look at the record alone (``check``); step 7 needs the key's state. Field parsing
-and the per-field checks live in ``operators.domain.tick_fields``, shared with the columnar
-replay accelerator (``jobs.accel.normalize_columns``), which gives the same reasons row for
-row.
+Steps 0-6 look at the record alone (``check``); 7 needs the watermark and 8 the key's state.
+Field parsing and the per-field checks live in ``operators.domain.tick_fields``, shared with
+the columnar replay accelerator (``jobs.accel.normalize_columns``), which gives the same
+reasons row for row.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from operators.contract import Context, Emit, Operator
+from operators.contract import MIN_WATERMARK, Context, Emit, Operator
 from operators.domain.dedupe import DedupeState, admit, duplicate_detail
 from operators.domain.tick_fields import (
     BAD_BYTE,
@@ -45,6 +48,8 @@ from operators.domain.tick_fields import (
     RejectedError,
     clean_trade_id,
     clean_venue,
+    implausible_detail,
+    is_implausible,
     nonnegative_problem,
     parse_number,
     price_problem,
@@ -57,6 +62,8 @@ from topics.dlq import DLQ_TOPIC, DlqReason
 from topics.messages import DeadLetter, RawTick, SourceRef, Tick
 
 TICKS_TOPIC = topic("md.ticks").name
+
+MAX_FORWARD_JUMP_NS = 7 * 86_400 * 1_000_000_000
 
 _TS, _SYMBOL, _PRICE, _SIZE, _VENUE, _TRADE_ID, _BID, _ASK = range(8)
 
@@ -83,6 +90,8 @@ class NormalizeConfig:
     - ``default_symbol`` / ``default_venue``: fill an absent symbol / venue.
     - ``instruments``: known symbols; when set, other symbols are ``UNKNOWN_SYMBOL``.
     - ``dedupe_ttl_ns`` / ``dedupe_max_ids``: trade-id memory per symbol (event time).
+    - ``max_forward_jump_ns``: how far ahead of the watermark a tick may be (default 7 days,
+      above weekend and holiday gaps).
     """
 
     tz: str | None = None
@@ -93,6 +102,7 @@ class NormalizeConfig:
     instruments: tuple[str, ...] | None = None
     dedupe_ttl_ns: int = 3_600_000_000_000
     dedupe_max_ids: int = 100_000
+    max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS
 
     def __post_init__(self) -> None:
         load_zone(self.tz)
@@ -122,6 +132,9 @@ class NormalizeConfig:
             raise ValueError(f"dedupe_ttl_ns must be a positive int, got {self.dedupe_ttl_ns!r}")
         if type(self.dedupe_max_ids) is not int or self.dedupe_max_ids < 1:
             raise ValueError(f"dedupe_max_ids must be an int >= 1, got {self.dedupe_max_ids!r}")
+        if type(self.max_forward_jump_ns) is not int or self.max_forward_jump_ns <= 0:
+            raise ValueError(f"max_forward_jump_ns must be a positive int, got "
+                             f"{self.max_forward_jump_ns!r}")
 
 
 class Normalize(Operator[DedupeState, RawRecord]):
@@ -175,17 +188,22 @@ class Normalize(Operator[DedupeState, RawRecord]):
         self, state: DedupeState, event: RawRecord, ctx: Context
     ) -> tuple[DedupeState, list[Emit]]:
         try:
-            return state, [self._one(state, event)]
+            return state, [self._one(state, event, ctx.watermark)]
         except Exception as exc:  # a bug must not lose the record or stop the stream
             dl = self.dead_letter(None, DlqReason.INTERNAL, f"{type(exc).__name__}: {exc}",
                                   event)
             return state, [Emit(DLQ_TOPIC, "", dl)]
 
-    def _one(self, state: DedupeState, event: RawRecord) -> Emit:
+    def _one(self, state: DedupeState, event: RawRecord, watermark: int) -> Emit:
         checked = self.check(event)
         if isinstance(checked, DeadLetter):
             return Emit(DLQ_TOPIC, "", checked)
         tick = checked
+        jump = self.config.max_forward_jump_ns
+        if is_implausible(tick.ts_event, watermark, jump, MIN_WATERMARK):
+            detail = implausible_detail(tick.ts_event, watermark, jump)
+            return Emit(DLQ_TOPIC, "", self.dead_letter(tick.ts_event, DlqReason.IMPLAUSIBLE_TIME,
+                                                        detail, event))
         if tick.trade_id is not None and not admit(
             state, tick.venue, tick.trade_id, tick.ts_event, ttl_ns=self._ttl,
             max_ids=self._max_ids
@@ -336,6 +354,7 @@ def _quote(name: str, raw: object) -> float | None:
 
 
 __all__ = [
+    "MAX_FORWARD_JUMP_NS",
     "TICKS_TOPIC",
     "Normalize",
     "NormalizeConfig",

@@ -30,6 +30,7 @@ class DlqReason(StrEnum):
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"  # symbol not in the configured instrument list
     BAD_QUOTE = "BAD_QUOTE"  # bid/ask present but not a number, non-finite or negative
     CROSSED_QUOTE = "CROSSED_QUOTE"  # bid > ask
+    IMPLAUSIBLE_TIME = "IMPLAUSIBLE_TIME"  # too far ahead of the stream's watermark
     DUPLICATE = "DUPLICATE"  # venue+symbol+trade_id already seen within the TTL
     INTERNAL = "INTERNAL"  # a bug in normalize; the record is kept rather than lost
     # -- bar files (``--bars``)

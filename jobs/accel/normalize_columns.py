@@ -2,9 +2,11 @@
 
 Static checks (those that look at one record alone) run as numpy masks; a row they reject is
 re-checked through ``Normalize.check`` on its raw text, which gives its dead letter the exact
-detail (the columns cannot quote an unparseable cell) and proves the two agree. Dedupe walks
-only the rows that carry a trade id and passed every other check, in input order, through the
-same ``operators.domain.dedupe.admit`` the operator calls.
+detail (the columns cannot quote an unparseable cell) and proves the two agree. The stream
+checks (a tick too far ahead of the watermark, then dedupe) depend on the rows before; they
+walk the rows that passed every other check in input order, with the same functions the
+operator calls (``tick_fields.is_implausible``, ``dedupe.admit``). Without trade ids one numpy
+pass finds the first implausible row and only the rows after it (usually none) are walked.
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from operators.contract import MIN_WATERMARK
 from operators.domain.dedupe import DedupeState, admit, duplicate_detail
-from operators.domain.tick_fields import clean_trade_id, clean_venue, symbol_problem
+from operators.domain.tick_fields import (
+    clean_trade_id,
+    clean_venue,
+    implausible_detail,
+    is_implausible,
+    symbol_problem,
+)
 from operators.domain.timeparse import NAT
 from operators.normalize import Normalize, RawRecord
 from topics.dlq import DlqReason
@@ -133,13 +142,14 @@ class ColumnsResult:
     ``codes[i]`` is 0 for a valid row, else ``reason_code(reason)``; ``valid`` is
     ``codes == 0``; ``dead_letters`` are the rejected rows in input order; ``states`` is the
     dedupe state per symbol after the batch (pass it to the next batch or to the per-event
-    operator to continue).
+    operator to continue); ``max_seen`` the newest valid event time (the watermark's basis).
     """
 
     valid: npt.NDArray[np.bool_]
     codes: npt.NDArray[np.uint8]
     dead_letters: list[DeadLetter]
     states: dict[str, DedupeState]
+    max_seen: int | None = None
 
     def reasons(self) -> list[DlqReason | None]:
         return [None if c == 0 else REASONS[c - 1] for c in self.codes.tolist()]
@@ -156,11 +166,18 @@ class NormalizeColumns:
         self,
         cols: RawTickColumns,
         states: MutableMapping[str, DedupeState] | None = None,
+        *,
+        lateness_ns: int | None = None,
+        max_seen: int | None = None,
     ) -> ColumnsResult:
         """Validate many pre-parsed rows at once; same reasons as ``Normalize.process``.
 
-        ``states`` (symbol → dedupe state) is updated in place when given, so batches and
-        per-event processing can follow each other.
+        ``states`` (symbol → dedupe state) is updated in place when given, and ``max_seen``
+        (the newest valid event time before this batch; None: none yet) carries the
+        watermark, so batches and per-event processing can follow each other. The watermark
+        before a row is ``max_seen - lateness_ns`` over the valid rows before it, what the
+        runtime hands ``Normalize.process``; ``lateness_ns=None`` means no watermark at all
+        (like driving the operator with ``SimpleContext()``): nothing is judged against one.
         """
         cfg = self.config
         n = len(cols)
@@ -203,13 +220,31 @@ class NormalizeColumns:
 
         static_codes = codes.copy()
         out_states: MutableMapping[str, DedupeState] = {} if states is None else states
-        if cols.trade_id is not None:
-            self._dedupe(cols, codes, names, sym_codes, out_states)
+        details: dict[int, str] = {}
+        rows = np.flatnonzero(codes == 0)
+        judged = lateness_ns is not None  # else no watermark: no row can be ahead of it
+        lateness = lateness_ns or 0
+        if cols.trade_id is None:
+            k = self._first_implausible(cols.ts[rows], lateness, max_seen) if judged else len(rows)
+            if k == len(rows):
+                if len(rows):
+                    newest = int(cols.ts[rows].max())
+                    max_seen = newest if max_seen is None else max(max_seen, newest)
+            else:
+                if k:
+                    before = int(cols.ts[rows[:k]].max())
+                    max_seen = before if max_seen is None else max(max_seen, before)
+                max_seen = self._in_order(cols, rows[k:], codes, details, lateness, max_seen,
+                                          None)
+        else:
+            dedupe = (names, sym_codes, out_states, self._venue_table(cols))
+            max_seen = self._in_order(cols, rows, codes, details, lateness if judged else None,
+                                      max_seen, dedupe)
 
         dead = [self._dead_letter(cols, i, REASONS[codes[i] - 1], bool(static_codes[i]),
-                                  names[sym_codes[i]])
+                                  details.get(i, ""))
                 for i in np.flatnonzero(codes).tolist()]
-        return ColumnsResult(codes == 0, codes, dead, dict(out_states))
+        return ColumnsResult(codes == 0, codes, dead, dict(out_states), max_seen)
 
     def _symbols(self, cols: RawTickColumns) -> tuple[list[str], npt.NDArray[np.intp]]:
         """Trimmed names plus the default as the last entry; per-row index into them."""
@@ -218,25 +253,66 @@ class NormalizeColumns:
         names.append(self.config.default_symbol or "")
         return names, np.where(cols.symbol_codes < 0, absent, cols.symbol_codes)
 
-    def _dedupe(self, cols: RawTickColumns, codes: npt.NDArray[np.uint8], names: list[str],
-                sym_codes: npt.NDArray[np.intp],
-                states: MutableMapping[str, DedupeState]) -> None:
-        assert cols.trade_id is not None
-        tids = cols.trade_id
-        dup = _CODE[DlqReason.DUPLICATE]
-        venues = self._venue_table(cols)
-        ttl, max_ids = self.config.dedupe_ttl_ns, self.config.dedupe_max_ids
-        for i in np.flatnonzero(codes == 0).tolist():
-            tid = clean_trade_id(tids[i])
-            if tid is None:
+    def _first_implausible(self, ts: npt.NDArray[np.int64], lateness: int,
+                           max_seen: int | None) -> int:
+        """Index of the first row too far ahead of the watermark, ``len(ts)`` if none.
+
+        Rows before it are all valid, so the watermark is the running maximum: one numpy
+        pass (in float, with a margin) finds candidates, exact integer arithmetic decides.
+        """
+        n = len(ts)
+        if n == 0:
+            return 0
+        prev = np.empty(n, np.int64)
+        prev[0] = ts[0] if max_seen is None else max_seen
+        if n > 1:
+            prev[1:] = np.maximum.accumulate(ts)[:-1]
+        if max_seen is not None:
+            np.maximum(prev, max_seen, out=prev)
+        jump = self.config.max_forward_jump_ns
+        ahead = ts.astype(np.float64) - (prev.astype(np.float64) - lateness)
+        candidates = np.flatnonzero(ahead > jump - 1e6)
+        for k in candidates.tolist():
+            if (k or max_seen is not None) and int(ts[k]) - (int(prev[k]) - lateness) > jump:
+                return int(k)
+        return n
+
+    def _in_order(self, cols: RawTickColumns, rows: npt.NDArray[np.intp],
+                  codes: npt.NDArray[np.uint8], details: dict[int, str], lateness: int | None,
+                  max_seen: int | None,
+                  dedupe: tuple[list[str], npt.NDArray[np.intp], MutableMapping[str, DedupeState],
+                                list[str]] | None) -> int | None:
+        """The stream checks row by row, as ``Normalize.process`` makes them: too far ahead
+        of the watermark (``lateness=None``: no watermark), then (with trade ids) dedupe.
+        Returns the newest valid time."""
+        cfg = self.config
+        jump = cfg.max_forward_jump_ns
+        ttl, max_ids = cfg.dedupe_ttl_ns, cfg.dedupe_max_ids
+        imp, dup = _CODE[DlqReason.IMPLAUSIBLE_TIME], _CODE[DlqReason.DUPLICATE]
+        m = max_seen
+        for i, t in zip(rows.tolist(), cols.ts[rows].tolist(), strict=True):
+            if (lateness is not None and m is not None
+                    and is_implausible(t, m - lateness, jump, MIN_WATERMARK)):
+                codes[i] = imp
+                details[i] = implausible_detail(t, m - lateness, jump)
                 continue
-            sym = names[sym_codes[i]]
-            st = states.get(sym)
-            if st is None:
-                st = states[sym] = self.op.new_state(sym)
-            venue = self._venue_at(cols, venues, i)
-            if not admit(st, venue, tid, int(cols.ts[i]), ttl_ns=ttl, max_ids=max_ids):
-                codes[i] = dup
+            if dedupe is not None:
+                assert cols.trade_id is not None
+                tid = clean_trade_id(cols.trade_id[i])
+                if tid is not None:
+                    names, sym_codes, states, venues = dedupe
+                    sym = names[sym_codes[i]]
+                    st = states.get(sym)
+                    if st is None:
+                        st = states[sym] = self.op.new_state(sym)
+                    venue = self._venue_at(cols, venues, i)
+                    if not admit(st, venue, tid, t, ttl_ns=ttl, max_ids=max_ids):
+                        codes[i] = dup
+                        details[i] = duplicate_detail(tid, venue, sym)
+                        continue
+            if m is None or t > m:
+                m = t
+        return m
 
     def _venue_table(self, cols: RawTickColumns) -> list[str]:
         return [clean_venue(v, self.config.default_venue) for v in cols.venue_names]
@@ -248,10 +324,8 @@ class NormalizeColumns:
         return venues[c] if c >= 0 else self.config.default_venue
 
     def _dead_letter(self, cols: RawTickColumns, i: int, reason: DlqReason, static: bool,
-                     symbol: str) -> DeadLetter:
+                     detail: str) -> DeadLetter:
         rec = RawRecord(payload=cols.payload_of(i), source=cols.source_of(i))
-        t = int(cols.ts[i])
-        ts = None if t == NAT else t
         if static:
             # The record alone is invalid: its dead letter is the per-record check's, word for
             # word; the two implementations must agree on the reason.
@@ -260,10 +334,7 @@ class NormalizeColumns:
                 got = checked.reason if isinstance(checked, DeadLetter) else "valid"
                 raise AssertionError(f"{rec.source}: columns say {reason}, the record {got}")
             return checked
-        tid = clean_trade_id(cols.trade_id[i]) if cols.trade_id is not None else None
-        venue = self._venue_at(cols, self._venue_table(cols), i)
-        assert reason is DlqReason.DUPLICATE and tid is not None
-        return self.op.dead_letter(ts, reason, duplicate_detail(tid, venue, symbol), rec)
+        return self.op.dead_letter(int(cols.ts[i]), reason, detail, rec)
 
     def ticks(self, cols: RawTickColumns, valid: npt.NDArray[np.bool_]) -> list[Tick]:
         """Materialize the valid rows as ``Tick`` messages (what ``process`` would emit).

@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import math
 
+from operators.domain.bars import format_duration
+from operators.domain.timeparse import format_ns
 from topics.dlq import DlqReason
 from topics.messages import RawTick
 
@@ -118,6 +120,17 @@ def clean_trade_id(raw: object) -> str | None:
                         f"trade_id {raw!r} is neither a string nor an integer")
 
 
+def is_implausible(ts: int, watermark: int, max_jump_ns: int, no_watermark: int) -> bool:
+    """A tick more than ``max_jump_ns`` ahead of the stream's watermark (none yet: never)."""
+    return watermark != no_watermark and ts - watermark > max_jump_ns
+
+
+def implausible_detail(ts: int, watermark: int, max_jump_ns: int) -> str:
+    """The dead-letter detail of a tick too far ahead of the stream."""
+    return (f"ts {format_ns(ts)} is more than {format_duration(max_jump_ns)} ahead of the "
+            f"watermark {format_ns(watermark)} (--max-forward-jump)")
+
+
 __all__ = [
     "BAD_BYTE",
     "REQUIRED_TICK_FIELDS",
@@ -125,6 +138,8 @@ __all__ = [
     "RejectedError",
     "clean_trade_id",
     "clean_venue",
+    "implausible_detail",
+    "is_implausible",
     "nonnegative_problem",
     "parse_number",
     "price_problem",

@@ -67,7 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jobs.options import ReplayOptions, duration_arg
     from jobs.train_job import train_models
-    from operators.normalize import MAX_FORWARD_JUMP_NS
+    from operators.normalize import DEDUPE_WINDOW_NS, MAX_FORWARD_JUMP_NS
 
     opts = ReplayOptions(out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
                          bars=Path(args.bars) if args.bars else None, bar=args.bar,
@@ -76,7 +76,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          ohlc_tolerance=args.ohlc_tolerance,
                          max_forward_jump_ns=duration_arg("--max-forward-jump",
                                                           args.max_forward_jump,
-                                                          MAX_FORWARD_JUMP_NS))
+                                                          MAX_FORWARD_JUMP_NS),
+                         dedupe_window_ns=duration_arg("--dedupe-window", args.dedupe_window,
+                                                       DEDUPE_WINDOW_NS))
     bundle = train_models(opts, Path(args.out))
     print(f"wrote {len(bundle.arm_a) + len(bundle.arm_b)} models and strategy.json to {args.out}")
     return 0
@@ -125,6 +127,9 @@ def _tick_file_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-forward-jump", metavar="DURATION", default=None,
                    help="ticks further ahead of the watermark go to the DLQ as "
                         "IMPLAUSIBLE_TIME and never move it (default: 7d)")
+    p.add_argument("--dedupe-window", metavar="DURATION", default=None,
+                   help="event time over which trade ids are remembered per symbol; an older "
+                        "id is STALE_TRADE_ID (default: 1h; see docs/normalize.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

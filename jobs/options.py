@@ -10,7 +10,7 @@ from jobs.bar_files import OHLC_TOLERANCE, check_tolerance
 from jobs.errors import UsageError
 from operators.domain.bars import parse_duration
 from operators.domain.timeparse import load_zone
-from operators.normalize import MAX_FORWARD_JUMP_NS
+from operators.normalize import DEDUPE_WINDOW_NS, MAX_FORWARD_JUMP_NS
 from topics.messages import (
     Algo,
 )
@@ -42,6 +42,7 @@ class ReplayOptions:
     seed: int = 0
     ohlc_tolerance: float = OHLC_TOLERANCE
     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS
+    dedupe_window_ns: int = DEDUPE_WINDOW_NS
 
     def __post_init__(self) -> None:
         """Input settings are checked here, so every command refuses them the same way."""
@@ -81,7 +82,9 @@ class ReplayOptions:
             ohlc_tolerance=getattr(args, "ohlc_tolerance", OHLC_TOLERANCE),
             max_forward_jump_ns=duration_arg("--max-forward-jump",
                                              getattr(args, "max_forward_jump", None),
-                                             MAX_FORWARD_JUMP_NS))
+                                             MAX_FORWARD_JUMP_NS),
+            dedupe_window_ns=duration_arg("--dedupe-window", getattr(args, "dedupe_window", None),
+                                          DEDUPE_WINDOW_NS))
 
 
 def duration_arg(flag: str, value: str | None, default: int) -> int:

@@ -147,7 +147,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
     src = resolve_ticks(opts)
     bar_ns = parse_duration(opts.bar or "1m")
     norm = Normalize(normalize_config(src, opts.instruments,
-                                      max_forward_jump_ns=opts.max_forward_jump_ns))
+                                      max_forward_jump_ns=opts.max_forward_jump_ns,
+                                      dedupe_window_ns=opts.dedupe_window_ns))
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
     chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()

@@ -27,7 +27,12 @@ from operators.domain.tick_fields import (
     TICK_FIELDS,
     split_csv_line,
 )
-from operators.normalize import MAX_FORWARD_JUMP_NS, NormalizeConfig, RawRecord
+from operators.normalize import (
+    DEDUPE_WINDOW_NS,
+    MAX_FORWARD_JUMP_NS,
+    NormalizeConfig,
+    RawRecord,
+)
 from topics.messages import Bar, Control, Tick
 
 # The bundled E-mini sample's header, mapped onto canonical names.
@@ -116,7 +121,8 @@ def resolve_ticks(opts: ReplayOptions) -> TickInput:
 
 
 def normalize_config(src: TickInput, instruments: Path | None, *,
-                     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS) -> NormalizeConfig:
+                     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS,
+                     dedupe_window_ns: int = DEDUPE_WINDOW_NS) -> NormalizeConfig:
     known: tuple[str, ...] | None = None
     if instruments is not None:
         if not instruments.is_file():
@@ -127,7 +133,8 @@ def normalize_config(src: TickInput, instruments: Path | None, *,
             raise UsageError(f"--instruments {instruments}: {exc}") from None
     return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns,
                            default_symbol=src.default_symbol, default_venue=src.default_venue,
-                           instruments=known, max_forward_jump_ns=max_forward_jump_ns)
+                           instruments=known, max_forward_jump_ns=max_forward_jump_ns,
+                           dedupe_window_ns=dedupe_window_ns)
 
 
 def iter_records(src: TickInput) -> Iterator[RawRecord]:

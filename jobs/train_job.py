@@ -69,7 +69,8 @@ def train_models(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
     else:
         src = resolve_ticks(opts)
         norm = Normalize(normalize_config(src, opts.instruments,
-                                          max_forward_jump_ns=opts.max_forward_jump_ns))
+                                          max_forward_jump_ns=opts.max_forward_jump_ns,
+                                          dedupe_window_ns=opts.dedupe_window_ns))
         bar_ns = parse_duration(opts.bar or "1m")
         vectors = features_pass(src, norm, bar_ns, opts.lateness_ns)
         train_end = train_end_for(src.bundled, vectors, opts.train_fraction)

@@ -22,8 +22,9 @@ Checks run in this order; the first failure is the reason (both paths use the sa
 7. ``IMPLAUSIBLE_TIME``: more than ``max_forward_jump_ns`` ahead of the watermark the runtime
    passes in (newest valid event time - allowed lateness), e.g. a year-2200 tick in the
    middle of a day; rejected, it never reaches ``md.ticks`` and so never moves the watermark;
-8. ``DUPLICATE``: same venue + symbol + trade id seen within ``dedupe_ttl_ns`` of event time
-   (``operators.domain.dedupe``).
+8. ``DUPLICATE``: same venue + symbol + trade id remembered in the dedupe window, else
+   ``STALE_TRADE_ID``: an id too old for the window to check (``operators.domain.dedupe``
+   states the window's semantics).
 
 Steps 0-6 look at the record alone (``check``); 7 needs the watermark and 8 the key's state.
 Field parsing and the per-field checks live in ``operators.domain.tick_fields``, shared with
@@ -41,7 +42,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from operators.contract import MIN_WATERMARK, Context, Emit, Operator
-from operators.domain.dedupe import DedupeState, admit, duplicate_detail
+from operators.domain.dedupe import DedupeState, admit, rejection_detail
 from operators.domain.tick_fields import (
     BAD_BYTE,
     TICK_FIELDS,
@@ -64,6 +65,7 @@ from topics.messages import DeadLetter, RawTick, SourceRef, Tick
 TICKS_TOPIC = topic("md.ticks").name
 
 MAX_FORWARD_JUMP_NS = 7 * 86_400 * 1_000_000_000
+DEDUPE_WINDOW_NS = 3_600_000_000_000
 
 _TS, _SYMBOL, _PRICE, _SIZE, _VENUE, _TRADE_ID, _BID, _ASK = range(8)
 
@@ -89,7 +91,7 @@ class NormalizeConfig:
       column); set: every payload is one CSV line; None: every payload is one JSON object.
     - ``default_symbol`` / ``default_venue``: fill an absent symbol / venue.
     - ``instruments``: known symbols; when set, other symbols are ``UNKNOWN_SYMBOL``.
-    - ``dedupe_ttl_ns`` / ``dedupe_max_ids``: trade-id memory per symbol (event time).
+    - ``dedupe_window_ns`` / ``dedupe_max_ids``: trade-id memory per symbol (event time).
     - ``max_forward_jump_ns``: how far ahead of the watermark a tick may be (default 7 days,
       above weekend and holiday gaps).
     """
@@ -100,7 +102,7 @@ class NormalizeConfig:
     default_symbol: str | None = None
     default_venue: str = "UNKNOWN"
     instruments: tuple[str, ...] | None = None
-    dedupe_ttl_ns: int = 3_600_000_000_000
+    dedupe_window_ns: int = DEDUPE_WINDOW_NS
     dedupe_max_ids: int = 100_000
     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS
 
@@ -128,8 +130,9 @@ class NormalizeConfig:
                 raise ValueError("instruments must be a tuple of symbols (or None)")
             if any(not isinstance(s, str) or not s or s != s.strip() for s in self.instruments):
                 raise ValueError("instruments must be non-empty, trimmed symbol strings")
-        if type(self.dedupe_ttl_ns) is not int or self.dedupe_ttl_ns <= 0:
-            raise ValueError(f"dedupe_ttl_ns must be a positive int, got {self.dedupe_ttl_ns!r}")
+        if type(self.dedupe_window_ns) is not int or self.dedupe_window_ns <= 0:
+            raise ValueError(f"dedupe_window_ns must be a positive int, got "
+                             f"{self.dedupe_window_ns!r}")
         if type(self.dedupe_max_ids) is not int or self.dedupe_max_ids < 1:
             raise ValueError(f"dedupe_max_ids must be an int >= 1, got {self.dedupe_max_ids!r}")
         if type(self.max_forward_jump_ns) is not int or self.max_forward_jump_ns <= 0:
@@ -145,7 +148,7 @@ class Normalize(Operator[DedupeState, RawRecord]):
     """
 
     UID: ClassVar[str] = "normalize"
-    STATE_VERSION: ClassVar[int] = 1
+    STATE_VERSION: ClassVar[int] = 2  # 2: DedupeState.forgotten_ts
     State = DedupeState
 
     def __init__(self, config: NormalizeConfig | None = None) -> None:
@@ -160,12 +163,12 @@ class Normalize(Operator[DedupeState, RawRecord]):
             cols.index(f) if f in cols else -1 for f in TICK_FIELDS
         )  # CSV cell index per canonical field
         self._mapped = tuple((fi, ci) for fi, ci in enumerate(self._col_of) if ci >= 0)
-        self._ttl = cfg.dedupe_ttl_ns
+        self._window = cfg.dedupe_window_ns
         self._max_ids = cfg.dedupe_max_ids
 
     def config_fingerprint(self) -> str:
         """Only the dedupe settings shape the state; other settings may change on restore."""
-        raw = msgspec.json.encode([self.UID, self._ttl, self._max_ids])
+        raw = msgspec.json.encode([self.UID, self._window, self._max_ids])
         return hashlib.sha256(raw).hexdigest()[:16]
 
     def new_state(self, key: str) -> DedupeState:
@@ -204,13 +207,14 @@ class Normalize(Operator[DedupeState, RawRecord]):
             detail = implausible_detail(tick.ts_event, watermark, jump)
             return Emit(DLQ_TOPIC, "", self.dead_letter(tick.ts_event, DlqReason.IMPLAUSIBLE_TIME,
                                                         detail, event))
-        if tick.trade_id is not None and not admit(
-            state, tick.venue, tick.trade_id, tick.ts_event, ttl_ns=self._ttl,
-            max_ids=self._max_ids
-        ):
-            detail = duplicate_detail(tick.trade_id, tick.venue, tick.symbol)
-            return Emit(DLQ_TOPIC, "", self.dead_letter(tick.ts_event, DlqReason.DUPLICATE,
-                                                        detail, event))
+        if tick.trade_id is not None:
+            rejected = admit(state, tick.venue, tick.trade_id, tick.ts_event,
+                             window_ns=self._window, max_ids=self._max_ids)
+            if rejected is not None:
+                detail = rejection_detail(rejected, state, tick.trade_id, tick.venue, tick.symbol,
+                                          tick.ts_event, self._window)
+                return Emit(DLQ_TOPIC, "", self.dead_letter(tick.ts_event, rejected, detail,
+                                                            event))
         return Emit(TICKS_TOPIC, tick.symbol, tick)
 
     def check(self, event: RawRecord) -> Tick | DeadLetter:
@@ -354,6 +358,7 @@ def _quote(name: str, raw: object) -> float | None:
 
 
 __all__ = [
+    "DEDUPE_WINDOW_NS",
     "MAX_FORWARD_JUMP_NS",
     "TICKS_TOPIC",
     "Normalize",

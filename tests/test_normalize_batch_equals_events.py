@@ -240,7 +240,7 @@ def test_a_batch_then_per_event_continuation_equals_per_event_throughout(tmp_pat
     path.write_text("ts,symbol,price,size,venue,trade_id,bid,ask\n" + "\n".join(rows) + "\n")
     cfg = NormalizeConfig(
         csv_columns=("ts", "symbol", "price", "size", "venue", "trade_id", "bid", "ask"),
-        dedupe_ttl_ns=2 * 10**9,
+        dedupe_window_ns=2 * 10**9,
     )
     records = list(iter_raw_records(path))
     whole, _ = run_events(Normalize(cfg), records)

@@ -445,7 +445,7 @@ def test_config_validation_rejects_bad_settings() -> None:
         {"default_symbol": " ES"},
         {"default_venue": ""},
         {"instruments": ("ES", "")},
-        {"dedupe_ttl_ns": 0},
+        {"dedupe_window_ns": 0},
         {"dedupe_max_ids": 0},
     ):
         with pytest.raises(ValueError):

@@ -31,7 +31,8 @@ class DlqReason(StrEnum):
     BAD_QUOTE = "BAD_QUOTE"  # bid/ask present but not a number, non-finite or negative
     CROSSED_QUOTE = "CROSSED_QUOTE"  # bid > ask
     IMPLAUSIBLE_TIME = "IMPLAUSIBLE_TIME"  # too far ahead of the stream's watermark
-    DUPLICATE = "DUPLICATE"  # venue+symbol+trade_id already seen within the TTL
+    STALE_TRADE_ID = "STALE_TRADE_ID"  # trade id older than the dedupe window: uncheckable
+    DUPLICATE = "DUPLICATE"  # venue+symbol+trade_id already seen within the dedupe window
     INTERNAL = "INTERNAL"  # a bug in normalize; the record is kept rather than lost
     # -- bar files (``--bars``)
     BAD_BAR = "BAD_BAR"  # unparseable row, bad number, or OHLC inconsistent beyond tolerance

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from operators.contract import MIN_WATERMARK
-from operators.domain.dedupe import DedupeState, admit, duplicate_detail
+from operators.domain.dedupe import DedupeState, admit, rejection_detail
 from operators.domain.tick_fields import (
     clean_trade_id,
     clean_venue,
@@ -287,8 +287,8 @@ class NormalizeColumns:
         Returns the newest valid time."""
         cfg = self.config
         jump = cfg.max_forward_jump_ns
-        ttl, max_ids = cfg.dedupe_ttl_ns, cfg.dedupe_max_ids
-        imp, dup = _CODE[DlqReason.IMPLAUSIBLE_TIME], _CODE[DlqReason.DUPLICATE]
+        window, max_ids = cfg.dedupe_window_ns, cfg.dedupe_max_ids
+        imp = _CODE[DlqReason.IMPLAUSIBLE_TIME]
         m = max_seen
         for i, t in zip(rows.tolist(), cols.ts[rows].tolist(), strict=True):
             if (lateness is not None and m is not None
@@ -306,9 +306,10 @@ class NormalizeColumns:
                     if st is None:
                         st = states[sym] = self.op.new_state(sym)
                     venue = self._venue_at(cols, venues, i)
-                    if not admit(st, venue, tid, t, ttl_ns=ttl, max_ids=max_ids):
-                        codes[i] = dup
-                        details[i] = duplicate_detail(tid, venue, sym)
+                    rejected = admit(st, venue, tid, t, window_ns=window, max_ids=max_ids)
+                    if rejected is not None:
+                        codes[i] = _CODE[rejected]
+                        details[i] = rejection_detail(rejected, st, tid, venue, sym, t, window)
                         continue
             if m is None or t > m:
                 m = t

@@ -41,7 +41,7 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     them.
     """
     cols = load_tick_columns(src.path, src.column_map, src.tz, src.default_symbol,
-                             src.default_venue)
+                             src.default_venue, delimiter=src.delimiter)
     cols = dataclasses.replace(cols, file=src.label)
     n = len(cols)
     ncols = NormalizeColumns(norm)

@@ -65,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jobs.options import ReplayOptions, duration_arg
+    from jobs.options import ReplayOptions, duration_arg, parse_columns
     from jobs.train_job import train_models
     from operators.normalize import DEDUPE_WINDOW_NS, MAX_FORWARD_JUMP_NS
 
@@ -78,7 +78,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                                           args.max_forward_jump,
                                                           MAX_FORWARD_JUMP_NS),
                          dedupe_window_ns=duration_arg("--dedupe-window", args.dedupe_window,
-                                                       DEDUPE_WINDOW_NS))
+                                                       DEDUPE_WINDOW_NS),
+                         columns=parse_columns(args.columns), delimiter=args.delimiter or ",")
     bundle = train_models(opts, Path(args.out))
     print(f"wrote {len(bundle.arm_a) + len(bundle.arm_b)} models and strategy.json to {args.out}")
     return 0
@@ -124,6 +125,11 @@ def _bar_file_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tick_file_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--columns", metavar="FIELD=COLUMN,...",
+                   help="map a vendor's CSV header onto tick fields, e.g. "
+                        "ts=DateTime,price=Price,size=Volume (other columns are ignored)")
+    p.add_argument("--delimiter", metavar="CHAR", default=None,
+                   help="CSV separator of --ticks (default: ',')")
     p.add_argument("--max-forward-jump", metavar="DURATION", default=None,
                    help="ticks further ahead of the watermark go to the DLQ as "
                         "IMPLAUSIBLE_TIME and never move it (default: 7d)")

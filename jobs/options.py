@@ -9,6 +9,7 @@ from typing import Any
 from jobs.bar_files import OHLC_TOLERANCE, check_tolerance
 from jobs.errors import UsageError
 from operators.domain.bars import parse_duration
+from operators.domain.tick_fields import TICK_FIELDS
 from operators.domain.timeparse import load_zone
 from operators.normalize import DEDUPE_WINDOW_NS, MAX_FORWARD_JUMP_NS
 from topics.messages import (
@@ -43,6 +44,13 @@ class ReplayOptions:
     ohlc_tolerance: float = OHLC_TOLERANCE
     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS
     dedupe_window_ns: int = DEDUPE_WINDOW_NS
+    columns: tuple[tuple[str, str], ...] = ()  # --columns: (canonical field, vendor header)
+    delimiter: str = ","
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """Vendor header → canonical field (what the tick loaders take)."""
+        return {header: field for field, header in self.columns}
 
     def __post_init__(self) -> None:
         """Input settings are checked here, so every command refuses them the same way."""
@@ -56,6 +64,9 @@ class ReplayOptions:
                 parse_duration(self.bar)
             except ValueError as exc:
                 raise UsageError(f"--bar: {exc}") from None
+        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            raise UsageError(f"--delimiter must be one character (not a quote or newline), "
+                             f"got {self.delimiter!r}")
         if self.max_forward_jump_ns <= self.lateness_ns:
             raise UsageError("--max-forward-jump must exceed --lateness")
 
@@ -84,7 +95,31 @@ class ReplayOptions:
                                              getattr(args, "max_forward_jump", None),
                                              MAX_FORWARD_JUMP_NS),
             dedupe_window_ns=duration_arg("--dedupe-window", getattr(args, "dedupe_window", None),
-                                          DEDUPE_WINDOW_NS))
+                                          DEDUPE_WINDOW_NS),
+            columns=parse_columns(getattr(args, "columns", None)),
+            delimiter=getattr(args, "delimiter", None) or ",")
+
+
+def parse_columns(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``--columns ts=DateTime,price=Price,size=Volume``: (canonical field, vendor header)."""
+    if not text:
+        return ()
+    out: list[tuple[str, str]] = []
+    for part in text.split(","):
+        field, sep, header = (x.strip() for x in part.partition("="))
+        if not sep or not field or not header:
+            raise UsageError(f"--columns: {part.strip()!r} is not FIELD=COLUMN (e.g. "
+                             "--columns ts=DateTime,price=Price,size=Volume)")
+        if field not in TICK_FIELDS:
+            raise UsageError(f"--columns: {field!r} is not a tick field; fields are "
+                             f"{', '.join(TICK_FIELDS)}")
+        out.append((field, header))
+    for what, idx in (("field", 0), ("column", 1)):
+        names = [p[idx] for p in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UsageError(f"--columns: {what} {', '.join(dup)} given twice")
+    return tuple(out)
 
 
 def duration_arg(flag: str, value: str | None, default: int) -> int:

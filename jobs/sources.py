@@ -20,7 +20,7 @@ from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
 from jobs.text_files import check_columns, head_lines, read_lines
-from jobs.tick_files import iter_raw_records
+from jobs.tick_files import csv_columns_from_header, iter_raw_records
 from operators.domain.tick_fields import (
     BAD_BYTE,
     REQUIRED_TICK_FIELDS,
@@ -62,8 +62,14 @@ def inspect_tick_file(
     *,
     column_map: dict[str, str] | None = None,
     has_default_symbol: bool = False,
+    delimiter: str = ",",
 ) -> TickFileSpec:
-    """Check a tick file's existence and columns; raise :class:`UsageError` naming problems."""
+    """Check a tick file's existence and columns; raise :class:`UsageError` naming problems.
+
+    ``column_map`` (vendor header → canonical field, from ``--columns``) names the columns
+    to use; the file's other columns are then ignored. Without it every column must be a
+    canonical name.
+    """
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     fmt = file_format(path)
@@ -77,10 +83,12 @@ def inspect_tick_file(
             raise UsageError(f"{path}:{head[0][0]}: the header holds bytes that are not UTF-8")
         if len(head) < 2:
             raise UsageError(f"{path}: a header but no data rows")
-        header = tuple(h.strip() for h in split_csv_line(first))
-        mapped = tuple((column_map or {}).get(h, h) for h in header)
-        check_columns(path, mapped, TICK_FIELDS, required)
-        return TickFileSpec(path, "csv", mapped)
+        header = tuple(h.strip() for h in split_csv_line(first, delimiter))
+        return TickFileSpec(path, "csv", map_header(path, header, column_map, required,
+                                                    delimiter))
+    if column_map:
+        raise UsageError("--columns maps CSV headers; JSON lines must use the canonical names "
+                         f"{', '.join(TICK_FIELDS)}")
     try:
         obj = msgspec.json.decode(first)
     except msgspec.DecodeError as exc:
@@ -89,6 +97,51 @@ def inspect_tick_file(
         raise UsageError(f"{path}: line 1 is not a JSON object")
     check_columns(path, tuple(obj), TICK_FIELDS, required)
     return TickFileSpec(path, "jsonl", None)
+
+
+def map_header(path: Path, header: tuple[str, ...], column_map: dict[str, str] | None,
+               required: tuple[str, ...], delimiter: str) -> tuple[str, ...]:
+    """The canonical field of each header column (``""``: ignored), or an error that says
+    what to do: which flag to pass, which name to fix."""
+    cmap = column_map or {}
+    where = f"{path}: header {','.join(header)!r}"
+    if len(header) == 1:
+        for sep in (";", "\t", "|"):
+            if sep != delimiter and sep in header[0]:
+                raise UsageError(f"{where} is one column: the file looks {sep!r}-separated; "
+                                 f"pass --delimiter {sep!r}")
+    by_lower = {h.lower(): h for h in header}
+    for h, field in cmap.items():
+        if h not in header:
+            hint = (f"; the header has {by_lower[h.lower()]!r} (names are case-sensitive)"
+                    if h.lower() in by_lower else "")
+            raise UsageError(f"--columns {field}={h}: {path} has no column {h!r}{hint}")
+    try:
+        mapped = csv_columns_from_header(header, cmap, require_ts=False)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    unknown = [h for h, m in zip(header, mapped, strict=True) if not m] if not cmap else []
+    cased = [h for h in unknown if h.lower() in TICK_FIELDS]
+    unknown = [h for h in unknown if h not in cased]
+    missing = [f for f in required if f not in mapped and f not in {h.lower() for h in cased}]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s): {', '.join(unknown)}")
+    if cased:
+        fix = ",".join(f"{h.lower()}={h}" for h in cased)
+        problems.append(f"column(s) {', '.join(cased)}: names are case-sensitive; rename them "
+                        f"or pass --columns {fix}")
+    if "symbol" in missing:
+        problems.append("without a symbol column pass --symbol SYMBOL (one instrument per "
+                        "file) or map one with --columns symbol=<column>")
+    if problems:
+        canon = ",".join(f"{f}=<column>" for f in required)
+        optional = ",".join(f for f in TICK_FIELDS if f not in required)
+        raise UsageError(f"{where}: {'; '.join(problems)} (expected {','.join(required)} "
+                         f"[optional: {optional}]; map a vendor's names with --columns {canon})")
+    return mapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +156,27 @@ class TickInput:
     default_symbol: str | None
     default_venue: str
     bundled: bool
+    delimiter: str = ","
 
 
 def resolve_ticks(opts: ReplayOptions) -> TickInput:
     """The tick file to replay: ``--ticks`` or the bundled E-mini sample."""
     if opts.ticks is None:
+        if opts.columns or opts.delimiter != ",":
+            raise UsageError("--columns and --delimiter describe a --ticks file")
         path = data.fetch_emini(quiet=opts.quiet)
         spec = inspect_tick_file(path, column_map=EMINI_COLUMN_MAP, has_default_symbol=True)
         return TickInput(path=path, label=path.name, spec=spec, column_map=EMINI_COLUMN_MAP,
                          tz=opts.tz or data.EMINI_TZ,
                          default_symbol=opts.symbol or data.EMINI_SYMBOL,
                          default_venue=opts.venue or data.EMINI_VENUE, bundled=True)
-    spec = inspect_tick_file(opts.ticks, has_default_symbol=opts.symbol is not None)
-    return TickInput(path=opts.ticks, label=opts.ticks.name, spec=spec, column_map=None,
+    cmap = opts.column_map or None
+    spec = inspect_tick_file(opts.ticks, column_map=cmap,
+                             has_default_symbol=opts.symbol is not None, delimiter=opts.delimiter)
+    return TickInput(path=opts.ticks, label=opts.ticks.name, spec=spec, column_map=cmap,
                      tz=opts.tz, default_symbol=opts.symbol,
-                     default_venue=opts.venue or "UNKNOWN", bundled=False)
+                     default_venue=opts.venue or "UNKNOWN", bundled=False,
+                     delimiter=opts.delimiter)
 
 
 def normalize_config(src: TickInput, instruments: Path | None, *,
@@ -131,7 +190,7 @@ def normalize_config(src: TickInput, instruments: Path | None, *,
             known = tuple(known_symbols(load_instruments(instruments)))
         except ValueError as exc:
             raise UsageError(f"--instruments {instruments}: {exc}") from None
-    return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns,
+    return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns, csv_delimiter=src.delimiter,
                            default_symbol=src.default_symbol, default_venue=src.default_venue,
                            instruments=known, max_forward_jump_ns=max_forward_jump_ns,
                            dedupe_window_ns=dedupe_window_ns)

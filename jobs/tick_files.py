@@ -47,7 +47,8 @@ def _header_index(lines: Sequence[str]) -> int:
 
 
 def csv_columns_from_header(
-    header: Sequence[str], column_map: Mapping[str, str] | None = None
+    header: Sequence[str], column_map: Mapping[str, str] | None = None, *,
+    require_ts: bool = True,
 ) -> tuple[str, ...]:
     """Canonical name per header column (``""`` for ignored columns), for ``csv_columns``."""
     cmap = dict(column_map or {})
@@ -61,7 +62,7 @@ def csv_columns_from_header(
     named = [c for c in out if c]
     if len(set(named)) != len(named):
         raise ValueError(f"header {list(header)} maps two columns to one field: {out}")
-    if "ts" not in named:
+    if require_ts and "ts" not in named:
         raise ValueError(f"header {list(header)} has no column mapped to 'ts'")
     return tuple(out)
 

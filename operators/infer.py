@@ -238,16 +238,22 @@ class Infer(Operator[InferState, FeatureVector]):
     def _start(self, entry: ModelEntry) -> _Session:
         import onnxruntime as ort
 
+        wanted = self.providers[0]
+        if wanted not in ort.get_available_providers():  # a device is never swapped silently
+            raise RuntimeError(
+                f"infer: device {self.config.device!r} needs {wanted}, which this onnxruntime "
+                f"lacks (available: {', '.join(ort.get_available_providers())})"
+            )
         data = verified(entry, self.model_provider.load(entry))
         sess = ort.InferenceSession(
             data,
             _session_options(self.config.intra_op_num_threads),
             providers=list(self.providers),
         )
-        if sess.get_providers()[0] != self.providers[0]:
+        if sess.get_providers()[0] != wanted:
             raise RuntimeError(
-                f"infer: {entry.ref} runs on {sess.get_providers()[0]}, not on "
-                f"{self.providers[0]} of device {self.config.device!r}"
+                f"infer: {entry.ref} runs on {sess.get_providers()[0]}, not on {wanted} of "
+                f"device {self.config.device!r}"
             )
         inputs = sess.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "features":

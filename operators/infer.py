@@ -211,6 +211,8 @@ class Infer(Operator[InferState, FeatureVector]):
         self._feature_names = first.feature_names
         self._feature_version = first.feature_version
         self._arms = {"A": config.arm_a, "B": config.arm_b}
+        self._variants = {e.name: frozenset(v for v, arm in self._arms.items() if e.name in arm)
+                          for e in config.models}
         self._explainers = {
             e.name: _LinearExplainer(e)
             for e in config.models
@@ -303,7 +305,18 @@ class Infer(Operator[InferState, FeatureVector]):
     def process(
         self, state: InferState, event: FeatureVector, ctx: Context
     ) -> tuple[InferState, list[Emit]]:
-        return self.process_batch(state, (event,), ctx)
+        sessions = self._live()
+        scored = self._admit(state, event)
+        if scored is None:
+            return state, []
+        feeds = {"features": np.stack([scored.row, scored.row])}  # 2 rows: process_batch's kernel
+        probs: dict[str, float] = {}
+        for name in self._arms[scored.variant]:
+            sess = sessions[name]
+            probs[name] = float(sess.run(None, feeds)[sess.output_index][0, 1])
+        outputs: list[Emit] = []
+        self._predict(state, scored, probs, outputs)
+        return state, outputs
 
     def process_batch(
         self, state: InferState, events: Sequence[FeatureVector], ctx: Context
@@ -317,33 +330,41 @@ class Infer(Operator[InferState, FeatureVector]):
         scored = [s for ev in events if (s := self._admit(state, ev)) is not None]
         if not scored:
             return state, []
-        probs: dict[tuple[int, str], float] = {}
+        batches: dict[tuple[int, ...], npt.NDArray[np.float32]] = {}
+        probs: dict[str, dict[int, float]] = {}
         for name, sess in sessions.items():
-            idx = [i for i, s in enumerate(scored) if name in self._arms[s.variant]]
+            variants = self._variants[name]
+            idx = tuple(i for i, s in enumerate(scored) if s.variant in variants)
             if not idx:
                 continue
-            rows = [scored[i].row for i in idx]
-            batch = np.stack(rows if len(rows) > 1 else rows * 2)  # >= 2 rows: one kernel
+            batch = batches.get(idx)
+            if batch is None:  # models of one arm share the stacked rows
+                rows = [scored[i].row for i in idx]
+                batch = batches[idx] = np.stack(rows if len(rows) > 1 else rows * 2)  # >= 2
             out = sess.run(None, {"features": batch})[sess.output_index]
-            for j, i in enumerate(idx):
-                probs[(i, name)] = float(out[j, 1])
+            probs[name] = dict(zip(idx, out[:, 1].tolist(), strict=False))  # pad row dropped
         emits: list[Emit] = []
-        for i, s in enumerate(scored):
-            ev = s.event
-            x64 = s.row.astype(np.float64)  # explain the float32 values the model saw
-            for name in self._arms[s.variant]:
-                entry = self._entries[name]
-                prob = probs[(i, name)]
-                explainer = self._explainers.get(name)
-                emits.append(Emit(PREDICTIONS_TOPIC, ev.symbol, Prediction(
-                    ts_event=ev.ts_event, symbol=ev.symbol, decision_id=s.decision_id,
-                    model=name, model_version=entry.version, variant=s.variant,
-                    regime=entry.regime, score=2.0 * prob - 1.0, prob_up=prob,
-                    contributions=explainer(x64) if explainer is not None else None,
-                    device=self._device)))
-            state.decisions += 1
-            state.last_ts_event = ev.ts_event
+        for i, sc in enumerate(scored):
+            self._predict(state, sc, {n: p[i] for n, p in probs.items() if i in p}, emits)
         return state, emits
+
+    def _predict(self, state: InferState, scored: _Scored, probs: Mapping[str, float],
+                 out: list[Emit]) -> None:
+        """One decision's predictions (its arm's models, in arm order) and its state update."""
+        ev = scored.event
+        x64 = scored.row.astype(np.float64)  # explain the float32 values the model saw
+        for name in self._arms[scored.variant]:
+            entry = self._entries[name]
+            prob = probs[name]
+            explainer = self._explainers.get(name)
+            out.append(Emit(PREDICTIONS_TOPIC, ev.symbol, Prediction(
+                ts_event=ev.ts_event, symbol=ev.symbol, decision_id=scored.decision_id,
+                model=name, model_version=entry.version, variant=scored.variant,
+                regime=entry.regime, score=2.0 * prob - 1.0, prob_up=prob,
+                contributions=explainer(x64) if explainer is not None else None,
+                device=self._device)))
+        state.decisions += 1
+        state.last_ts_event = ev.ts_event
 
     def _admit(self, state: InferState, event: FeatureVector) -> _Scored | None:
         """Check one vector; count it as warm-up (None) or return what to score."""

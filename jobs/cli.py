@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     _trading_args(run)
     run.add_argument("--no-trade", action="store_true",
                      help="stop after features (no models, no orders)")
+    run.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                     help="where the models run, chosen once for the run and recorded in the "
+                          "manifest: cpu (the reference), cuda (fails without a usable GPU), "
+                          "auto (cuda if usable, else cpu) (default: %(default)s)")
     run.add_argument("--control", metavar="PATH",
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
     run.set_defaults(func=_cmd_run)

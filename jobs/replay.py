@@ -22,6 +22,7 @@ import msgspec
 
 from jobs.bar_files import load_bars
 from jobs.batch_replay import run_batch_ticks
+from jobs.device import device_record, resolve_device
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.graph import Graph, Stage
@@ -42,7 +43,7 @@ from jobs.sources import (
 from jobs.strategy import load_bundle
 from jobs.summary import RunStats, build_summary, print_summary
 from jobs.topic_sink import TopicSink
-from jobs.topology import ChainOptions, chain_stages, tick_graph
+from jobs.topology import ChainOptions, chain_stages, opened, tick_graph
 from jobs.train_job import train_models
 from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.domain.bars import parse_duration
@@ -51,6 +52,7 @@ from operators.features import (
     FeaturesConfig,
     WindowFeatures,
 )
+from operators.infer import Device, Infer
 from operators.normalize import Normalize
 from topics.messages import (
     DeadLetter,
@@ -81,13 +83,14 @@ _KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
 
 
 def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_ns: int,
-               tz: str | None, child_ttl_ns: int | None = None) -> ChainOptions | None:
+               tz: str | None, device: Device, child_ttl_ns: int | None = None
+               ) -> ChainOptions | None:
     """The decision chain's options (training first when no --models), or None with
     --no-trade; training time is reported apart."""
     if opts.no_trade:
         return None
     t_train = time.perf_counter()
-    chain_opts = chain_options(opts, feature_version, bar_ns, tz)
+    chain_opts = chain_options(opts, feature_version, bar_ns, tz, device=device)
     if opts.models is None:
         stats.train_s = time.perf_counter() - t_train
     if child_ttl_ns is not None:
@@ -95,7 +98,8 @@ def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_n
     return chain_opts
 
 
-def _finish_config(run: _Run, chain_opts: ChainOptions | None, opts: ReplayOptions) -> None:
+def _finish_config(run: _Run, chain_opts: ChainOptions | None, chain: tuple[Stage, ...],
+                   opts: ReplayOptions) -> None:
     if chain_opts is None:
         return
     assert run.sink.captured is not None
@@ -103,9 +107,16 @@ def _finish_config(run: _Run, chain_opts: ChainOptions | None, opts: ReplayOptio
     run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
                       train_window_ns=[chain_opts.bundle.train_start,
                                        chain_opts.bundle.train_end])
+    for st in chain:
+        if isinstance(st.operator, Infer):  # the served set is config: record it
+            cfg = st.operator.config
+            run.config["served_models"] = [
+                {"name": e.name, "version": e.version, "sha256": e.sha256} for e in cfg.models]
+            run.config["infer_config_fingerprint"] = st.operator.config_fingerprint()
 
 
-def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> _Run:
+def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
+              device: Device) -> _Run:
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
@@ -113,7 +124,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> 
     bf = BarFeatures(BarFeaturesConfig(bar_ns))
     # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
     # daily bars)
-    chain_opts = _chain_for(opts, stats, bf.feature_version, bar_ns, opts.tz,
+    chain_opts = _chain_for(opts, stats, bf.feature_version, bar_ns, opts.tz, device,
                             child_ttl_ns=5 * bar_ns)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)), *chain),
@@ -122,32 +133,34 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> 
                      capture=_KEEP if chain else False)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic="md.ticks" if chain else "md.bars")
-    for c in load_controls(opts.control):
-        runner.inject("control", c)
-    for item, _ in items:
-        if isinstance(item, DeadLetter):
-            sink.emit("md.ticks.dlq", item)
-            continue
-        sink.emit("md.bars", item)
-        runner.feed(item)
-        stats.bars_in += 1
-        if chain:
-            runner.inject("md.ticks", bar_tick(item))
-            runner.advance_to_data()
-    runner.end_of_stream()
+    with opened(graph.stages):
+        for c in load_controls(opts.control):
+            runner.inject("control", c)
+        for item, _ in items:
+            if isinstance(item, DeadLetter):
+                sink.emit("md.ticks.dlq", item)
+                continue
+            sink.emit("md.bars", item)
+            runner.feed(item)
+            stats.bars_in += 1
+            if chain:
+                runner.inject("md.ticks", bar_tick(item))
+                runner.advance_to_data()
+        runner.end_of_stream()
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
                                  "feature_version": bf.feature_version}, None)
-    _finish_config(run, chain_opts, opts)
+    _finish_config(run, chain_opts, chain, opts)
     return run
 
 
-def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> _Run:
+def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
+               device: Device) -> _Run:
     """A tick file (or the bundled sample) through the whole graph, batched or per event."""
     src = resolve_ticks(opts)
     bar_ns = parse_duration(opts.bar or "1m")
     norm = Normalize(normalize_config(src, opts.instruments))
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
-    chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz)
+    chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz, device)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     controls = load_controls(opts.control)
     sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
@@ -159,13 +172,14 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
         print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
     progress = Progress("ticks", None, enabled=not opts.quiet)
     runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
-    stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
-                               progress)
+    with opened(chain):  # the batch path's chain runner does not open its stages itself
+        stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
+                                   progress)
     run = _Run(sink, src.path, {
         "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
         "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
         "format": file_format(src.path), "feature_version": feats.feature_version}, None)
-    _finish_config(run, chain_opts, opts)
+    _finish_config(run, chain_opts, chain, opts)
     return run
 
 
@@ -173,11 +187,12 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     """Run a replay end to end: output dir, training if needed, topics, report, summary."""
     if opts.mode not in ("batch", "event"):
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
+    device = resolve_device(opts.device)  # once per run, before any work
     prepare_out(opts.out, opts.force)
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
-    run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir)
+    run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir, device)
     sink, report = run.sink, run.report
     sink.close()
     stats.wall_s = time.perf_counter() - t0
@@ -192,6 +207,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         "seed": opts.seed,
         "input": {"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
         "config": run.config,
+        "device": device_record(opts.device, device),
         "topics": sorted(sink.counts),
     }
     (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -206,8 +222,8 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     return summary
 
 
-def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: str | None
-                   ) -> ChainOptions:
+def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: str | None,
+                  device: Device = "cpu") -> ChainOptions:
     if opts.models is None:
         models = opts.out / "models"
         if not opts.quiet:
@@ -237,7 +253,7 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
-                        session_tz=tz or "UTC")
+                        session_tz=tz or "UTC", device=device)
 
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,

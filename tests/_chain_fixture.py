@@ -34,7 +34,7 @@ from jobs.sources import (
 )
 from jobs.strategy import StrategyBundle, train_bundle
 from jobs.topic_sink import TopicSink
-from jobs.topology import ChainOptions, chain_stages, tick_graph
+from jobs.topology import ChainOptions, chain_stages, opened, tick_graph
 from jobs.train_job import features_pass
 from operators.contract import Operator
 from operators.domain.limits import AccountConfig, RiskLimits
@@ -120,9 +120,10 @@ def chain_run() -> ChainRun:
     sink = RecordingSink(graph.output_topics)
     runner = LocalRunner(graph, sink)
     records = tuple(iter_records(src))
-    for rec in records:
-        runner.feed(rec)
-    runner.end_of_stream()
+    with opened(graph.stages):
+        for rec in records:
+            runner.feed(rec)
+        runner.end_of_stream()
     return ChainRun(workdir=workdir, records=records, log=tuple(sink.log), bundle=bundle,
                     operators={st.uid: st.operator for st in graph.stages})
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from jobs import data
 from jobs.bar_files import load_bars
 from jobs.batch_replay import run_batch_ticks
 from jobs.errors import UsageError
@@ -28,7 +29,15 @@ from jobs.graph import Graph, Stage
 from jobs.loaders.instruments import instrument_master
 from jobs.loaders.risk_file import load_risk_file
 from jobs.local_runner import LocalRunner
-from jobs.manifest import code_version, prepare_out, sha256_of
+from jobs.manifest import (
+    RunPaths,
+    RunRecord,
+    check_run_paths,
+    code_version,
+    input_paths,
+    prepare_out,
+    sha256_of,
+)
 from jobs.options import ReplayOptions
 from jobs.progress import Progress
 from jobs.report import build_report, periods_per_year_for, print_report, write_equity_csv
@@ -169,11 +178,40 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
     return run
 
 
+def run_paths(opts: ReplayOptions) -> RunPaths:
+    """The files this run reads (never removed or overwritten) and where it writes."""
+    bundled = data.emini_path() if opts.ticks is None and opts.bars is None else None
+    return RunPaths(out=opts.out, inputs=input_paths((
+        ("--ticks", opts.ticks), ("the bundled sample", bundled), ("--bars", opts.bars),
+        ("--models", opts.models), ("--risk", opts.risk), ("--control", opts.control),
+        ("--instruments", opts.instruments))), summary_json=opts.summary_json,
+        trains=opts.models is None and not opts.no_trade)
+
+
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
-    """Run a replay end to end: output dir, training if needed, topics, report, summary."""
+    """Run a replay end to end: output dir, training if needed, topics, report, summary.
+
+    The manifest is written before anything else (status ``running``) and closed with
+    ``complete``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
+    """
     if opts.mode not in ("batch", "event"):
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
-    prepare_out(opts.out, opts.force)
+    paths = run_paths(opts)
+    check_run_paths(paths)
+    prepare_out(paths, opts.force)
+    record = RunRecord(paths, {"code_version": code_version(), "seed": opts.seed})
+    try:
+        summary = _replay(opts, record)
+    except KeyboardInterrupt as exc:
+        record.close("interrupted", error=str(exc) or type(exc).__name__)
+        raise
+    except BaseException as exc:
+        record.close("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return summary
+
+
+def _replay(opts: ReplayOptions, record: RunRecord) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
@@ -186,18 +224,12 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         ts, eq = report.pop("_curve")
         summary.update(report)
         write_equity_csv(opts.out / "equity.csv", ts, eq)
-    manifest = {
-        "command": "streamquant run",
-        "code_version": code_version(),
-        "seed": opts.seed,
-        "input": {"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
-        "config": run.config,
-        "topics": sorted(sink.counts),
-    }
-    (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    record.update(input={"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
+                  config=run.config, topics=sorted(sink.counts))
     if opts.summary_json is not None:
         opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
         opts.summary_json.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    record.close("complete")
     if not opts.quiet:
         print_summary(summary, opts.out)
         if report is not None:

@@ -48,7 +48,7 @@ from jobs.sources import (
     normalize_config,
     resolve_ticks,
 )
-from jobs.strategy import load_bundle
+from jobs.strategy import BundleMismatchError, load_bundle
 from jobs.summary import RunStats, build_summary, print_summary
 from jobs.topic_sink import TopicSink
 from jobs.topology import ChainOptions, chain_stages, tick_graph
@@ -249,8 +249,8 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
         models = opts.models
         try:
             bundle = load_bundle(models)
-        except FileNotFoundError as exc:
-            raise UsageError(str(exc)) from None
+        except (FileNotFoundError, BundleMismatchError) as exc:
+            raise UsageError(f"--models {exc}") from None
     if bundle.feature_version != feature_version:
         raise UsageError(f"models in {models} expect features {bundle.feature_version}, this "
                          f"run computes {feature_version} (another --bar?)")

@@ -50,7 +50,7 @@ class ChainOptions:
 def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
     b = opts.bundle
     infer = Infer(InferConfig(registry_dir=str(opts.models), arm_a=b.arm_a, arm_b=b.arm_b,
-                              ab_split=b.ab_split))
+                              ab_split=b.ab_split, pins=b.pins))
     blend = RegimeBlend(BlendConfig(hmm=b.hmm))
     specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
                                lot_size=i.lot_size, group=i.group or s)

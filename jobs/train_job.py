@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jobs.bar_files import load_bars
 from jobs.batch_replay import run_batch_ticks
+from jobs.bundle_dir import write_bundle_dir
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.options import ReplayOptions
@@ -61,7 +62,13 @@ def train_end_for(bundled: bool, vectors: list[FeatureVector], train_fraction: f
 
 
 def train_models(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
-    """``streamquant train``: features over the input, then fit on the training window."""
+    """``streamquant train``: features over the input, then fit on the training window; the
+    bundle is written whole into a temporary directory that then replaces ``out_dir``."""
+    inputs = [p for p in (opts.ticks, opts.bars, opts.instruments) if p is not None]
+    return write_bundle_dir(out_dir, lambda tmp: _train(opts, tmp), inputs)
+
+
+def _train(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
     if opts.bars is not None:
         bars, bar_ns = _good_bars(opts)
         vectors = features_from_bars(bars, FeaturesConfig(bar_ns=bar_ns))

@@ -26,8 +26,8 @@ from jobs.batch_replay import run_batch_ticks
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.graph import Graph, Stage
-from jobs.loaders.instruments import instrument_master
-from jobs.loaders.risk_file import load_risk_file
+from jobs.loaders.instruments import instrument_master, load_instruments
+from jobs.loaders.risk_file import RiskFile, load_risk_file
 from jobs.local_runner import LocalRunner
 from jobs.manifest import (
     RunPaths,
@@ -198,6 +198,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
     paths = run_paths(opts)
     check_run_paths(paths)
+    _check_config_files(opts)
     prepare_out(paths, opts.force)
     record = RunRecord(paths, {"code_version": code_version(), "seed": opts.seed})
     try:
@@ -260,16 +261,35 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
             arms += f" B={','.join(bundle.arm_b)} (B share {bundle.ab_split:.0%})"
         print(f"models: {models} [{arms}]; trading from "
               f"{format_ns(bundle.train_end)}", file=sys.stderr)
+    risk = _risk_file(opts)
     try:
-        risk = load_risk_file(opts.risk)
+        instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--risk {opts.risk}: {exc}") from None
-    instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
+        raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
     return ChainOptions(models=models, bundle=bundle, instruments=instruments,
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
                         session_tz=tz or "UTC")
+
+
+def _risk_file(opts: ReplayOptions) -> RiskFile:
+    try:
+        return load_risk_file(opts.risk)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--risk {opts.risk}: {exc}") from None
+
+
+def _check_config_files(opts: ReplayOptions) -> None:
+    """``--risk`` and ``--instruments`` are read before the run starts: a mistake in them is
+    a usage error before anything is written or trained."""
+    if not opts.no_trade:
+        _risk_file(opts)
+    if opts.instruments is not None:
+        try:
+            load_instruments(opts.instruments)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
 
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,

@@ -30,8 +30,9 @@ from topics.messages import (
     FeatureVector,
 )
 
-# Labor Day 2013: CME Globex halted at 12:00 CT on 2 September and reopened at 17:00 CT
-# (22:00 UTC). The session before the halt trains; the rest of the sample trades.
+# Labor Day 2013 (2 September): the sample's last trade before the holiday halt is at
+# 10:29:59.246 CT (15:29:59 UTC); Globex reopened at 17:00 CT (22:00 UTC), the next trade
+# 17:00:00.026 CT. The session before the halt trains; the rest of the sample trades.
 EMINI_TRAIN_END_NS = 1_378_159_200_000_000_000
 
 

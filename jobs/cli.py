@@ -95,8 +95,9 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", choices=("IMMEDIATE", "TWAP", "VWAP", "ICEBERG"),
                    default="IMMEDIATE", help="execution algorithm (default: %(default)s)")
     p.add_argument("--periods-per-year", type=float, default=None,
-                   help="annualization of per-bar returns (default: from the bar length: 252 "
-                        "for daily bars, 347760 for 1-minute bars of a 23-hour day)")
+                   help="bars a year, for the sizer's volatility targeting (default: from "
+                        "the bar length: 252 for daily bars, 347760 for 1-minute bars of a "
+                        "23-hour day); reported ratios use daily session returns")
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
 
 
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-topic-files", action="store_true",
                      help="count messages but do not write topic files")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--no-report-html", action="store_true",
+                     help="do not write <out>/report.html (the charts page)")
     _trading_args(run)
     run.add_argument("--no-trade", action="store_true",
                      help="stop after features (no models, no orders)")

@@ -37,6 +37,7 @@ class ReplayOptions:
     control: Path | None = None
     no_trade: bool = False
     seed: int = 0
+    report_html: bool = True
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -62,4 +63,5 @@ class ReplayOptions:
             algo=getattr(args, "algo", "IMMEDIATE"),
             periods_per_year=getattr(args, "periods_per_year", None),
             control=Path(args.control) if getattr(args, "control", None) else None,
-            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0))
+            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0),
+            report_html=not getattr(args, "no_report_html", False))

@@ -39,8 +39,16 @@ from jobs.manifest import (
     sha256_of,
 )
 from jobs.options import ReplayOptions
-from jobs.progress import Progress
-from jobs.report import build_report, periods_per_year_for, print_report, write_equity_csv
+from jobs.progress import Progress, data_lines
+from jobs.report import (
+    Report,
+    SessionClock,
+    build_report,
+    periods_per_year_for,
+    print_report,
+    write_equity_csv,
+)
+from jobs.round_trips import write_trades_csv
 from jobs.sources import (
     bar_tick,
     file_format,
@@ -83,7 +91,8 @@ class _Run:
     sink: TopicSink
     input_path: Path
     config: dict[str, Any]
-    report: dict[str, Any] | None
+    report: Report | None
+    chain: ChainOptions | None = None
 
 
 _KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
@@ -108,7 +117,8 @@ def _finish_config(run: _Run, chain_opts: ChainOptions | None, opts: ReplayOptio
     if chain_opts is None:
         return
     assert run.sink.captured is not None
-    run.report = _report(run.sink.captured, chain_opts, opts)
+    run.report = _report(run.sink.captured, chain_opts)
+    run.chain = chain_opts
     run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
                       train_window_ns=[chain_opts.bundle.train_start,
                                        chain_opts.bundle.train_end])
@@ -166,7 +176,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
         mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
     if not opts.quiet:
         print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
-    progress = Progress("ticks", None, enabled=not opts.quiet)
+    progress = Progress("ticks", data_lines(src.path, header=src.spec.fmt == "csv"),
+                        enabled=not opts.quiet)
     runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
     stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
                                progress)
@@ -222,9 +233,11 @@ def _replay(opts: ReplayOptions, record: RunRecord) -> dict[str, Any]:
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)
     if report is not None:
-        ts, eq = report.pop("_curve")
-        summary.update(report)
-        write_equity_csv(opts.out / "equity.csv", ts, eq)
+        summary.update(report.figures)
+        write_equity_csv(opts.out / "equity.csv", report.ts, report.equity)
+        write_trades_csv(opts.out / "trades.csv", report.trips, report.open_trips)
+        if opts.report_html:
+            _write_html(opts, run, report)
     record.update(input={"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
                   config=run.config, topics=sorted(sink.counts))
     if opts.summary_json is not None:
@@ -236,6 +249,9 @@ def _replay(opts: ReplayOptions, record: RunRecord) -> dict[str, Any]:
         if report is not None:
             print_report(summary)
             print(f"  equity curve    {opts.out / 'equity.csv'}")
+            print(f"  round trips     {opts.out / 'trades.csv'}")
+            if opts.report_html and (opts.out / "report.html").exists():
+                print(f"  report          {opts.out / 'report.html'}")
     return summary
 
 
@@ -292,16 +308,43 @@ def _check_config_files(opts: ReplayOptions) -> None:
             raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
 
 
-def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
-            opts: ReplayOptions) -> dict[str, Any]:
-    def of(topic: str, kind: type[T]) -> list[T]:
-        return [v for v in captured.get(topic, []) if isinstance(v, kind)]
+def _captured(captured: dict[str, list[msgspec.Struct]] | None, topic: str, kind: type[T]
+              ) -> list[T]:
+    return [v for v in (captured or {}).get(topic, []) if isinstance(v, kind)]
 
-    report, ts, eq = build_report(
-        positions=of("positions", Position), fills=of("fills", Fill),
-        orders=of("orders", Order), rejects=of("risk.rejects", RiskReject),
-        decisions=of("audit.decisions", Decision), initial_equity=chain.account.initial_equity,
+
+def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> Report:
+    session = next((i.session_start for i in chain.instruments.values() if i.session_start),
+                   "17:00")
+    return build_report(
+        positions=_captured(captured, "positions", Position),
+        fills=_captured(captured, "fills", Fill), orders=_captured(captured, "orders", Order),
+        rejects=_captured(captured, "risk.rejects", RiskReject),
+        decisions=_captured(captured, "audit.decisions", Decision),
+        initial_equity=chain.account.initial_equity,
         multipliers={s: i.multiplier for s, i in chain.instruments.items()},
-        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
-    report["_curve"] = (ts, eq)
-    return report
+        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end,
+        sessions=SessionClock(tz=chain.session_tz, start=session),
+        slippage={s: chain.execution.slippage_ticks * i.tick_size
+                  for s, i in chain.instruments.items()})
+
+
+def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:
+    """``<out>/report.html`` after the replay (off its hot path); without plotly, a warning."""
+    try:
+        from jobs.html_report import write_report_html
+    except ImportError:
+        print("warning: plotly is not installed (pip install 'streamquant[report]'): no "
+              "report.html", file=sys.stderr)
+        return
+    captured = run.sink.captured
+    chain = run.chain
+    assert chain is not None
+    meta = {"input": run.input_path.name, "models": str(chain.models), "algo": chain.algo,
+            "trading from": format_ns(chain.bundle.train_end), "chart times": "UTC"}
+    write_report_html(opts.out / "report.html", figures=report.figures, ts=report.ts,
+                      equity=report.equity,
+                      positions=_captured(captured, "positions", Position),
+                      decisions=_captured(captured, "audit.decisions", Decision),
+                      fills=_captured(captured, "fills", Fill),
+                      title=f"streamquant backtest: {run.input_path.name}", meta=meta)

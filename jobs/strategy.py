@@ -10,6 +10,7 @@ training window, so its last bars get none rather than peeking past it.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jobs.loaders.registry import ModelEntry, Registry, write_atomic
+from jobs.progress import format_seconds
 from jobs.regime_fit import fit_gaussian_hmm
 from jobs.training import forward_returns, matrix_from_vectors, train_specialists
 from operators.domain.regime_filter import HmmParams, RegimeFilter
@@ -148,9 +150,17 @@ def train_bundle(
         if not quiet:
             print(msg, file=sys.stderr)
 
+    t0 = time.monotonic()
+
+    def step(msg: str) -> None:
+        say(f"  training: {msg} ({format_seconds(time.monotonic() - t0)} in)")
+
     say(f"training on {len(train):,} bars of {', '.join(symbols)} ...")
+    step("step 1/3: fitting the regime HMM")
     hmm = fit_gaussian_hmm(rets)
+    step("step 2/3: fitting the volatility model")
     vol = fit_volatility(rets)
+    step("step 3/3: fitting and exporting 6 specialists")
     filt = RegimeFilter(hmm)
     xs, fwds, ws = [], [], []
     for sym in symbols:

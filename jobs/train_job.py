@@ -10,7 +10,7 @@ from jobs.bundle_dir import write_bundle_dir
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.options import ReplayOptions
-from jobs.progress import Progress
+from jobs.progress import Progress, data_lines
 from jobs.sources import (
     TickInput,
     normalize_config,
@@ -36,18 +36,16 @@ from topics.messages import (
 EMINI_TRAIN_END_NS = 1_378_159_200_000_000_000
 
 
-def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int
-                  ) -> list[FeatureVector]:
+def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int,
+                  *, quiet: bool = True) -> list[FeatureVector]:
     """Feature vectors of the whole input (batched, nothing written): the training data."""
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=lateness_ns))
     sink = TopicSink(None, ("md.ticks", "md.ticks.dlq", "md.bars", "features", "md.ticks.late"),
                      capture=("features",))
-    if src.spec.fmt == "csv":
-        run_batch_ticks(src, norm, feats, (), sink, lateness_ns, [], Progress("", None,
-                                                                              enabled=False))
-    else:
-        run_event_ticks(src, norm, feats, (), sink, lateness_ns, [], Progress("", None,
-                                                                              enabled=False))
+    progress = Progress("training features", data_lines(src.path, header=src.spec.fmt == "csv"),
+                        enabled=not quiet)
+    run = run_batch_ticks if src.spec.fmt == "csv" else run_event_ticks
+    run(src, norm, feats, (), sink, lateness_ns, [], progress)
     assert sink.captured is not None
     return [fv for fv in sink.captured["features"] if isinstance(fv, FeatureVector)]
 
@@ -78,7 +76,7 @@ def _train(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
         src = resolve_ticks(opts)
         norm = Normalize(normalize_config(src, opts.instruments))
         bar_ns = parse_duration(opts.bar or "1m")
-        vectors = features_pass(src, norm, bar_ns, opts.lateness_ns)
+        vectors = features_pass(src, norm, bar_ns, opts.lateness_ns, quiet=opts.quiet)
         train_end = train_end_for(src.bundled, vectors, opts.train_fraction)
     return train_bundle(vectors, train_end=train_end, bar_ns=bar_ns, out_dir=out_dir,
                         seed=opts.seed, quiet=opts.quiet)

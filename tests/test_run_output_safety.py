@@ -149,3 +149,18 @@ def test_an_input_where_the_run_writes_a_topic_file_is_refused(
                  "--quiet"]) == 2
     assert "would be overwritten" in capsys.readouterr().err
     assert _sha(ticks) == sha
+
+
+def test_features_refuses_to_write_over_its_input_bar_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import arch.data.sp500
+
+    df = arch.data.sp500.load().iloc[:60]
+    bars = tmp_path / "sp500.csv"
+    bars.write_text("ts,symbol,open,high,low,close,volume\n" + "".join(
+        f"{ts.date().isoformat()},SPX,{r.Open!r},{r.High!r},{r.Low!r},{r.Close!r},{r.Volume!r}\n"
+        for ts, r in df.iterrows()))
+    sha = _sha(bars)
+    assert main(["features", "--bars", str(bars), "--out", str(bars), "--force"]) == 2
+    assert "is the input bar file" in capsys.readouterr().err
+    assert _sha(bars) == sha

@@ -158,8 +158,10 @@ def test_features_refuses_to_write_over_its_input_bar_file(
     df = arch.data.sp500.load().iloc[:60]
     bars = tmp_path / "sp500.csv"
     bars.write_text("ts,symbol,open,high,low,close,volume\n" + "".join(
-        f"{ts.date().isoformat()},SPX,{r.Open!r},{r.High!r},{r.Low!r},{r.Close!r},{r.Volume!r}\n"
+        f"{ts.date().isoformat()},SPX,"
+        + ",".join(repr(float(v)) for v in (r.Open, r.High, r.Low, r.Close, r.Volume)) + "\n"
         for ts, r in df.iterrows()))
+    assert main(["features", "--bars", str(bars), "--out", str(tmp_path / "f.csv")]) == 0
     sha = _sha(bars)
     assert main(["features", "--bars", str(bars), "--out", str(bars), "--force"]) == 2
     assert "is the input bar file" in capsys.readouterr().err

@@ -22,6 +22,10 @@ FEATURE_CSV_COLUMNS = ("ts", "symbol", "ema_12", "ema_26", "macd", "macd_signal"
 def features_csv(bars_path: Path, out: Path, *, force: bool = False, bar: str | None = None,
                  tz: str | None = None) -> int:
     """``streamquant features``: one row per input bar, empty cells during warm-up."""
+    if out.exists() and out.resolve() == bars_path.resolve():
+        raise UsageError(f"--out {out} is the input bar file; choose another path")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory")
     if out.exists() and not force:
         raise UsageError(f"{out} exists (use --force to overwrite)")
     items, bar_ns = load_bars(bars_path, bar_ns=parse_duration(bar) if bar else None, tz=tz,

@@ -38,6 +38,7 @@ class ReplayOptions:
     no_trade: bool = False
     seed: int = 0
     device: str = "cpu"  # the request (cpu|cuda|auto); run_replay resolves it once
+    report_html: bool = True
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -64,4 +65,5 @@ class ReplayOptions:
             periods_per_year=getattr(args, "periods_per_year", None),
             control=Path(args.control) if getattr(args, "control", None) else None,
             no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0),
-            device=getattr(args, "device", "cpu"))
+            device=getattr(args, "device", "cpu"),
+            report_html=not getattr(args, "no_report_html", False))

@@ -20,19 +20,36 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from jobs import data
 from jobs.bar_files import load_bars
 from jobs.batch_replay import run_batch_ticks
 from jobs.device import device_record, resolve_device
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.graph import Graph, Stage
-from jobs.loaders.instruments import instrument_master
-from jobs.loaders.risk_file import load_risk_file
+from jobs.loaders.instruments import instrument_master, load_instruments
+from jobs.loaders.risk_file import RiskFile, load_risk_file
 from jobs.local_runner import LocalRunner
-from jobs.manifest import code_version, prepare_out, sha256_of
+from jobs.manifest import (
+    RunPaths,
+    RunRecord,
+    check_run_paths,
+    code_version,
+    input_paths,
+    prepare_out,
+    sha256_of,
+)
 from jobs.options import ReplayOptions
-from jobs.progress import Progress
-from jobs.report import build_report, periods_per_year_for, print_report, write_equity_csv
+from jobs.progress import Progress, data_lines
+from jobs.report import (
+    Report,
+    SessionClock,
+    build_report,
+    periods_per_year_for,
+    print_report,
+    write_equity_csv,
+)
+from jobs.round_trips import write_trades_csv
 from jobs.sources import (
     bar_tick,
     file_format,
@@ -40,7 +57,7 @@ from jobs.sources import (
     normalize_config,
     resolve_ticks,
 )
-from jobs.strategy import load_bundle
+from jobs.strategy import BundleMismatchError, load_bundle
 from jobs.summary import RunStats, build_summary, print_summary
 from jobs.topic_sink import TopicSink
 from jobs.topology import ChainOptions, chain_stages, opened, tick_graph
@@ -76,7 +93,8 @@ class _Run:
     sink: TopicSink
     input_path: Path
     config: dict[str, Any]
-    report: dict[str, Any] | None
+    report: Report | None
+    chain: ChainOptions | None = None
 
 
 _KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
@@ -103,7 +121,8 @@ def _finish_config(run: _Run, chain_opts: ChainOptions | None, chain: tuple[Stag
     if chain_opts is None:
         return
     assert run.sink.captured is not None
-    run.report = _report(run.sink.captured, chain_opts, opts)
+    run.report = _report(run.sink.captured, chain_opts)
+    run.chain = chain_opts
     run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
                       train_window_ns=[chain_opts.bundle.train_start,
                                        chain_opts.bundle.train_end])
@@ -170,7 +189,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
         mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
     if not opts.quiet:
         print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
-    progress = Progress("ticks", None, enabled=not opts.quiet)
+    progress = Progress("ticks", data_lines(src.path, header=src.spec.fmt == "csv"),
+                        enabled=not opts.quiet)
     runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
     with opened(chain):  # the batch path's chain runner does not open its stages itself
         stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
@@ -183,12 +203,42 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     return run
 
 
+def run_paths(opts: ReplayOptions) -> RunPaths:
+    """The files this run reads (never removed or overwritten) and where it writes."""
+    bundled = data.emini_path() if opts.ticks is None and opts.bars is None else None
+    return RunPaths(out=opts.out, inputs=input_paths((
+        ("--ticks", opts.ticks), ("the bundled sample", bundled), ("--bars", opts.bars),
+        ("--models", opts.models), ("--risk", opts.risk), ("--control", opts.control),
+        ("--instruments", opts.instruments))), summary_json=opts.summary_json,
+        trains=opts.models is None and not opts.no_trade)
+
+
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
-    """Run a replay end to end: output dir, training if needed, topics, report, summary."""
+    """Run a replay end to end: output dir, training if needed, topics, report, summary.
+
+    The manifest is written before anything else (status ``running``) and closed with
+    ``complete``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
+    """
     if opts.mode not in ("batch", "event"):
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
     device = resolve_device(opts.device)  # once per run, before any work
-    prepare_out(opts.out, opts.force)
+    paths = run_paths(opts)
+    check_run_paths(paths)
+    _check_config_files(opts)
+    prepare_out(paths, opts.force)
+    record = RunRecord(paths, {"code_version": code_version(), "seed": opts.seed})
+    try:
+        summary = _replay(opts, record, device)
+    except KeyboardInterrupt as exc:
+        record.close("interrupted", error=str(exc) or type(exc).__name__)
+        raise
+    except BaseException as exc:
+        record.close("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return summary
+
+
+def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
@@ -198,27 +248,26 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)
     if report is not None:
-        ts, eq = report.pop("_curve")
-        summary.update(report)
-        write_equity_csv(opts.out / "equity.csv", ts, eq)
-    manifest = {
-        "command": "streamquant run",
-        "code_version": code_version(),
-        "seed": opts.seed,
-        "input": {"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
-        "config": run.config,
-        "device": device_record(opts.device, device),
-        "topics": sorted(sink.counts),
-    }
-    (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        summary.update(report.figures)
+        write_equity_csv(opts.out / "equity.csv", report.ts, report.equity)
+        write_trades_csv(opts.out / "trades.csv", report.trips, report.open_trips)
+        if opts.report_html:
+            _write_html(opts, run, report)
+    record.update(input={"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
+                  config=run.config, device=device_record(opts.device, device),
+                  topics=sorted(sink.counts))
     if opts.summary_json is not None:
         opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
         opts.summary_json.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    record.close("complete")
     if not opts.quiet:
         print_summary(summary, opts.out)
         if report is not None:
             print_report(summary)
             print(f"  equity curve    {opts.out / 'equity.csv'}")
+            print(f"  round trips     {opts.out / 'trades.csv'}")
+            if opts.report_html and (opts.out / "report.html").exists():
+                print(f"  report          {opts.out / 'report.html'}")
     return summary
 
 
@@ -233,8 +282,8 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
         models = opts.models
         try:
             bundle = load_bundle(models)
-        except FileNotFoundError as exc:
-            raise UsageError(str(exc)) from None
+        except (FileNotFoundError, BundleMismatchError) as exc:
+            raise UsageError(f"--models {exc}") from None
     if bundle.feature_version != feature_version:
         raise UsageError(f"models in {models} expect features {bundle.feature_version}, this "
                          f"run computes {feature_version} (another --bar?)")
@@ -244,11 +293,11 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
             arms += f" B={','.join(bundle.arm_b)} (B share {bundle.ab_split:.0%})"
         print(f"models: {models} [{arms}]; trading from "
               f"{format_ns(bundle.train_end)}", file=sys.stderr)
+    risk = _risk_file(opts)
     try:
-        risk = load_risk_file(opts.risk)
+        instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--risk {opts.risk}: {exc}") from None
-    instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
+        raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
     return ChainOptions(models=models, bundle=bundle, instruments=instruments,
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
@@ -256,16 +305,62 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
                         session_tz=tz or "UTC", device=device)
 
 
-def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
-            opts: ReplayOptions) -> dict[str, Any]:
-    def of(topic: str, kind: type[T]) -> list[T]:
-        return [v for v in captured.get(topic, []) if isinstance(v, kind)]
+def _risk_file(opts: ReplayOptions) -> RiskFile:
+    try:
+        return load_risk_file(opts.risk)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--risk {opts.risk}: {exc}") from None
 
-    report, ts, eq = build_report(
-        positions=of("positions", Position), fills=of("fills", Fill),
-        orders=of("orders", Order), rejects=of("risk.rejects", RiskReject),
-        decisions=of("audit.decisions", Decision), initial_equity=chain.account.initial_equity,
+
+def _check_config_files(opts: ReplayOptions) -> None:
+    """``--risk`` and ``--instruments`` are read before the run starts: a mistake in them is
+    a usage error before anything is written or trained."""
+    if not opts.no_trade:
+        _risk_file(opts)
+    if opts.instruments is not None:
+        try:
+            load_instruments(opts.instruments)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
+
+
+def _captured(captured: dict[str, list[msgspec.Struct]] | None, topic: str, kind: type[T]
+              ) -> list[T]:
+    return [v for v in (captured or {}).get(topic, []) if isinstance(v, kind)]
+
+
+def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> Report:
+    session = next((i.session_start for i in chain.instruments.values() if i.session_start),
+                   "17:00")
+    return build_report(
+        positions=_captured(captured, "positions", Position),
+        fills=_captured(captured, "fills", Fill), orders=_captured(captured, "orders", Order),
+        rejects=_captured(captured, "risk.rejects", RiskReject),
+        decisions=_captured(captured, "audit.decisions", Decision),
+        initial_equity=chain.account.initial_equity,
         multipliers={s: i.multiplier for s, i in chain.instruments.items()},
-        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
-    report["_curve"] = (ts, eq)
-    return report
+        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end,
+        sessions=SessionClock(tz=chain.session_tz, start=session),
+        slippage={s: chain.execution.slippage_ticks * i.tick_size
+                  for s, i in chain.instruments.items()})
+
+
+def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:
+    """``<out>/report.html`` after the replay (off its hot path); without plotly, a warning."""
+    try:
+        from jobs.html_report import write_report_html
+    except ImportError:
+        print("warning: plotly is not installed (pip install 'streamquant[report]'): no "
+              "report.html", file=sys.stderr)
+        return
+    captured = run.sink.captured
+    chain = run.chain
+    assert chain is not None
+    meta = {"input": run.input_path.name, "models": str(chain.models), "algo": chain.algo,
+            "trading from": format_ns(chain.bundle.train_end), "chart times": "UTC"}
+    write_report_html(opts.out / "report.html", figures=report.figures, ts=report.ts,
+                      equity=report.equity,
+                      positions=_captured(captured, "positions", Position),
+                      decisions=_captured(captured, "audit.decisions", Decision),
+                      fills=_captured(captured, "fills", Fill),
+                      title=f"streamquant backtest: {run.input_path.name}", meta=meta)

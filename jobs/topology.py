@@ -65,7 +65,8 @@ def infer_operator(models: Path, arm_a: tuple[str, ...], arm_b: tuple[str, ...] 
 
 def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
     b = opts.bundle
-    infer = infer_operator(opts.models, b.arm_a, b.arm_b, b.ab_split, device=opts.device)
+    infer = infer_operator(opts.models, b.arm_a, b.arm_b, b.ab_split, pins=dict(b.pins),
+                           device=opts.device)
     blend = RegimeBlend(BlendConfig(hmm=b.hmm))
     specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
                                lot_size=i.lot_size, group=i.group or s)

@@ -51,7 +51,7 @@ RISK_LIMITS = {
     "rate_window_ns": 600 * NS,
 }
 RISK_TOML = "\n".join(
-    ["[limits]", *(f"{k} = {v!r}" for k, v in RISK_LIMITS.items()), ""]
+    ["[limits]", *(f"{k} = {v!r}" for k, v in RISK_LIMITS.items()), "", "[account]", ""]
 )
 
 # The kill switch trips three hours into the trading window and is reset one hour later.

@@ -453,20 +453,20 @@ def test_vwap_slices_follow_the_volume_profile(replays: ReplayPool) -> None:
 # ------------------------------------------------------------------------------ 5. the report
 
 
-def test_sharpe_sortino_and_drawdown_equal_empyricals_on_the_equity_curve(replays: ReplayPool
-                                                                          ) -> None:
+def test_per_bar_sharpe_sortino_and_drawdown_equal_empyricals_on_the_equity_curve(
+        replays: ReplayPool) -> None:
     run = replays.get("base")
     s = run.summary
     eq = pd.read_csv(run.out / "equity.csv")
     assert eq["ts"].is_monotonic_increasing and len(eq) > 1000
     rets = eq["equity"].pct_change().dropna()
-    ppy = s["periods_per_year"]
-    assert s["sharpe"] == pytest.approx(empyrical.sharpe_ratio(rets, annualization=ppy),
-                                        rel=1e-8, abs=1e-8)
-    assert s["sortino"] == pytest.approx(empyrical.sortino_ratio(rets, annualization=ppy),
+    pb = s["per_bar"]
+    assert pb["sharpe"] == pytest.approx(empyrical.sharpe_ratio(rets, annualization=1),
                                          rel=1e-8, abs=1e-8)
+    assert pb["sortino"] == pytest.approx(empyrical.sortino_ratio(rets, annualization=1),
+                                          rel=1e-8, abs=1e-8)
     assert s["max_drawdown"] == pytest.approx(empyrical.max_drawdown(rets), rel=1e-8, abs=1e-10)
-    assert s["bars_traded"] == len(rets)
+    assert s["bars_traded"] == pb["returns"] == len(rets)
 
 
 def test_pnl_is_final_equity_minus_capital_and_matches_the_ledger(replays: ReplayPool) -> None:

@@ -299,6 +299,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write a file so readers see the old or the new content, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # the mode of any new file, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from operators.domain.money import cents_to_float, to_cents
 from operators.domain.performance import (
     max_drawdown,
     returns_from_equity,
@@ -63,12 +64,14 @@ def build_report(
     ts, eq = equity_curve(positions, initial_equity, start_ts)
     rets = returns_from_equity(np.asarray(eq, dtype=np.float64)) if len(eq) > 1 else np.empty(0)
     final = eq[-1] if eq else initial_equity
-    fees = math.fsum(f.fee for f in fills)
+    # Money figures are summed in whole cents (the ledger publishes exact fixed-point amounts)
+    fees = sum(to_cents(f.fee) for f in fills)
     last: dict[str, Position] = {}
     for p in positions:
         last[p.symbol] = p
-    realized = math.fsum(p.realized_pnl for p in last.values())
-    unrealized = math.fsum(p.unrealized_pnl for p in last.values())
+    realized = sum(to_cents(p.realized_pnl) for p in last.values())
+    unrealized = sum(to_cents(p.unrealized_pnl) for p in last.values())
+    pnl = to_cents(final) - to_cents(initial_equity)
     turnover = math.fsum(f.quantity * f.price * multipliers.get(f.symbol, 1.0) for f in fills)
     rej_codes: Counter[str] = Counter()
     for r in rejects:
@@ -83,12 +86,12 @@ def build_report(
     report = {
         "bars_traded": len(rets),
         "initial_equity": initial_equity,
-        "final_equity": _num(final),
-        "pnl": _num(final - initial_equity),
-        "gross_pnl": _num(final - initial_equity + fees),
-        "realized_pnl": _num(realized),
-        "unrealized_pnl": _num(unrealized),
-        "fees": _num(fees),
+        "final_equity": cents_to_float(to_cents(final)),
+        "pnl": cents_to_float(pnl),
+        "gross_pnl": cents_to_float(pnl + fees),
+        "realized_pnl": cents_to_float(realized),
+        "unrealized_pnl": cents_to_float(unrealized),
+        "fees": cents_to_float(fees),
         "return": _num(final / initial_equity - 1.0),
         "sharpe": _num(sharpe_ratio(rets, periods_per_year)) if rets.size > 1 else None,
         "sortino": _num(sortino_ratio(rets, periods_per_year)) if rets.size > 1 else None,

@@ -10,6 +10,7 @@ training window, so its last bars get none rather than peeking past it.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from jobs.loaders.registry import ModelEntry, write_atomic
 from jobs.regime_fit import fit_gaussian_hmm
 from jobs.training import forward_returns, matrix_from_vectors, train_specialists
 from operators.domain.regime_filter import HmmParams, RegimeFilter
-from operators.domain.volatility import VolConfig, backcast_from_returns, fit_garch
+from operators.domain.volatility import VolConfig, auto_scale, backcast_from_returns, fit_garch
 from topics.messages import FeatureVector
 
 STRATEGY_FILE = "strategy.json"
@@ -56,15 +57,30 @@ def load_bundle(directory: Path) -> StrategyBundle:
     return msgspec.json.decode(path.read_bytes(), type=StrategyBundle)
 
 
-def fit_volatility(returns: npt.NDArray[np.float64]) -> VolConfig:
-    """GARCH(1,1) when arch's fit converges to a stationary model; EWMA(0.94) otherwise."""
+class VolFitWarning(UserWarning):
+    """The GARCH fit was not usable and the bundle falls back to EWMA(0.94)."""
+
+
+def fit_volatility(returns: npt.NDArray[np.float64], *, scale: float | None = None
+                   ) -> tuple[VolConfig, str]:
+    """GARCH(1,1) when arch's fit (on returns rescaled so their deviation is O(1)) converged,
+    left its starting values, beat their log-likelihood and is stationary; EWMA(0.94) with a
+    ``VolFitWarning`` otherwise. Returns the config and a one-line account of the choice."""
     try:
-        g = fit_garch(returns)
-        if g.converged and g.alpha + g.beta < 0.999:
-            return g.to_config()
-    except (RuntimeError, ValueError, np.linalg.LinAlgError):
-        pass
-    return VolConfig(kind="ewma", lam=0.94, backcast=backcast_from_returns(returns, mean="zero"))
+        g = fit_garch(returns, scale=scale)
+        problem = g.problem()
+        if problem is None:
+            note = (f"GARCH(1,1) alpha={g.alpha:.4f} beta={g.beta:.4f} on returns x {g.scale:g}: "
+                    f"converged in {g.iterations} iterations, log-likelihood {g.loglikelihood:.2f}"
+                    f" vs {g.start_loglikelihood:.2f} at arch's starting values")
+            return g.to_config(), note
+    except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+        problem = f"the fit failed: {exc}"
+    note = f"EWMA(0.94): GARCH(1,1) not usable ({problem})"
+    warnings.warn(note, VolFitWarning, stacklevel=2)
+    ewma_scale = scale if scale is not None else auto_scale(returns)
+    return VolConfig(kind="ewma", lam=0.94, scale=ewma_scale,
+                     backcast=backcast_from_returns(returns, scale=ewma_scale, mean="zero")), note
 
 
 def train_bundle(
@@ -93,7 +109,8 @@ def train_bundle(
 
     say(f"training on {len(train):,} bars of {', '.join(symbols)} ...")
     hmm = fit_gaussian_hmm(rets)
-    vol = fit_volatility(rets)
+    vol, vol_note = fit_volatility(rets)
+    say(f"  volatility: {vol_note}")
     filt = RegimeFilter(hmm)
     xs, fwds, ws = [], [], []
     for sym in symbols:

@@ -94,6 +94,9 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
                    help="annualization of per-bar returns (default: from the bar length: 252 "
                         "for daily bars, 347760 for 1-minute bars of a 23-hour day)")
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    p.add_argument("--max-bar-age", metavar="DURATION", default=None,
+                   help="a decision on a bar that ended longer ago than this (e.g. after a "
+                        "halt) places no order; 'off' trades any bar (default: two bars)")
 
 
 def _cmd_features(args: argparse.Namespace) -> int:

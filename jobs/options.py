@@ -37,6 +37,7 @@ class ReplayOptions:
     control: Path | None = None
     no_trade: bool = False
     seed: int = 0
+    max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age ("off")
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -49,6 +50,13 @@ class ReplayOptions:
                 parse_duration(args.bar)
             except ValueError as exc:
                 raise UsageError(f"--bar: {exc}") from None
+        max_bar_age: int | None = None
+        age_arg = getattr(args, "max_bar_age", None)
+        if age_arg is not None:
+            try:
+                max_bar_age = -1 if age_arg == "off" else parse_duration(age_arg)
+            except ValueError as exc:
+                raise UsageError(f"--max-bar-age: {exc} (or 'off')") from None
         return cls(
             out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
             bars=Path(args.bars) if args.bars else None, force=args.force,
@@ -62,4 +70,5 @@ class ReplayOptions:
             algo=getattr(args, "algo", "IMMEDIATE"),
             periods_per_year=getattr(args, "periods_per_year", None),
             control=Path(args.control) if getattr(args, "control", None) else None,
-            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0))
+            no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0),
+            max_bar_age_ns=max_bar_age)

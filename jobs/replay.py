@@ -237,7 +237,7 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
-                        session_tz=tz or "UTC")
+                        session_tz=tz or "UTC", max_bar_age_ns=opts.max_bar_age_ns)
 
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
@@ -251,5 +251,8 @@ def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
         decisions=of("audit.decisions", Decision), initial_equity=chain.account.initial_equity,
         multipliers={s: i.multiplier for s, i in chain.instruments.items()},
         periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
+    # decisions on bars closed too late to trade (docs/decision-chain.md, "Stale bars")
+    report["stale_bars"] = sum(1 for d in of("audit.decisions", Decision)
+                               if d.skipped == "stale_bar")
     report["_curve"] = (ts, eq)
     return report

@@ -125,7 +125,9 @@ def print_report(r: dict[str, Any]) -> None:
         return "n/a" if v is None else format(v, spec)
 
     print("backtest report (trading window)")
-    print(f"  decisions       {r['decisions']:>12,}")
+    stale = r.get("stale_bars", 0)
+    print(f"  decisions       {r['decisions']:>12,}" + (
+        f"   ({stale:,} on stale bars: no order)" if stale else ""))
     print(f"  parent orders   {r['parent_orders']:>12,}   child orders {r['orders']:,}   "
           f"fills {r['fills']:,}")
     rej = ", ".join(f"{k} {v}" for k, v in r["rejects_by_code"].items()) or "none"

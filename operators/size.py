@@ -16,6 +16,12 @@ Per bar, keyed by symbol:
 
 The intent carries the target; the account operator turns ``target − position − working`` into
 an order, so a rejected or partly filled order never makes sizing drift.
+
+Stale bars: a decision on a bar that ended more than ``max_bar_age_ns`` before the decision
+time (the signal's ``ts_event``, when the bar was closed) emits no order intent, only an
+``audit.decisions`` record with ``skipped="stale_bar"``: the first bar after a halt or a quiet
+spell is closed by a tick that can come hours later, and trading on it would act on a price
+the market has long left.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import msgspec
 
 from operators.contract import Context, Emit, Operator
 from operators.domain.volatility import VolConfig, VolForecaster, VolState
-from topics.messages import Algo, OrderIntent, Signal
+from topics.messages import Algo, Decision, OrderIntent, Signal
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -52,6 +58,8 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Decisions before this event time only warm the forecaster (the training window)."""
     multipliers: dict[str, float] = {}
     lot_sizes: dict[str, float] = {}
+    max_bar_age_ns: int | None = None
+    """A decision whose bar ended longer ago than this emits no intent (None: any age)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -66,6 +74,8 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.max_bar_age_ns is not None and self.max_bar_age_ns < 0:
+            raise ValueError(f"max_bar_age_ns must be >= 0, got {self.max_bar_age_ns}")
         if not 0 < self.kelly_fraction <= 1:
             raise ValueError(f"kelly_fraction must be in (0, 1], got {self.kelly_fraction}")
         if not 0 < self.max_fraction <= 10:
@@ -112,6 +122,11 @@ class Size(Operator[SizeState, Signal]):
             state.vol = self._vol.update(state.vol, event.bar_return)
         if event.ts_event < cfg.trade_from_ns:
             return state, []
+        if cfg.max_bar_age_ns is not None and event.trace is not None:
+            age = event.ts_event - event.trace.bar_ts
+            if age > cfg.max_bar_age_ns:
+                return state, [self._skip(event, "stale_bar", {
+                    "bar_age_ns": float(age), "max_bar_age_ns": float(cfg.max_bar_age_ns)})]
         multiplier = cfg.multipliers.get(event.symbol, cfg.multiplier)
         lot = cfg.lot_sizes.get(event.symbol, cfg.lot_size)
         sigma = math.sqrt(self._vol.forecast(state.vol))
@@ -159,3 +174,15 @@ class Size(Operator[SizeState, Signal]):
             trace=event.trace,
         )
         return state, [Emit("orders.intents", cfg.account, intent)]
+
+    def _skip(self, event: Signal, why: str, sizing: dict[str, float]) -> Emit:
+        """The audit record of a decision that emits no order intent."""
+        tr = event.trace
+        assert tr is not None
+        return Emit("audit.decisions", event.decision_id, Decision(
+            ts_event=event.ts_event, decision_id=event.decision_id, symbol=event.symbol,
+            action="HOLD", quantity=0.0, confidence=event.confidence,
+            regime_probs=tr.regime_probs, strategy_weights=tr.strategy_weights,
+            features=tr.features, model_versions=tr.model_versions,
+            model_outputs=tr.model_outputs, sizing=sizing, risk_checks={}, order_ids=(),
+            contributions=tr.contributions, inputs=tr.inputs, skipped=why))

@@ -320,6 +320,7 @@ class Decision(Message, frozen=True, kw_only=True):
     order_ids: tuple[str, ...]
     contributions: dict[str, float]
     inputs: tuple[SourceRef, ...]
+    skipped: str | None = None  # why no order intent was emitted (e.g. "stale_bar")
 
 
 class ModelUpdate(Message, frozen=True, kw_only=True):

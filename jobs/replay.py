@@ -237,7 +237,8 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
-                        session_tz=tz or "UTC", max_bar_age_ns=opts.max_bar_age_ns)
+                        session_tz=tz or "UTC", max_bar_age_ns=opts.max_bar_age_ns,
+                        cost_gate=opts.cost_gate, edge_horizon_bars=opts.edge_horizon_bars)
 
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
@@ -252,7 +253,9 @@ def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
         multipliers={s: i.multiplier for s, i in chain.instruments.items()},
         periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
     # decisions on bars closed too late to trade (docs/decision-chain.md, "Stale bars")
-    report["stale_bars"] = sum(1 for d in of("audit.decisions", Decision)
-                               if d.skipped == "stale_bar")
+    audit = of("audit.decisions", Decision)
+    report["stale_bars"] = sum(1 for d in audit if d.skipped == "stale_bar")
+    # decisions whose added exposure the cost gate held back (docs/decision-chain.md, size)
+    report["cost_gated"] = sum(1 for d in audit if d.sizing.get("cost_gated") == 1.0)
     report["_curve"] = (ts, eq)
     return report

@@ -125,9 +125,13 @@ def print_report(r: dict[str, Any]) -> None:
         return "n/a" if v is None else format(v, spec)
 
     print("backtest report (trading window)")
-    stale = r.get("stale_bars", 0)
-    print(f"  decisions       {r['decisions']:>12,}" + (
-        f"   ({stale:,} on stale bars: no order)" if stale else ""))
+    notes = []
+    if r.get("stale_bars"):
+        notes.append(f"{r['stale_bars']:,} on stale bars: no order")
+    if r.get("cost_gated"):
+        notes.append(f"{r['cost_gated']:,} held back by the cost gate")
+    note = f"   ({'; '.join(notes)})" if notes else ""
+    print(f"  decisions       {r['decisions']:>12,}{note}")
     print(f"  parent orders   {r['parent_orders']:>12,}   child orders {r['orders']:,}   "
           f"fills {r['fills']:,}")
     rej = ", ".join(f"{k} {v}" for k, v in r["rejects_by_code"].items()) or "none"

@@ -46,6 +46,8 @@ class ChainOptions:
     session_tz: str = "America/Chicago"
     child_ttl_ns: int | None = None  # None: the execution config's
     max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age
+    cost_gate: bool = True
+    edge_horizon_bars: float | None = None  # None: the models' label horizon
 
 
 def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
@@ -64,7 +66,12 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         multipliers={s: sp.multiplier for s, sp in specs.items()},
         lot_sizes={s: sp.lot_size for s, sp in specs.items()},
         max_bar_age_ns=(2 * b.bar_ns if opts.max_bar_age_ns is None
-                        else None if opts.max_bar_age_ns < 0 else opts.max_bar_age_ns)))
+                        else None if opts.max_bar_age_ns < 0 else opts.max_bar_age_ns),
+        cost_gate=opts.cost_gate,
+        edge_horizon_bars=float(opts.edge_horizon_bars or b.horizon_bars),
+        slippage_ticks=opts.execution.slippage_ticks, tick_size=first.tick_size,
+        tick_sizes={s: sp.tick_size for s, sp in specs.items()},
+        fee_per_contract=opts.account.fee_per_contract, fee_bps=opts.account.fee_bps))
     session = next((i.session_start for i in opts.instruments.values() if i.session_start),
                    "17:00")
     account = AccountOperator(AccountOpConfig(

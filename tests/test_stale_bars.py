@@ -26,7 +26,8 @@ LAST_BAR_BEFORE_HALT = 1_378_135_800 * NS  # 2013-09-02 15:30 UTC = 10:30 CT, th
 
 @pytest.fixture(scope="module")
 def base(replays: ReplayPool) -> Replay:
-    return replays.get("base")
+    """The replay with every default (cost gate on)."""
+    return replays.get("default")
 
 
 def _bar_end(decision_id: str) -> int:

@@ -99,6 +99,15 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
                         "the bar length: 252 for daily bars, 347760 for 1-minute bars of a "
                         "23-hour day); reported ratios use daily session returns")
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    p.add_argument("--max-bar-age", metavar="DURATION", default=None,
+                   help="a decision on a bar that ended longer ago than this (e.g. after a "
+                        "halt) places no order; 'off' trades any bar (default: two bars)")
+    p.add_argument("--no-cost-gate", action="store_true",
+                   help="add exposure even when the expected edge does not beat the expected "
+                        "round-trip cost (slippage + fees)")
+    p.add_argument("--edge-horizon", metavar="BARS", type=float, default=None,
+                   help="bars over which the cost gate counts the models' edge (default: "
+                        "their label horizon, 1)")
 
 
 def _cmd_features(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ class ReplayOptions:
     seed: int = 0
     device: str = "cpu"  # the request (cpu|cuda|auto); run_replay resolves it once
     report_html: bool = True
+    max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age ("off")
+    cost_gate: bool = True
+    edge_horizon_bars: float | None = None  # None: the models' label horizon
 
     @classmethod
     def from_args(cls, args: Any) -> ReplayOptions:
@@ -51,6 +55,16 @@ class ReplayOptions:
                 parse_duration(args.bar)
             except ValueError as exc:
                 raise UsageError(f"--bar: {exc}") from None
+        max_bar_age: int | None = None
+        age_arg = getattr(args, "max_bar_age", None)
+        if age_arg is not None:
+            try:
+                max_bar_age = -1 if age_arg == "off" else parse_duration(age_arg)
+            except ValueError as exc:
+                raise UsageError(f"--max-bar-age: {exc} (or 'off')") from None
+        edge_horizon = getattr(args, "edge_horizon", None)
+        if edge_horizon is not None and not (math.isfinite(edge_horizon) and edge_horizon > 0):
+            raise UsageError(f"--edge-horizon must be a number of bars > 0, got {edge_horizon}")
         return cls(
             out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
             bars=Path(args.bars) if args.bars else None, force=args.force,
@@ -66,4 +80,6 @@ class ReplayOptions:
             control=Path(args.control) if getattr(args, "control", None) else None,
             no_trade=getattr(args, "no_trade", False), seed=getattr(args, "seed", 0),
             device=getattr(args, "device", "cpu"),
-            report_html=not getattr(args, "no_report_html", False))
+            report_html=not getattr(args, "no_report_html", False),
+            max_bar_age_ns=max_bar_age, cost_gate=not getattr(args, "no_cost_gate", False),
+            edge_horizon_bars=edge_horizon)

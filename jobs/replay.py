@@ -302,7 +302,9 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
-                        session_tz=tz or "UTC", device=device)
+                        session_tz=tz or "UTC", device=device,
+                        max_bar_age_ns=opts.max_bar_age_ns,
+                        cost_gate=opts.cost_gate, edge_horizon_bars=opts.edge_horizon_bars)
 
 
 def _risk_file(opts: ReplayOptions) -> RiskFile:
@@ -332,7 +334,8 @@ def _captured(captured: dict[str, list[msgspec.Struct]] | None, topic: str, kind
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> Report:
     session = next((i.session_start for i in chain.instruments.values() if i.session_start),
                    "17:00")
-    return build_report(
+    audit = _captured(captured, "audit.decisions", Decision)
+    report = build_report(
         positions=_captured(captured, "positions", Position),
         fills=_captured(captured, "fills", Fill), orders=_captured(captured, "orders", Order),
         rejects=_captured(captured, "risk.rejects", RiskReject),
@@ -343,6 +346,11 @@ def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> R
         sessions=SessionClock(tz=chain.session_tz, start=session),
         slippage={s: chain.execution.slippage_ticks * i.tick_size
                   for s, i in chain.instruments.items()})
+    # decisions on bars closed too late to trade (docs/decision-chain.md, "Stale bars")
+    report.figures["stale_bars"] = sum(1 for d in audit if d.skipped == "stale_bar")
+    # decisions whose added exposure the cost gate held back (docs/decision-chain.md, size)
+    report.figures["cost_gated"] = sum(1 for d in audit if d.sizing.get("cost_gated") == 1.0)
+    return report
 
 
 def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:

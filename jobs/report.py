@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from jobs.round_trips import RoundTrip, round_trips, trip_stats
+from operators.domain.money import cents_to_float, to_cents
 from operators.domain.performance import (
     TRADING_DAYS,
     max_drawdown,
@@ -191,16 +192,18 @@ def build_report(
     ts, eq = equity_curve(positions, initial_equity, start_ts)
     rets = returns_from_equity(np.asarray(eq, dtype=np.float64)) if len(eq) > 1 else np.empty(0)
     final = eq[-1] if eq else initial_equity
-    fees = math.fsum(f.fee for f in fills)
+    # Money figures are summed in whole cents (the ledger publishes exact fixed-point amounts)
+    fees = sum(to_cents(f.fee) for f in fills)
     slip = slippage or {}
-    slippage_cost = math.fsum(slip.get(f.symbol, 0.0) * f.quantity
-                              * multipliers.get(f.symbol, 1.0)
-                              for f in fills if f.liquidity == "TAKER")
+    slippage_cost = sum(to_cents(slip.get(f.symbol, 0.0) * f.quantity
+                                 * multipliers.get(f.symbol, 1.0))
+                        for f in fills if f.liquidity == "TAKER")
     last: dict[str, Position] = {}
     for p in positions:
         last[p.symbol] = p
-    realized = math.fsum(p.realized_pnl for p in last.values())
-    unrealized = math.fsum(p.unrealized_pnl for p in last.values())
+    realized = sum(to_cents(p.realized_pnl) for p in last.values())
+    unrealized = sum(to_cents(p.unrealized_pnl) for p in last.values())
+    pnl = to_cents(final) - to_cents(initial_equity)
     turnover = math.fsum(f.quantity * f.price * multipliers.get(f.symbol, 1.0) for f in fills)
     rej_codes: Counter[str] = Counter()
     for r in rejects:
@@ -216,21 +219,20 @@ def build_report(
     bench_rets = np.diff(px) / np.asarray(px[:-1]) if len(px) > 1 else np.empty(0)
     _, bench_daily = session_returns([t for t, _ in closes], px, clock)
     bench_ratios = _daily_ratios(bench_daily, len(bench_daily))
-    pnl = final - initial_equity
     figures: dict[str, Any] = {
         "bars_traded": len(rets),
         "initial_equity": initial_equity,
-        "final_equity": _num(final),
-        "pnl": _num(pnl),
-        "gross_pnl": _num(pnl + fees),
-        "realized_pnl": _num(realized),
-        "unrealized_pnl": _num(unrealized),
-        "fees": _num(fees),
+        "final_equity": cents_to_float(to_cents(final)),
+        "pnl": cents_to_float(pnl),
+        "gross_pnl": cents_to_float(pnl + fees),
+        "realized_pnl": cents_to_float(realized),
+        "unrealized_pnl": cents_to_float(unrealized),
+        "fees": cents_to_float(fees),
         "costs": {
-            "gross_before_costs": _num(pnl + fees + slippage_cost),
-            "slippage": _num(slippage_cost),
-            "fees": _num(fees),
-            "net": _num(pnl),
+            "gross_before_costs": cents_to_float(pnl + fees + slippage_cost),
+            "slippage": cents_to_float(slippage_cost),
+            "fees": cents_to_float(fees),
+            "net": cents_to_float(pnl),
             "note": "slippage: what market fills paid beyond the trade they filled against "
                     "(slippage_ticks x tick size x quantity x multiplier)",
         },
@@ -272,7 +274,13 @@ def print_report(r: dict[str, Any]) -> None:
         return "n/a" if v is None else format(v, spec)
 
     print("backtest report (trading window)")
-    print(f"  decisions       {r['decisions']:>12,}")
+    notes = []
+    if r.get("stale_bars"):
+        notes.append(f"{r['stale_bars']:,} on stale bars: no order")
+    if r.get("cost_gated"):
+        notes.append(f"{r['cost_gated']:,} held back by the cost gate")
+    note = f"   ({'; '.join(notes)})" if notes else ""
+    print(f"  decisions       {r['decisions']:>12,}{note}")
     print(f"  parent orders   {r['parent_orders']:>12,}   child orders {r['orders']:,}   "
           f"fills {r['fills']:,}")
     rej = ", ".join(f"{k} {v:,}" for k, v in r["rejects_by_code"].items()) or "none"

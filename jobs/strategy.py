@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +22,16 @@ import numpy.typing as npt
 from jobs.loaders.registry import ModelEntry, Registry, write_atomic
 from jobs.progress import format_seconds
 from jobs.regime_fit import fit_gaussian_hmm
-from jobs.training import forward_returns, matrix_from_vectors, train_specialists
+from jobs.training import (
+    TrainParams,
+    forward_returns,
+    matrix_from_vectors,
+    split_rows,
+    train_specialists,
+)
 from operators.domain.regime_filter import HmmParams, RegimeFilter
-from operators.domain.volatility import VolConfig, backcast_from_returns, fit_garch
+from operators.domain.timeparse import format_ns
+from operators.domain.volatility import VolConfig, auto_scale, backcast_from_returns, fit_garch
 from topics.messages import FeatureVector
 
 STRATEGY_FILE = "strategy.json"
@@ -115,15 +123,68 @@ def check_bundle(directory: Path, bundle: StrategyBundle) -> None:
                 "bundle: its models may have seen the trading window)")
 
 
-def fit_volatility(returns: npt.NDArray[np.float64]) -> VolConfig:
-    """GARCH(1,1) when arch's fit converges to a stationary model; EWMA(0.94) otherwise."""
+class VolFitWarning(UserWarning):
+    """The GARCH fit was not usable and the bundle falls back to EWMA(0.94)."""
+
+
+def fit_volatility(returns: npt.NDArray[np.float64], *, scale: float | None = None
+                   ) -> tuple[VolConfig, str]:
+    """GARCH(1,1) when arch's fit (on returns rescaled so their deviation is O(1)) converged,
+    left its starting values, beat their log-likelihood and is stationary; EWMA(0.94) with a
+    ``VolFitWarning`` otherwise. Returns the config and a one-line account of the choice."""
     try:
-        g = fit_garch(returns)
-        if g.converged and g.alpha + g.beta < 0.999:
-            return g.to_config()
-    except (RuntimeError, ValueError, np.linalg.LinAlgError):
-        pass
-    return VolConfig(kind="ewma", lam=0.94, backcast=backcast_from_returns(returns, mean="zero"))
+        g = fit_garch(returns, scale=scale)
+        problem = g.problem()
+        if problem is None:
+            note = (f"GARCH(1,1) alpha={g.alpha:.4f} beta={g.beta:.4f} on returns x {g.scale:g}: "
+                    f"converged in {g.iterations} iterations, log-likelihood {g.loglikelihood:.2f}"
+                    f" vs {g.start_loglikelihood:.2f} at arch's starting values")
+            return g.to_config(), note
+    except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+        problem = f"the fit failed: {exc}"
+    note = f"EWMA(0.94): GARCH(1,1) not usable ({problem})"
+    warnings.warn(note, VolFitWarning, stacklevel=2)
+    ewma_scale = scale if scale is not None else auto_scale(returns)
+    return VolConfig(kind="ewma", lam=0.94, scale=ewma_scale,
+                     backcast=backcast_from_returns(returns, scale=ewma_scale, mean="zero")), note
+
+
+def regime_weights(hmm: HmmParams, seqs: Sequence[Sequence[FeatureVector]]
+                   ) -> npt.NDArray[np.float64]:
+    """Filtered (forward-only) regime posteriors of every bar, symbol by symbol, stacked."""
+    filt = RegimeFilter(hmm)
+    ws = []
+    for seq in seqs:
+        state = filt.new_state()
+        w = np.empty((len(seq), 3))
+        for i, fv in enumerate(seq):
+            if fv.ret_1 is not None:
+                state, _ = filt.filter_step(state, fv.ret_1)
+            w[i] = state.probs
+        ws.append(w)
+    return np.vstack(ws)
+
+
+def validation_start(
+    seqs: Sequence[Sequence[FeatureVector]], *, horizon_bars: int, validation_fraction: float
+) -> int:
+    """Bar end time of the first validation row of the specialists' chronological split."""
+    xs, fwds, ts = [], [], []
+    for seq in seqs:
+        X, closes, t = matrix_from_vectors(seq)
+        xs.append(X)
+        fwds.append(forward_returns(closes, horizon_bars))
+        ts.append(t)
+    rows, _, val = split_rows(np.vstack(xs), np.concatenate(fwds), horizon_bars=horizon_bars,
+                              validation_fraction=validation_fraction)
+    return int(np.concatenate(ts)[rows[val[0]]])
+
+
+def bar_returns(vectors: Sequence[FeatureVector], before: int | None = None
+                ) -> npt.NDArray[np.float64]:
+    """One-bar returns of ``vectors`` (in their order), only of bars ending before ``before``."""
+    return np.array([fv.ret_1 for fv in vectors if fv.ret_1 is not None
+                     and (before is None or fv.ts_event < before)], dtype=np.float64)
 
 
 def train_bundle(
@@ -137,12 +198,19 @@ def train_bundle(
     ab_split: float = 0.5,
     quiet: bool = False,
 ) -> StrategyBundle:
-    """Fit HMM, volatility and specialists on vectors whose bar ended by ``train_end``."""
+    """Fit HMM, volatility and specialists on vectors whose bar ended by ``train_end``.
+
+    No validation leak through the regime model: the HMM whose posteriors weight the
+    specialists' rows (for fitting and for the validation metrics) is fit on the returns of
+    bars before the first validation row only. The bundle then trades an HMM and a volatility
+    model refit on the whole training window. (The volatility model does not enter the
+    validation metrics, which score the specialists' probabilities.)
+    """
     train = [fv for fv in vectors if fv.ts_event <= train_end]
     if not train:
         raise ValueError("no bars in the training window")
     symbols = tuple(sorted({fv.symbol for fv in train}))
-    rets = np.array([fv.ret_1 for fv in train if fv.ret_1 is not None], dtype=np.float64)
+    rets = bar_returns(train)
     if rets.size < 100:
         raise ValueError(f"only {rets.size} returns in the training window; need >= 100")
 
@@ -156,30 +224,30 @@ def train_bundle(
         say(f"  training: {msg} ({format_seconds(time.monotonic() - t0)} in)")
 
     say(f"training on {len(train):,} bars of {', '.join(symbols)} ...")
-    step("step 1/3: fitting the regime HMM")
-    hmm = fit_gaussian_hmm(rets)
-    step("step 2/3: fitting the volatility model")
-    vol = fit_volatility(rets)
-    step("step 3/3: fitting and exporting 6 specialists")
-    filt = RegimeFilter(hmm)
-    xs, fwds, ws = [], [], []
-    for sym in symbols:
-        seq = [fv for fv in train if fv.symbol == sym]
+    step("step 1/3: fitting the regime HMM on the returns before the validation period")
+    seqs = [[fv for fv in train if fv.symbol == sym] for sym in symbols]
+    val_from = validation_start(seqs, horizon_bars=horizon_bars,
+                                validation_fraction=TrainParams().validation_fraction)
+    fit_rets = bar_returns(train, before=val_from)
+    hmm_fit = fit_gaussian_hmm(fit_rets)
+    say(f"  regimes for the specialists and their validation: HMM on {fit_rets.size:,} returns "
+        f"before the validation period ({format_ns(val_from)})")
+    step("step 2/3: fitting and exporting 6 specialists")
+    xs, fwds = [], []
+    for seq in seqs:
         X, closes, _ = matrix_from_vectors(seq)
-        state = filt.new_state()
-        w = np.empty((len(seq), 3))
-        for i, fv in enumerate(seq):
-            if fv.ret_1 is not None:
-                state, _ = filt.filter_step(state, fv.ret_1)
-            w[i] = state.probs
         xs.append(X)
         fwds.append(forward_returns(closes, horizon_bars))
-        ws.append(w)
     window = (min(fv.ts_event for fv in train) - bar_ns, train_end)
     entries: list[ModelEntry] = train_specialists(
-        np.vstack(xs), np.concatenate(fwds), np.vstack(ws),
+        np.vstack(xs), np.concatenate(fwds), regime_weights(hmm_fit, seqs),
         feature_names=FeatureVector.NAMES, feature_version=train[0].feature_version,
         window=window, out_dir=out_dir, seed=seed, horizon_bars=horizon_bars)
+    # the traded bundle: regime and volatility models refit on the whole training window
+    step("step 3/3: refitting the regime HMM and the volatility model on the whole window")
+    hmm = fit_gaussian_hmm(rets)
+    vol, vol_note = fit_volatility(rets)
+    say(f"  volatility: {vol_note}")
     names = sorted(e.name for e in entries)
     bundle = StrategyBundle(
         feature_version=train[0].feature_version, bar_ns=bar_ns, train_start=window[0],

@@ -50,6 +50,9 @@ class ChainOptions:
     periods_per_year: float = 252.0 * 23 * 60
     session_tz: str = "America/Chicago"
     child_ttl_ns: int | None = None  # None: the execution config's
+    max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age
+    cost_gate: bool = True
+    edge_horizon_bars: float | None = None  # None: the models' label horizon
     device: Device = "cpu"  # resolved once per run (jobs.device.resolve_device)
 
 
@@ -77,7 +80,14 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         multiplier=first.multiplier, lot_size=first.lot_size,
         periods_per_year=opts.periods_per_year, algo=opts.algo, trade_from_ns=b.train_end,
         multipliers={s: sp.multiplier for s, sp in specs.items()},
-        lot_sizes={s: sp.lot_size for s, sp in specs.items()}))
+        lot_sizes={s: sp.lot_size for s, sp in specs.items()},
+        max_bar_age_ns=(2 * b.bar_ns if opts.max_bar_age_ns is None
+                        else None if opts.max_bar_age_ns < 0 else opts.max_bar_age_ns),
+        cost_gate=opts.cost_gate,
+        edge_horizon_bars=float(opts.edge_horizon_bars or b.horizon_bars),
+        slippage_ticks=opts.execution.slippage_ticks, tick_size=first.tick_size,
+        tick_sizes={s: sp.tick_size for s, sp in specs.items()},
+        fee_per_contract=opts.account.fee_per_contract, fee_bps=opts.account.fee_bps))
     session = next((i.session_start for i in opts.instruments.values() if i.session_start),
                    "17:00")
     account = AccountOperator(AccountOpConfig(
@@ -90,7 +100,7 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
     return (
         Stage(infer, ("features",), ("predictions",)),
         Stage(blend, ("features", "predictions"), ("regimes", "signals")),
-        Stage(size, ("signals",), ("orders.intents",)),
+        Stage(size, ("signals",), ("orders.intents", "audit.decisions")),
         Stage(account, ("orders.intents", "md.ticks", "control"),
               ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
     )

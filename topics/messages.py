@@ -328,6 +328,7 @@ class Decision(Message, frozen=True, kw_only=True):
     contributions: dict[str, float]
     inputs: tuple[SourceRef, ...]
     device: ExecutionDevice | msgspec.UnsetType = msgspec.UNSET  # absent: "cpu", the reference
+    skipped: str | None = None  # why no order intent was emitted (e.g. "stale_bar")
 
 
 class ModelUpdate(Message, frozen=True, kw_only=True):

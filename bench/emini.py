@@ -77,8 +77,12 @@ def chain_options(src: TickInput, models: Path) -> ChainOptions:
 
 
 def chain(src: TickInput, models: Path) -> tuple[Stage, ...]:
-    """Fresh chain operators (infer, regime blend, size, account) over the bundle."""
-    return chain_stages(chain_options(src, models))
+    """Fresh chain operators (infer, regime blend, size, account) over the bundle, open: the
+    benchmark process is their host, and their sessions live until it exits."""
+    stages = chain_stages(chain_options(src, models))
+    for st in stages:
+        st.operator.open()
+    return stages
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,8 +39,9 @@ from bench.measure import (
     percentiles_us,
 )
 from jobs import train_job
+from jobs.topology import infer_operator
 from operators.contract import SimpleContext
-from operators.infer import Infer, InferConfig
+from operators.infer import Infer
 
 BENCH = "inference_latency"
 GAP_TICKS = 220  # ticks per 1-minute bar in the E-mini sample (500,000 / 2,264)
@@ -93,11 +94,11 @@ def _run(tb: emini.TrainedBundle, reps: int) -> list[Row]:
     src = emini.source()
     vectors = train_job.features_pass(src, emini.normalizer(src), emini.BAR_NS, 0)
     complete = [v for v in vectors if v.complete]
-    reg = str(tb.models)
-    mixed = Infer(InferConfig(registry_dir=reg, arm_a=b.arm_a, arm_b=b.arm_b,
-                              ab_split=b.ab_split))
-    linear = Infer(InferConfig(registry_dir=reg, arm_a=b.arm_a))
-    gbm = Infer(InferConfig(registry_dir=reg, arm_a=b.arm_b))
+    mixed = infer_operator(tb.models, b.arm_a, b.arm_b, b.ab_split)
+    linear = infer_operator(tb.models, b.arm_a)
+    gbm = infer_operator(tb.models, b.arm_b)
+    for op in (mixed, linear, gbm):
+        op.open()  # the benchmark process is their host: sessions live until it exits
     names = mixed.feature_names
     X: F32 = np.array([[getattr(v, n) for n in names] for v in complete], dtype=np.float32)
     print(f"   models {tb.models}: A={','.join(b.arm_a)} B={','.join(b.arm_b)} "

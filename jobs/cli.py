@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from jobs.errors import UsageError
+from jobs.errors import Terminated, UsageError
 
 
 def _version() -> str:
@@ -97,9 +101,19 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", choices=("IMMEDIATE", "TWAP", "VWAP", "ICEBERG"),
                    default="IMMEDIATE", help="execution algorithm (default: %(default)s)")
     p.add_argument("--periods-per-year", type=float, default=None,
-                   help="annualization of per-bar returns (default: from the bar length: 252 "
-                        "for daily bars, 347760 for 1-minute bars of a 23-hour day)")
+                   help="bars a year, for the sizer's volatility targeting (default: from "
+                        "the bar length: 252 for daily bars, 347760 for 1-minute bars of a "
+                        "23-hour day); reported ratios use daily session returns")
     p.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
+    p.add_argument("--max-bar-age", metavar="DURATION", default=None,
+                   help="a decision on a bar that ended longer ago than this (e.g. after a "
+                        "halt) places no order; 'off' trades any bar (default: two bars)")
+    p.add_argument("--no-cost-gate", action="store_true",
+                   help="add exposure even when the expected edge does not beat the expected "
+                        "round-trip cost (slippage + fees)")
+    p.add_argument("--edge-horizon", metavar="BARS", type=float, default=None,
+                   help="bars over which the cost gate counts the models' edge (default: "
+                        "their label horizon, 1)")
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -161,9 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "[,venue,trade_id,bid,ask]")
     src.add_argument("--bars", metavar="PATH", help="CSV with ts,symbol,open,high,low,close,volume")
     run.add_argument("--out", metavar="DIR", default="out/run",
-                     help="output directory, must be new or empty (default: %(default)s)")
-    run.add_argument("--force", action="store_true", help="allow a non-empty --out (cleared)")
-    run.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+                     help="output directory: new, empty, or an earlier run's (an interrupted "
+                          "or failed run is replaced) (default: %(default)s)")
+    run.add_argument("--force", action="store_true",
+                     help="replace a complete earlier run in --out: only the files its "
+                          "manifest lists, never this run's inputs")
+    run.add_argument("--summary-json", metavar="PATH",
+                     help="also write the summary as JSON (must not be an input)")
     run.add_argument("--bar", default=None,
                      help="bar length, e.g. 1m, 5m, 1h, 1d (default: 1m for ticks; for --bars "
                           "the file's own spacing)")
@@ -181,11 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-topic-files", action="store_true",
                      help="count messages but do not write topic files")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--no-report-html", action="store_true",
+                     help="do not write <out>/report.html (the charts page)")
     _bar_file_args(run)
     _tick_file_args(run)
     _trading_args(run)
     run.add_argument("--no-trade", action="store_true",
                      help="stop after features (no models, no orders)")
+    run.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                     help="where the models run, chosen once for the run and recorded in the "
+                          "manifest: cpu (the reference), cuda (fails without a usable GPU), "
+                          "auto (cuda if usable, else cpu) (default: %(default)s)")
     run.add_argument("--control", metavar="PATH",
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
     run.set_defaults(func=_cmd_run)
@@ -246,18 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _terminate_like_interrupt()
     try:
         code: int = args.func(args)
     except UsageError as exc:
         print(f"streamquant: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("streamquant: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(exc.signum) if isinstance(exc, Terminated) else 130
     except Exception as exc:
         print(f"streamquant: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code
+
+
+def _terminate_like_interrupt() -> signal.Handlers | Callable[..., Any] | int | None:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a run
+    stops the way Ctrl-C stops it and marks its manifest ``interrupted``."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

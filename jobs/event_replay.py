@@ -10,7 +10,7 @@ from jobs.sources import (
     iter_records,
 )
 from jobs.topic_sink import TopicSink
-from jobs.topology import tick_graph
+from jobs.topology import opened, tick_graph
 from operators.features import (
     WindowFeatures,
 )
@@ -24,14 +24,16 @@ def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress) -> int:
     """The reference path: one source record at a time through the whole graph."""
-    runner = LocalRunner(tick_graph(norm, feats, chain), sink, lateness_ns=lateness_ns)
-    for c in controls:
-        runner.inject("control", c)
+    graph = tick_graph(norm, feats, chain)
+    runner = LocalRunner(graph, sink, lateness_ns=lateness_ns)
     n = 0
-    for rec in iter_records(src):
-        runner.feed(rec)
-        n += 1
-        if n & 0x3FFF == 0:
-            progress.update(n)
-    runner.end_of_stream()
+    with opened(graph.stages):
+        for c in controls:
+            runner.inject("control", c)
+        for rec in iter_records(src):
+            runner.feed(rec)
+            n += 1
+            if n & 0x3FFF == 0:
+                progress.update(n)
+        runner.end_of_stream()
     return n

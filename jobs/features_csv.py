@@ -38,6 +38,10 @@ def features_csv(bars_path: Path, out: Path, *, force: bool = False, bar: str | 
                  tz: str | None = None, ohlc_tolerance: float = OHLC_TOLERANCE
                  ) -> FeaturesCsvResult:
     """``streamquant features``: one row per valid input bar, empty cells during warm-up."""
+    if out.exists() and out.resolve() == bars_path.resolve():
+        raise UsageError(f"--out {out} is the input bar file; choose another path")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory")
     dlq = dlq_path_for(out)
     for p in (out, dlq):
         if p.exists() and not force:

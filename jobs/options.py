@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ class ReplayOptions:
     dedupe_window_ns: int = DEDUPE_WINDOW_NS
     columns: tuple[tuple[str, str], ...] = ()  # --columns: (canonical field, vendor header)
     delimiter: str = ","
+    device: str = "cpu"  # the request (cpu|cuda|auto); run_replay resolves it once
+    report_html: bool = True
+    max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age ("off")
+    cost_gate: bool = True
+    edge_horizon_bars: float | None = None  # None: the models' label horizon
 
     @property
     def column_map(self) -> dict[str, str]:
@@ -76,6 +82,16 @@ class ReplayOptions:
             lateness = parse_duration(args.lateness) if args.lateness not in ("0", "0s") else 0
         except ValueError as exc:
             raise UsageError(f"--lateness: {exc}") from None
+        max_bar_age: int | None = None
+        age_arg = getattr(args, "max_bar_age", None)
+        if age_arg is not None:
+            try:
+                max_bar_age = -1 if age_arg == "off" else parse_duration(age_arg)
+            except ValueError as exc:
+                raise UsageError(f"--max-bar-age: {exc} (or 'off')") from None
+        edge_horizon = getattr(args, "edge_horizon", None)
+        if edge_horizon is not None and not (math.isfinite(edge_horizon) and edge_horizon > 0):
+            raise UsageError(f"--edge-horizon must be a number of bars > 0, got {edge_horizon}")
         return cls(
             out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
             bars=Path(args.bars) if args.bars else None, force=args.force,
@@ -97,7 +113,11 @@ class ReplayOptions:
             dedupe_window_ns=duration_arg("--dedupe-window", getattr(args, "dedupe_window", None),
                                           DEDUPE_WINDOW_NS),
             columns=parse_columns(getattr(args, "columns", None)),
-            delimiter=getattr(args, "delimiter", None) or ",")
+            delimiter=getattr(args, "delimiter", None) or ",",
+            device=getattr(args, "device", "cpu"),
+            report_html=not getattr(args, "no_report_html", False),
+            max_bar_age_ns=max_bar_age, cost_gate=not getattr(args, "no_cost_gate", False),
+            edge_horizon_bars=edge_horizon)
 
 
 def parse_columns(text: str | None) -> tuple[tuple[str, str], ...]:

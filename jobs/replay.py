@@ -20,18 +20,36 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from jobs import data
 from jobs.bar_files import load_bars
 from jobs.batch_replay import run_batch_ticks
+from jobs.device import device_record, resolve_device
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.graph import Graph, Stage
-from jobs.loaders.instruments import instrument_master
-from jobs.loaders.risk_file import load_risk_file
+from jobs.loaders.instruments import instrument_master, load_instruments
+from jobs.loaders.risk_file import RiskFile, load_risk_file
 from jobs.local_runner import LocalRunner
-from jobs.manifest import code_version, prepare_out, sha256_of
+from jobs.manifest import (
+    RunPaths,
+    RunRecord,
+    check_run_paths,
+    code_version,
+    input_paths,
+    prepare_out,
+    sha256_of,
+)
 from jobs.options import ReplayOptions
-from jobs.progress import Progress
-from jobs.report import build_report, periods_per_year_for, print_report, write_equity_csv
+from jobs.progress import Progress, data_lines
+from jobs.report import (
+    Report,
+    SessionClock,
+    build_report,
+    periods_per_year_for,
+    print_report,
+    write_equity_csv,
+)
+from jobs.round_trips import write_trades_csv
 from jobs.sources import (
     bar_tick,
     file_format,
@@ -39,10 +57,10 @@ from jobs.sources import (
     normalize_config,
     resolve_ticks,
 )
-from jobs.strategy import load_bundle
+from jobs.strategy import BundleMismatchError, load_bundle
 from jobs.summary import RunStats, build_summary, print_summary
 from jobs.topic_sink import TopicSink
-from jobs.topology import ChainOptions, chain_stages, tick_graph
+from jobs.topology import ChainOptions, chain_stages, opened, tick_graph
 from jobs.train_job import train_models
 from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.domain.bars import parse_duration
@@ -51,6 +69,7 @@ from operators.features import (
     FeaturesConfig,
     WindowFeatures,
 )
+from operators.infer import Device, Infer
 from operators.normalize import Normalize
 from topics.messages import (
     DeadLetter,
@@ -74,20 +93,22 @@ class _Run:
     sink: TopicSink
     input_path: Path
     config: dict[str, Any]
-    report: dict[str, Any] | None
+    report: Report | None
+    chain: ChainOptions | None = None
 
 
 _KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
 
 
 def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_ns: int,
-               tz: str | None, child_ttl_ns: int | None = None) -> ChainOptions | None:
+               tz: str | None, device: Device, child_ttl_ns: int | None = None
+               ) -> ChainOptions | None:
     """The decision chain's options (training first when no --models), or None with
     --no-trade; training time is reported apart."""
     if opts.no_trade:
         return None
     t_train = time.perf_counter()
-    chain_opts = chain_options(opts, feature_version, bar_ns, tz)
+    chain_opts = chain_options(opts, feature_version, bar_ns, tz, device=device)
     if opts.models is None:
         stats.train_s = time.perf_counter() - t_train
     if child_ttl_ns is not None:
@@ -95,17 +116,26 @@ def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_n
     return chain_opts
 
 
-def _finish_config(run: _Run, chain_opts: ChainOptions | None, opts: ReplayOptions) -> None:
+def _finish_config(run: _Run, chain_opts: ChainOptions | None, chain: tuple[Stage, ...],
+                   opts: ReplayOptions) -> None:
     if chain_opts is None:
         return
     assert run.sink.captured is not None
-    run.report = _report(run.sink.captured, chain_opts, opts)
+    run.report = _report(run.sink.captured, chain_opts)
+    run.chain = chain_opts
     run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
                       train_window_ns=[chain_opts.bundle.train_start,
                                        chain_opts.bundle.train_end])
+    for st in chain:
+        if isinstance(st.operator, Infer):  # the served set is config: record it
+            cfg = st.operator.config
+            run.config["served_models"] = [
+                {"name": e.name, "version": e.version, "sha256": e.sha256} for e in cfg.models]
+            run.config["infer_config_fingerprint"] = st.operator.config_fingerprint()
 
 
-def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> _Run:
+def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
+              device: Device) -> _Run:
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
@@ -114,7 +144,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> 
     bf = BarFeatures(BarFeaturesConfig(bar_ns))
     # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
     # daily bars)
-    chain_opts = _chain_for(opts, stats, bf.feature_version, bar_ns, opts.tz,
+    chain_opts = _chain_for(opts, stats, bf.feature_version, bar_ns, opts.tz, device,
                             child_ttl_ns=5 * bar_ns)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)), *chain),
@@ -123,26 +153,28 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> 
                      capture=_KEEP if chain else False)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic="md.ticks" if chain else "md.bars")
-    for c in load_controls(opts.control):
-        runner.inject("control", c)
-    for item, _ in items:
-        if isinstance(item, DeadLetter):
-            sink.emit("md.ticks.dlq", item)
-            continue
-        sink.emit("md.bars", item)
-        runner.feed(item)
-        stats.bars_in += 1
-        if chain:
-            runner.inject("md.ticks", bar_tick(item))
-            runner.advance_to_data()
-    runner.end_of_stream()
+    with opened(graph.stages):
+        for c in load_controls(opts.control):
+            runner.inject("control", c)
+        for item, _ in items:
+            if isinstance(item, DeadLetter):
+                sink.emit("md.ticks.dlq", item)
+                continue
+            sink.emit("md.bars", item)
+            runner.feed(item)
+            stats.bars_in += 1
+            if chain:
+                runner.inject("md.ticks", bar_tick(item))
+                runner.advance_to_data()
+        runner.end_of_stream()
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
                                  "feature_version": bf.feature_version}, None)
-    _finish_config(run, chain_opts, opts)
+    _finish_config(run, chain_opts, chain, opts)
     return run
 
 
-def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) -> _Run:
+def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
+               device: Device) -> _Run:
     """A tick file (or the bundled sample) through the whole graph, batched or per event."""
     src = resolve_ticks(opts)
     bar_ns = parse_duration(opts.bar or "1m")
@@ -150,7 +182,7 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
                                       max_forward_jump_ns=opts.max_forward_jump_ns,
                                       dedupe_window_ns=opts.dedupe_window_ns))
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
-    chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz)
+    chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz, device)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     controls = load_controls(opts.control)
     sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
@@ -160,57 +192,90 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None) ->
         mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
     if not opts.quiet:
         print(f"replaying {src.path} ({mode} path) ...", file=sys.stderr)
-    progress = Progress("ticks", None, enabled=not opts.quiet)
+    progress = Progress("ticks", data_lines(src.path, header=src.spec.fmt == "csv"),
+                        enabled=not opts.quiet)
     runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
-    stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
-                               progress)
+    with opened(chain):  # the batch path's chain runner does not open its stages itself
+        stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
+                                   progress)
     run = _Run(sink, src.path, {
         "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
         "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
         "format": file_format(src.path), "feature_version": feats.feature_version}, None)
-    _finish_config(run, chain_opts, opts)
+    _finish_config(run, chain_opts, chain, opts)
     return run
 
 
+def run_paths(opts: ReplayOptions) -> RunPaths:
+    """The files this run reads (never removed or overwritten) and where it writes."""
+    bundled = data.emini_path() if opts.ticks is None and opts.bars is None else None
+    return RunPaths(out=opts.out, inputs=input_paths((
+        ("--ticks", opts.ticks), ("the bundled sample", bundled), ("--bars", opts.bars),
+        ("--models", opts.models), ("--risk", opts.risk), ("--control", opts.control),
+        ("--instruments", opts.instruments))), summary_json=opts.summary_json,
+        trains=opts.models is None and not opts.no_trade)
+
+
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
-    """Run a replay end to end: output dir, training if needed, topics, report, summary."""
+    """Run a replay end to end: output dir, training if needed, topics, report, summary.
+
+    The manifest is written before anything else (status ``running``) and closed with
+    ``complete``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
+    """
     if opts.mode not in ("batch", "event"):
         raise UsageError(f"--mode must be batch or event, got {opts.mode!r}")
-    prepare_out(opts.out, opts.force)
+    device = resolve_device(opts.device)  # once per run, before any work
+    paths = run_paths(opts)
+    check_run_paths(paths)
+    _check_config_files(opts)
+    prepare_out(paths, opts.force)
+    record = RunRecord(paths, {"code_version": code_version(), "seed": opts.seed})
+    try:
+        summary = _replay(opts, record, device)
+    except KeyboardInterrupt as exc:
+        record.close("interrupted", error=str(exc) or type(exc).__name__)
+        raise
+    except BaseException as exc:
+        record.close("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return summary
+
+
+def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
-    run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir)
+    run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir, device)
     sink, report = run.sink, run.report
     sink.close()
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)
     if report is not None:
-        ts, eq = report.pop("_curve")
-        summary.update(report)
-        write_equity_csv(opts.out / "equity.csv", ts, eq)
-    manifest = {
-        "command": "streamquant run",
-        "code_version": code_version(),
-        "seed": opts.seed,
-        "input": {"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
-        "config": run.config,
-        "topics": sorted(sink.counts),
-    }
-    (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        summary.update(report.figures)
+        write_equity_csv(opts.out / "equity.csv", report.ts, report.equity)
+        write_trades_csv(opts.out / "trades.csv", report.trips, report.open_trips)
+        if opts.report_html:
+            _write_html(opts, run, report)
+    record.update(input={"path": str(run.input_path), "sha256": sha256_of(run.input_path)},
+                  config=run.config, device=device_record(opts.device, device),
+                  topics=sorted(sink.counts))
     if opts.summary_json is not None:
         opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
         opts.summary_json.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    record.close("complete")
     if not opts.quiet:
         print_summary(summary, opts.out)
         if report is not None:
             print_report(summary)
             print(f"  equity curve    {opts.out / 'equity.csv'}")
+            print(f"  round trips     {opts.out / 'trades.csv'}")
+            if opts.report_html and (opts.out / "report.html").exists():
+                print(f"  report          {opts.out / 'report.html'}")
     return summary
 
 
-def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: str | None
-                   ) -> ChainOptions:
+def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: str | None,
+                  device: Device = "cpu") -> ChainOptions:
     if opts.models is None:
         models = opts.out / "models"
         if not opts.quiet:
@@ -220,8 +285,8 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
         models = opts.models
         try:
             bundle = load_bundle(models)
-        except FileNotFoundError as exc:
-            raise UsageError(str(exc)) from None
+        except (FileNotFoundError, BundleMismatchError) as exc:
+            raise UsageError(f"--models {exc}") from None
         except msgspec.DecodeError as exc:
             raise UsageError(f"--models {models}: strategy.json is not a valid strategy file "
                              f"({exc}); train the bundle again") from None
@@ -234,31 +299,82 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
             arms += f" B={','.join(bundle.arm_b)} (B share {bundle.ab_split:.0%})"
         print(f"models: {models} [{arms}]; trading from "
               f"{format_ns(bundle.train_end)}", file=sys.stderr)
-    try:
-        risk = load_risk_file(opts.risk)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--risk {opts.risk}: {exc}") from None
+    risk = _risk_file(opts)
     try:
         instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
-    except ValueError as exc:
-        raise UsageError(f"--instruments: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
     return ChainOptions(models=models, bundle=bundle, instruments=instruments,
                         limits=risk.limits, account=risk.account, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
-                        session_tz=tz or "UTC")
+                        session_tz=tz or "UTC", device=device,
+                        max_bar_age_ns=opts.max_bar_age_ns,
+                        cost_gate=opts.cost_gate, edge_horizon_bars=opts.edge_horizon_bars)
 
 
-def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
-            opts: ReplayOptions) -> dict[str, Any]:
-    def of(topic: str, kind: type[T]) -> list[T]:
-        return [v for v in captured.get(topic, []) if isinstance(v, kind)]
+def _risk_file(opts: ReplayOptions) -> RiskFile:
+    try:
+        return load_risk_file(opts.risk)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--risk {opts.risk}: {exc}") from None
 
-    report, ts, eq = build_report(
-        positions=of("positions", Position), fills=of("fills", Fill),
-        orders=of("orders", Order), rejects=of("risk.rejects", RiskReject),
-        decisions=of("audit.decisions", Decision), initial_equity=chain.account.initial_equity,
+
+def _check_config_files(opts: ReplayOptions) -> None:
+    """``--risk`` and ``--instruments`` are read before the run starts: a mistake in them is
+    a usage error before anything is written or trained."""
+    if not opts.no_trade:
+        _risk_file(opts)
+    if opts.instruments is not None:
+        try:
+            load_instruments(opts.instruments)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
+
+
+def _captured(captured: dict[str, list[msgspec.Struct]] | None, topic: str, kind: type[T]
+              ) -> list[T]:
+    return [v for v in (captured or {}).get(topic, []) if isinstance(v, kind)]
+
+
+def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> Report:
+    session = next((i.session_start for i in chain.instruments.values() if i.session_start),
+                   "17:00")
+    audit = _captured(captured, "audit.decisions", Decision)
+    report = build_report(
+        positions=_captured(captured, "positions", Position),
+        fills=_captured(captured, "fills", Fill), orders=_captured(captured, "orders", Order),
+        rejects=_captured(captured, "risk.rejects", RiskReject),
+        decisions=_captured(captured, "audit.decisions", Decision),
+        initial_equity=chain.account.initial_equity,
         multipliers={s: i.multiplier for s, i in chain.instruments.items()},
-        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
-    report["_curve"] = (ts, eq)
+        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end,
+        sessions=SessionClock(tz=chain.session_tz, start=session),
+        slippage={s: chain.execution.slippage_ticks * i.tick_size
+                  for s, i in chain.instruments.items()})
+    # decisions on bars closed too late to trade (docs/decision-chain.md, "Stale bars")
+    report.figures["stale_bars"] = sum(1 for d in audit if d.skipped == "stale_bar")
+    # decisions whose added exposure the cost gate held back (docs/decision-chain.md, size)
+    report.figures["cost_gated"] = sum(1 for d in audit if d.sizing.get("cost_gated") == 1.0)
     return report
+
+
+def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:
+    """``<out>/report.html`` after the replay (off its hot path); without plotly, a warning."""
+    try:
+        from jobs.html_report import write_report_html
+    except ImportError:
+        print("warning: plotly is not installed (pip install 'streamquant[report]'): no "
+              "report.html", file=sys.stderr)
+        return
+    captured = run.sink.captured
+    chain = run.chain
+    assert chain is not None
+    meta = {"input": run.input_path.name, "models": str(chain.models), "algo": chain.algo,
+            "trading from": format_ns(chain.bundle.train_end), "chart times": "UTC"}
+    write_report_html(opts.out / "report.html", figures=report.figures, ts=report.ts,
+                      equity=report.equity,
+                      positions=_captured(captured, "positions", Position),
+                      decisions=_captured(captured, "audit.decisions", Decision),
+                      fills=_captured(captured, "fills", Fill),
+                      title=f"streamquant backtest: {run.input_path.name}", meta=meta)

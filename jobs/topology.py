@@ -6,22 +6,27 @@ their graph here, so "what runs" is defined once; they differ only in how record
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from jobs.graph import Graph, Stage
 from jobs.loaders.instruments import Instrument
+from jobs.loaders.registry import FileModelProvider
 from jobs.strategy import StrategyBundle
 from operators.account import AccountOpConfig, AccountOperator
+from operators.contract import Operator
 from operators.domain.execution import ExecConfig
 from operators.domain.ledger import InstrumentSpec
 from operators.domain.limits import AccountConfig, RiskLimits
 from operators.features import (
     WindowFeatures,
 )
-from operators.infer import Infer, InferConfig
+from operators.infer import Device, Infer, InferConfig
 from operators.normalize import Normalize
 from operators.regime_blend import BlendConfig, RegimeBlend
 from operators.size import Size as SizeOp
@@ -45,12 +50,26 @@ class ChainOptions:
     periods_per_year: float = 252.0 * 23 * 60
     session_tz: str = "America/Chicago"
     child_ttl_ns: int | None = None  # None: the execution config's
+    max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age
+    cost_gate: bool = True
+    edge_horizon_bars: float | None = None  # None: the models' label horizon
+    device: Device = "cpu"  # resolved once per run (jobs.device.resolve_device)
+
+
+def infer_operator(models: Path, arm_a: tuple[str, ...], arm_b: tuple[str, ...] = (),
+                   ab_split: float = 0.0, *, pins: dict[str, str] | None = None,
+                   device: Device = "cpu") -> Infer:
+    """``infer`` serving a registry directory: the served set (latest, or pinned, per name)
+    is selected here, once, and goes into the operator's config; the operator is not open."""
+    served = FileModelProvider.select(models, tuple(dict.fromkeys(arm_a + arm_b)), pins)
+    return Infer(InferConfig(models=served.entries(), arm_a=arm_a, arm_b=arm_b,
+                             ab_split=ab_split, device=device), served)
 
 
 def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
     b = opts.bundle
-    infer = Infer(InferConfig(registry_dir=str(opts.models), arm_a=b.arm_a, arm_b=b.arm_b,
-                              ab_split=b.ab_split))
+    infer = infer_operator(opts.models, b.arm_a, b.arm_b, b.ab_split, pins=dict(b.pins),
+                           device=opts.device)
     blend = RegimeBlend(BlendConfig(hmm=b.hmm))
     specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
                                lot_size=i.lot_size, group=i.group or s)
@@ -61,7 +80,14 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         multiplier=first.multiplier, lot_size=first.lot_size,
         periods_per_year=opts.periods_per_year, algo=opts.algo, trade_from_ns=b.train_end,
         multipliers={s: sp.multiplier for s, sp in specs.items()},
-        lot_sizes={s: sp.lot_size for s, sp in specs.items()}))
+        lot_sizes={s: sp.lot_size for s, sp in specs.items()},
+        max_bar_age_ns=(2 * b.bar_ns if opts.max_bar_age_ns is None
+                        else None if opts.max_bar_age_ns < 0 else opts.max_bar_age_ns),
+        cost_gate=opts.cost_gate,
+        edge_horizon_bars=float(opts.edge_horizon_bars or b.horizon_bars),
+        slippage_ticks=opts.execution.slippage_ticks, tick_size=first.tick_size,
+        tick_sizes={s: sp.tick_size for s, sp in specs.items()},
+        fee_per_contract=opts.account.fee_per_contract, fee_bps=opts.account.fee_bps))
     session = next((i.session_start for i in opts.instruments.values() if i.session_start),
                    "17:00")
     account = AccountOperator(AccountOpConfig(
@@ -74,7 +100,7 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
     return (
         Stage(infer, ("features",), ("predictions",)),
         Stage(blend, ("features", "predictions"), ("regimes", "signals")),
-        Stage(size, ("signals",), ("orders.intents",)),
+        Stage(size, ("signals",), ("orders.intents", "audit.decisions")),
         Stage(account, ("orders.intents", "md.ticks", "control"),
               ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
     )
@@ -86,3 +112,23 @@ def tick_graph(norm: Normalize, feats: WindowFeatures, chain: tuple[Stage, ...] 
         Stage(feats, ("md.ticks",), ("md.bars", "features", "md.ticks.late")),
         *chain,
     ), external=("control",) if chain else ())
+
+
+@contextmanager
+def opened(stages: Iterable[Stage]) -> Iterator[tuple[Stage, ...]]:
+    """Open every stage's operator before the first event; close them all at the end.
+
+    Every host that runs a graph goes through this (the replay paths, tests, benchmarks; later
+    the Kafka, Flink and Faust hosts call the same hooks from their own lifecycle). Operators
+    close last-opened first, also when the run fails or an ``open`` does.
+    """
+    staged = tuple(stages)
+    done: list[Operator[Any, Any]] = []
+    try:
+        for st in staged:
+            st.operator.open()
+            done.append(st.operator)
+        yield staged
+    finally:
+        for op in reversed(done):
+            op.close()

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from jobs.bar_files import load_bars
 from jobs.batch_replay import run_batch_ticks
+from jobs.bundle_dir import write_bundle_dir
 from jobs.errors import UsageError
 from jobs.event_replay import run_event_ticks
 from jobs.options import ReplayOptions
-from jobs.progress import Progress
+from jobs.progress import Progress, data_lines
 from jobs.sources import (
     TickInput,
     normalize_config,
@@ -29,23 +30,22 @@ from topics.messages import (
     FeatureVector,
 )
 
-# Labor Day 2013: CME Globex halted at 12:00 CT on 2 September and reopened at 17:00 CT
-# (22:00 UTC). The session before the halt trains; the rest of the sample trades.
+# Labor Day 2013 (2 September): the sample's last trade before the holiday halt is at
+# 10:29:59.246 CT (15:29:59 UTC); Globex reopened at 17:00 CT (22:00 UTC), the next trade
+# 17:00:00.026 CT. The session before the halt trains; the rest of the sample trades.
 EMINI_TRAIN_END_NS = 1_378_159_200_000_000_000
 
 
-def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int
-                  ) -> list[FeatureVector]:
+def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int,
+                  *, quiet: bool = True) -> list[FeatureVector]:
     """Feature vectors of the whole input (batched, nothing written): the training data."""
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=lateness_ns))
     sink = TopicSink(None, ("md.ticks", "md.ticks.dlq", "md.bars", "features", "md.ticks.late"),
                      capture=("features",))
-    if src.spec.fmt == "csv":
-        run_batch_ticks(src, norm, feats, (), sink, lateness_ns, [], Progress("", None,
-                                                                              enabled=False))
-    else:
-        run_event_ticks(src, norm, feats, (), sink, lateness_ns, [], Progress("", None,
-                                                                              enabled=False))
+    progress = Progress("training features", data_lines(src.path, header=src.spec.fmt == "csv"),
+                        enabled=not quiet)
+    run = run_batch_ticks if src.spec.fmt == "csv" else run_event_ticks
+    run(src, norm, feats, (), sink, lateness_ns, [], progress)
     assert sink.captured is not None
     return [fv for fv in sink.captured["features"] if isinstance(fv, FeatureVector)]
 
@@ -61,7 +61,13 @@ def train_end_for(bundled: bool, vectors: list[FeatureVector], train_fraction: f
 
 
 def train_models(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
-    """``streamquant train``: features over the input, then fit on the training window."""
+    """``streamquant train``: features over the input, then fit on the training window; the
+    bundle is written whole into a temporary directory that then replaces ``out_dir``."""
+    inputs = [p for p in (opts.ticks, opts.bars, opts.instruments) if p is not None]
+    return write_bundle_dir(out_dir, lambda tmp: _train(opts, tmp), inputs)
+
+
+def _train(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
     if opts.bars is not None:
         bars, bar_ns = _good_bars(opts)
         vectors = features_from_bars(bars, FeaturesConfig(bar_ns=bar_ns))
@@ -72,7 +78,7 @@ def train_models(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
                                           max_forward_jump_ns=opts.max_forward_jump_ns,
                                           dedupe_window_ns=opts.dedupe_window_ns))
         bar_ns = parse_duration(opts.bar or "1m")
-        vectors = features_pass(src, norm, bar_ns, opts.lateness_ns)
+        vectors = features_pass(src, norm, bar_ns, opts.lateness_ns, quiet=opts.quiet)
         train_end = train_end_for(src.bundled, vectors, opts.train_fraction)
     return train_bundle(vectors, train_end=train_end, bar_ns=bar_ns, out_dir=out_dir,
                         seed=opts.seed, quiet=opts.quiet)

@@ -9,7 +9,8 @@ belongs to that regime, instead of a hard split that would starve the rarer regi
 Split: chronological inside the training window. The last ``validation_fraction`` of the
 usable rows are held out for metrics; the last ``horizon_bars`` training rows are purged
 because their labels look into the validation period. The model that is exported is the one
-those metrics describe (it is not refitted on the validation rows).
+those metrics describe (it is not refitted on the validation rows). ``split_rows`` gives the
+split before any weights exist, so the caller fits the regime model on the fit rows only.
 
 Determinism: features are rounded to float32 before fitting (what onnxruntime sees), fits run
 with BLAS/OpenMP limited to one thread and a fixed seed, and the ONNX graph gets a fixed name,
@@ -128,27 +129,25 @@ def matrix_from_vectors(
     return X, closes, ts
 
 
-def prepare_training_set(
+def split_rows(
     X: npt.ArrayLike,
     fwd_returns: npt.ArrayLike,
-    regime_weights: npt.ArrayLike,
     *,
     horizon_bars: int,
     validation_fraction: float = 0.2,
-) -> TrainingSet:
-    """Drop rows with a missing feature or label and split chronologically with a purge."""
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(usable rows, fit positions, validation positions) of the chronological split.
+
+    Needs only features and labels, so the caller can fit the regime model on the fit rows
+    before it computes the regime weights (``jobs.strategy.train_bundle``).
+    """
     Xa = np.asarray(X, dtype=np.float64)
     r = np.asarray(fwd_returns, dtype=np.float64)
-    W = np.asarray(regime_weights, dtype=np.float64)
     if Xa.ndim != 2:
         raise ValueError(f"X must be (n, n_features), got shape {Xa.shape}")
     n = Xa.shape[0]
     if r.shape != (n,):
         raise ValueError(f"forward_returns must have shape ({n},), got {r.shape}")
-    if W.shape != (n, len(REGIMES)):
-        raise ValueError(f"regime_weights must have shape ({n}, 3) for {REGIMES}, got {W.shape}")
-    if not np.all(np.isfinite(W)) or np.any(W < 0):
-        raise ValueError("regime_weights must be finite and non-negative")
     ok = np.all(np.isfinite(Xa), axis=1) & np.isfinite(r)
     rows = np.flatnonzero(ok).astype(np.int64)
     n_ok = len(rows)
@@ -162,6 +161,29 @@ def prepare_training_set(
     val = np.arange(split, n_ok, dtype=np.int64)
     if len(train) < 2:
         raise ValueError(f"too few training rows after the purge ({len(train)})")
+    return rows, train, val
+
+
+def prepare_training_set(
+    X: npt.ArrayLike,
+    fwd_returns: npt.ArrayLike,
+    regime_weights: npt.ArrayLike,
+    *,
+    horizon_bars: int,
+    validation_fraction: float = 0.2,
+) -> TrainingSet:
+    """Drop rows with a missing feature or label and split chronologically with a purge."""
+    Xa = np.asarray(X, dtype=np.float64)
+    r = np.asarray(fwd_returns, dtype=np.float64)
+    W = np.asarray(regime_weights, dtype=np.float64)
+    rows, train, val = split_rows(Xa, r, horizon_bars=horizon_bars,
+                                  validation_fraction=validation_fraction)
+    n = Xa.shape[0]
+    if W.shape != (n, len(REGIMES)):
+        raise ValueError(f"regime_weights must have shape ({n}, 3) for {REGIMES}, got {W.shape}")
+    if not np.all(np.isfinite(W)) or np.any(W < 0):
+        raise ValueError("regime_weights must be finite and non-negative")
+    n_ok = len(rows)
     return TrainingSet(
         X=Xa[rows].astype(np.float32),
         y=(r[rows] > 0).astype(np.int64),

@@ -81,6 +81,10 @@ class Context(Protocol):
         ...
 
 
+class NotOpenError(RuntimeError):
+    """An operator that holds resources was called before ``open`` (or after ``close``)."""
+
+
 class StateMismatchError(RuntimeError):
     """A snapshot was taken by another operator, state version or config."""
 
@@ -175,10 +179,15 @@ class Operator(Generic[S, E]):
 
     # -- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
-        """Acquire resources (model sessions) before the first call; idempotent."""
+        """Acquire resources (model sessions) before the first call; idempotent.
+
+        Hosts call it once before the first event (``jobs.topology.opened``); an operator
+        that needs it raises :class:`NotOpenError` from ``process`` rather than opening
+        lazily, so no I/O ever happens inside a state transition.
+        """
 
     def close(self) -> None:
-        """Release what ``open`` acquired; the operator may be opened again."""
+        """Release what ``open`` acquired; idempotent, and the operator may be opened again."""
 
     # -- state encoding ---------------------------------------------------------------
     def state_codec(self) -> StateCodec[S]:

@@ -1,14 +1,25 @@
 """The ``infer`` operator: specialist ONNX models scored per feature vector, with an A/B split.
 
-Sessions are opened once per operator instance from the verified registry (construction and
-:meth:`Infer.reload_if_changed` are the only places that touch files; ``process`` is pure
-given the loaded models). State per symbol is a few counters.
+Served models are config, not instance state: ``InferConfig.models`` lists every served entry
+(name, version, sha256, features), so the served set is in the config fingerprint (a checkpoint
+taken under other models is refused), in the run manifest and, through ``model_version``, in
+every prediction. The bytes come from a :class:`~operators.model_provider.ModelProvider`
+handed to the constructor; the constructor does no I/O. ``open()`` loads the bytes, checks
+them against each entry's sha256 and starts the onnxruntime sessions; ``close()`` drops them.
+``process`` before ``open`` raises :class:`~operators.contract.NotOpenError` (no lazy open:
+hosts open through ``jobs.topology.opened``, so no I/O happens inside a state transition).
+Serving other models means a new config and a new operator that the host swaps in at a point
+of the stream; nothing inside ``process`` changes what is served.
+
+The execution device is config too (``cpu``, the reference, or ``cuda``), resolved once per
+run by the host (``jobs.device``); predictions of a non-CPU run say so in ``device``.
 
 Determinism: the reference provider is the CPU one with a fixed thread count. onnxruntime's
 CPU GEMM takes a different code path for a single row than for two or more, which changes
 the last bit of a linear model's output; every run therefore feeds at least two rows (a single
-row is duplicated), so the per-event path and :meth:`Infer.predict_batch` give identical
-numbers. The A/B arm comes from a stable hash of the decision id, never from ``hash()``.
+row is duplicated), so the per-event path, :meth:`Infer.process_batch` and
+:meth:`Infer.predict_batch` give identical numbers. The A/B arm comes from a stable hash of the
+decision id, never from ``hash()``.
 """
 
 from __future__ import annotations
@@ -16,15 +27,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from jobs.loaders.registry import ModelEntry, Registry, RegistryError
-from operators.contract import Context, Emit, Operator, stable_bucket, stable_hash
-from topics.messages import FeatureVector, Prediction
+from operators.contract import (
+    Context,
+    Emit,
+    NotOpenError,
+    Operator,
+    stable_bucket,
+    stable_hash,
+)
+from operators.model_provider import ModelEntry, ModelProvider, verified
+from topics.messages import ExecutionDevice, FeatureVector, Prediction
 
 AB_BUCKETS = 10_000
 PREDICTIONS_TOPIC = "predictions"
@@ -32,7 +50,8 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _QUIET = 3  # onnxruntime log severity: errors only (no warnings about missing providers)
 
-Device = Literal["cpu", "auto", "cuda"]
+Device = ExecutionDevice
+_PROVIDERS: dict[str, tuple[str, ...]] = {"cpu": (CPU,), "cuda": (CUDA, CPU)}
 
 
 class FeatureVersionError(ValueError):
@@ -50,7 +69,9 @@ def arm_for(decision_id: str, ab_split: float) -> Literal["A", "B"]:
     return "B" if stable_bucket(decision_id, AB_BUCKETS) < round(ab_split * AB_BUCKETS) else "A"
 
 
-# --------------------------------------------------------------------------- providers
+def providers_for(device: Device) -> tuple[str, ...]:
+    """onnxruntime providers of a resolved device (CUDA keeps CPU for unsupported nodes)."""
+    return _PROVIDERS[device]
 
 
 def _session_options(threads: int) -> Any:
@@ -64,81 +85,28 @@ def _session_options(threads: int) -> Any:
     return so
 
 
-def _probe_model() -> bytes:
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])
-    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    data: bytes = model.SerializeToString()
-    return data
-
-
-def cuda_available() -> bool:
-    """True when the CUDA provider is built in *and* a real session runs on it.
-
-    ``get_available_providers()`` lists CUDA for the GPU wheel even on a machine without a
-    driver; only opening and running a session proves it works. The check stays quiet when
-    the provider is not even listed (the common CPU-only case).
-    """
-    import onnxruntime as ort
-
-    if CUDA not in ort.get_available_providers():
-        return False
-    try:
-        so = _session_options(1)
-        so.log_severity_level = 4  # fatal only: a failed probe is an answer, not an error
-        sess = ort.InferenceSession(_probe_model(), so, providers=[CUDA])
-        if sess.get_providers()[0] != CUDA:
-            return False
-        out = sess.run(None, {"x": np.full((1, 1), 1.5, dtype=np.float32)})[0]
-        return bool(out[0, 0] == 3.0)
-    except Exception:  # any failure to start CUDA means "not available"
-        return False
-
-
-def resolve_providers(device: Device) -> tuple[str, ...]:
-    """Providers for a device request: ``cpu`` (reference), ``auto`` (CUDA if it works),
-    ``cuda`` (CUDA or a clear error)."""
-    if device == "cpu":
-        return (CPU,)
-    if cuda_available():
-        return (CUDA, CPU)
-    if device == "cuda":
-        import onnxruntime as ort
-
-        raise RuntimeError(
-            "device='cuda' requested but CUDA is not usable by onnxruntime "
-            f"(available providers: {ort.get_available_providers()}); use device='auto' or 'cpu'"
-        )
-    return (CPU,)
-
-
 # --------------------------------------------------------------------------- config/state
 
 
 @dataclass(frozen=True, slots=True)
 class InferConfig:
-    """Which models serve which arm, and how sessions run.
+    """The served models, which arm serves which, and how sessions run.
 
-    ``arm_a``/``arm_b`` are model names in the registry (the latest version of each unless
-    pinned in ``pins`` as ``(name, version)`` pairs); ``ab_split`` is the fraction of
-    decisions served by arm B.
+    ``models`` is the served set (a provider's ``entries()``, selected by the host: latest or
+    pinned per name), every model in exactly one place; ``arm_a``/``arm_b`` name models of it;
+    ``ab_split`` is the fraction of decisions served by arm B. ``device`` is the resolved
+    execution device (``jobs.device.resolve_device``), never "auto".
     """
 
-    registry_dir: str
+    models: tuple[ModelEntry, ...]
     arm_a: tuple[str, ...]
     arm_b: tuple[str, ...] = ()
     ab_split: float = 0.0
-    pins: tuple[tuple[str, str], ...] = ()
     intra_op_num_threads: int = 1
     device: Device = "cpu"
     explain: bool = True  # attach per-feature contributions to linear models' predictions
 
     def __post_init__(self) -> None:
-        if not self.registry_dir:
-            raise ValueError("registry_dir must be set")
         if not self.arm_a:
             raise ValueError("arm_a must name at least one model")
         for arm_name, arm in (("arm_a", self.arm_a), ("arm_b", self.arm_b)):
@@ -148,16 +116,35 @@ class InferConfig:
             raise ValueError(f"ab_split must be in [0, 1], got {self.ab_split}")
         if self.ab_split > 0 and not self.arm_b:
             raise ValueError("ab_split > 0 needs models in arm_b")
-        pinned = [n for n, _ in self.pins]
-        if len(set(pinned)) != len(pinned):
-            raise ValueError(f"a model is pinned twice: {pinned}")
-        stray = set(pinned) - set(self.model_names)
-        if stray:
-            raise ValueError(f"pins for models in neither arm: {sorted(stray)}")
         if self.intra_op_num_threads < 1:
             raise ValueError("intra_op_num_threads must be >= 1")
-        if self.device not in ("cpu", "auto", "cuda"):
-            raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {self.device!r}")
+        if self.device not in _PROVIDERS:
+            raise ValueError(f"device must be 'cpu' or 'cuda' (resolved), got {self.device!r}")
+        self._check_models()
+
+    def _check_models(self) -> None:
+        served = [e.name for e in self.models]
+        if len(set(served)) != len(served):
+            raise ValueError(f"models serve a name twice: {served}")
+        if set(served) != set(self.model_names):
+            raise ValueError(f"models {served} are not the arms' models {list(self.model_names)}")
+        if len({(e.feature_names, e.feature_version) for e in self.models}) != 1:
+            desc = ", ".join(
+                f"{e.ref}: {e.feature_version} {list(e.feature_names)}" for e in self.models
+            )
+            raise ValueError(f"served models disagree on features or feature_version ({desc})")
+        by_name = {e.name: e for e in self.models}
+        for arm_name, arm in (("arm_a", self.arm_a), ("arm_b", self.arm_b)):
+            regimes = [by_name[n].regime for n in arm]
+            if len(set(regimes)) != len(regimes):
+                # downstream (regime blend) keys a decision's predictions by regime
+                raise ValueError(
+                    f"{arm_name} serves two models for one regime: "
+                    f"{[(n, by_name[n].regime) for n in arm]}"
+                )
+        unknown = set(self.models[0].feature_names) - set(FeatureVector.NAMES)
+        if unknown:
+            raise ValueError(f"models use features not in FeatureVector.NAMES: {sorted(unknown)}")
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -173,15 +160,12 @@ class InferState(msgspec.Struct, kw_only=True):
     last_ts_event: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """A registry entry with its open onnxruntime session (and, for linear models, the
-    closed form used to explain a prediction)."""
+class _Session(NamedTuple):
+    """An open onnxruntime session and where its ``probabilities`` output is."""
 
-    entry: ModelEntry
-    session: Any  # onnxruntime.InferenceSession
+    run: Any  # InferenceSession.run
+    session: Any
     output_index: int
-    explainer: _LinearExplainer | None
 
 
 class _LinearExplainer:
@@ -202,6 +186,13 @@ class _LinearExplainer:
         return dict(zip(self._names, contrib.tolist(), strict=True))
 
 
+class _Scored(NamedTuple):
+    event: FeatureVector
+    decision_id: str
+    variant: Literal["A", "B"]
+    row: npt.NDArray[np.float32]
+
+
 # --------------------------------------------------------------------------- operator
 
 
@@ -212,89 +203,81 @@ class Infer(Operator[InferState, FeatureVector]):
     STATE_VERSION: ClassVar[int] = 1
     State = InferState
 
-    def __init__(self, config: InferConfig, registry: Registry | None = None) -> None:
+    def __init__(self, config: InferConfig, models: ModelProvider) -> None:
         self.config = config
-        self._registry = registry if registry is not None else Registry.load(config.registry_dir)
-        self._providers = resolve_providers(config.device)
-        self._models: dict[str, LoadedModel] = {}
-        self._open(self._select())
+        self.model_provider = models
+        self._entries = {e.name: e for e in config.models}
+        first = config.models[0]
+        self._feature_names = first.feature_names
+        self._feature_version = first.feature_version
+        self._arms = {"A": config.arm_a, "B": config.arm_b}
+        self._variants = {e.name: frozenset(v for v, arm in self._arms.items() if e.name in arm)
+                          for e in config.models}
+        self._explainers = {
+            e.name: _LinearExplainer(e)
+            for e in config.models
+            if config.explain and e.linear is not None
+        }
+        self._device: Device | msgspec.UnsetType = (
+            msgspec.UNSET if config.device == "cpu" else config.device
+        )
+        self._sessions: dict[str, _Session] | None = None
 
-    # -- setup and reload (the only I/O, outside process) ----------------------------------
-    def _select(self) -> tuple[ModelEntry, ...]:
-        entries = self._registry.select(self.config.model_names, dict(self.config.pins))
-        names = {e.feature_names for e in entries}
-        versions = {e.feature_version for e in entries}
-        if len(names) != 1 or len(versions) != 1:
-            desc = ", ".join(
-                f"{e.ref}: {e.feature_version} {list(e.feature_names)}" for e in entries
-            )
-            raise RegistryError(
-                f"infer: served models disagree on features or feature_version ({desc})"
-            )
-        by_name = {e.name: e for e in entries}
-        for arm_name, arm in (("arm_a", self.config.arm_a), ("arm_b", self.config.arm_b)):
-            regimes = [by_name[n].regime for n in arm]
-            if len(set(regimes)) != len(regimes):
-                # downstream (regime blend) keys a decision's predictions by regime
-                raise RegistryError(
-                    f"infer: {arm_name} serves two models for one regime: "
-                    f"{[(n, by_name[n].regime) for n in arm]}"
-                )
-        unknown = set(entries[0].feature_names) - set(FeatureVector.NAMES)
-        if unknown:
-            raise RegistryError(
-                f"infer: models use features not in FeatureVector.NAMES: {sorted(unknown)}"
-            )
-        return entries
+    # -- lifecycle (the only I/O, outside process) ------------------------------------------
+    def open(self) -> None:
+        """Load every served model through the provider, verify it, start its session."""
+        if self._sessions is not None:
+            return
+        self._sessions = {e.name: self._start(e) for e in self.config.models}
 
-    def _load(self, entry: ModelEntry) -> LoadedModel:
+    def close(self) -> None:
+        self._sessions = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._sessions is not None
+
+    def _start(self, entry: ModelEntry) -> _Session:
         import onnxruntime as ort
 
-        data = self._registry.read_model(entry)  # verified bytes, not a re-read path
+        wanted = self.providers[0]
+        if wanted not in ort.get_available_providers():  # a device is never swapped silently
+            raise RuntimeError(
+                f"infer: device {self.config.device!r} needs {wanted}, which this onnxruntime "
+                f"lacks (available: {', '.join(ort.get_available_providers())})"
+            )
+        data = verified(entry, self.model_provider.load(entry))
         sess = ort.InferenceSession(
             data,
             _session_options(self.config.intra_op_num_threads),
-            providers=list(self._providers),
+            providers=list(self.providers),
         )
+        if sess.get_providers()[0] != wanted:
+            raise RuntimeError(
+                f"infer: {entry.ref} runs on {sess.get_providers()[0]}, not on {wanted} of "
+                f"device {self.config.device!r}"
+            )
         inputs = sess.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "features":
-            raise RegistryError(f"{entry.ref}: expected one input named 'features'")
+            raise ValueError(f"{entry.ref}: expected one input named 'features'")
         outputs = [o.name for o in sess.get_outputs()]
         if "probabilities" not in outputs:
-            raise RegistryError(f"{entry.ref}: no 'probabilities' output (outputs: {outputs})")
-        explainer = _LinearExplainer(entry) if entry.linear is not None else None
-        return LoadedModel(entry, sess, outputs.index("probabilities"), explainer)
+            raise ValueError(f"{entry.ref}: no 'probabilities' output (outputs: {outputs})")
+        return _Session(sess.run, sess, outputs.index("probabilities"))
 
-    def _open(self, entries: Sequence[ModelEntry]) -> tuple[str, ...]:
-        """Open sessions for entries whose version or file changed; return their names."""
-        fresh = dict(self._models)
-        changed: list[str] = []
-        for e in entries:
-            cur = fresh.get(e.name)
-            if cur is None or (cur.entry.version, cur.entry.sha256) != (e.version, e.sha256):
-                fresh[e.name] = self._load(e)
-                changed.append(e.name)
-        self._models = {e.name: fresh[e.name] for e in entries}
-        first = entries[0]
-        self._feature_names = first.feature_names
-        self._feature_version = first.feature_version
-        return tuple(changed)
-
-    def reload_if_changed(self) -> tuple[str, ...]:
-        """Re-read the registry if its file changed; re-open only the changed models.
-
-        Called by the runtime between events (e.g. at a checkpoint barrier or on a control
-        record) so every replica switches at the same point of the stream. On error the
-        current models stay in service and the error is raised.
-        """
-        if not self._registry.reload_if_changed():
-            return ()
-        return self._open(self._select())
+    def _live(self) -> dict[str, _Session]:
+        sessions = self._sessions
+        if sessions is None:
+            raise NotOpenError(
+                "infer: call open() before process (it starts the model sessions); hosts open "
+                "every stage through jobs.topology.opened"
+            )
+        return sessions
 
     # -- introspection ---------------------------------------------------------------------
     @property
     def providers(self) -> tuple[str, ...]:
-        return self._providers
+        return providers_for(self.config.device)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -306,16 +289,11 @@ class Infer(Operator[InferState, FeatureVector]):
 
     @property
     def models(self) -> Mapping[str, ModelEntry]:
-        """Served entries by model name."""
-        return {n: m.entry for n, m in self._models.items()}
+        """Served entries by model name (from the config: known before ``open``)."""
+        return self._entries
 
     def session(self, name: str) -> Any:
-        return self._models[name].session
-
-    def config_fingerprint(self) -> str:
-        """State holds only counters, independent of the model set: keep snapshots valid
-        across model and A/B changes."""
-        return stable_hash(self.UID, "counters")[:16]
+        return self._live()[name].session
 
     # -- contract --------------------------------------------------------------------------
     def key(self, event: FeatureVector) -> str:
@@ -327,17 +305,80 @@ class Infer(Operator[InferState, FeatureVector]):
     def process(
         self, state: InferState, event: FeatureVector, ctx: Context
     ) -> tuple[InferState, list[Emit]]:
+        sessions = self._live()
+        scored = self._admit(state, event)
+        if scored is None:
+            return state, []
+        feeds = {"features": np.stack([scored.row, scored.row])}  # 2 rows: process_batch's kernel
+        probs: dict[str, float] = {}
+        for name in self._arms[scored.variant]:
+            sess = sessions[name]
+            probs[name] = float(sess.run(None, feeds)[sess.output_index][0, 1])
+        outputs: list[Emit] = []
+        self._predict(state, scored, probs, outputs)
+        return state, outputs
+
+    def process_batch(
+        self, state: InferState, events: Sequence[FeatureVector], ctx: Context
+    ) -> tuple[InferState, list[Emit]]:
+        """One key's run of vectors, one ``session.run`` per model for the whole run.
+
+        Equal (outputs, order and state) to ``process`` on each vector in turn: the runtime
+        calls it when several vectors of one symbol arrive on one watermark step.
+        """
+        sessions = self._live()
+        scored = [s for ev in events if (s := self._admit(state, ev)) is not None]
+        if not scored:
+            return state, []
+        batches: dict[tuple[int, ...], npt.NDArray[np.float32]] = {}
+        probs: dict[str, dict[int, float]] = {}
+        for name, sess in sessions.items():
+            variants = self._variants[name]
+            idx = tuple(i for i, s in enumerate(scored) if s.variant in variants)
+            if not idx:
+                continue
+            batch = batches.get(idx)
+            if batch is None:  # models of one arm share the stacked rows
+                rows = [scored[i].row for i in idx]
+                batch = batches[idx] = np.stack(rows if len(rows) > 1 else rows * 2)  # >= 2
+            out = sess.run(None, {"features": batch})[sess.output_index]
+            probs[name] = dict(zip(idx, out[:, 1].tolist(), strict=False))  # pad row dropped
+        emits: list[Emit] = []
+        for i, sc in enumerate(scored):
+            self._predict(state, sc, {n: p[i] for n, p in probs.items() if i in p}, emits)
+        return state, emits
+
+    def _predict(self, state: InferState, scored: _Scored, probs: Mapping[str, float],
+                 out: list[Emit]) -> None:
+        """One decision's predictions (its arm's models, in arm order) and its state update."""
+        ev = scored.event
+        x64 = scored.row.astype(np.float64)  # explain the float32 values the model saw
+        for name in self._arms[scored.variant]:
+            entry = self._entries[name]
+            prob = probs[name]
+            explainer = self._explainers.get(name)
+            out.append(Emit(PREDICTIONS_TOPIC, ev.symbol, Prediction(
+                ts_event=ev.ts_event, symbol=ev.symbol, decision_id=scored.decision_id,
+                model=name, model_version=entry.version, variant=scored.variant,
+                regime=entry.regime, score=2.0 * prob - 1.0, prob_up=prob,
+                contributions=explainer(x64) if explainer is not None else None,
+                device=self._device)))
+        state.decisions += 1
+        state.last_ts_event = ev.ts_event
+
+    def _admit(self, state: InferState, event: FeatureVector) -> _Scored | None:
+        """Check one vector; count it as warm-up (None) or return what to score."""
         if event.feature_version != self._feature_version:
             raise FeatureVersionError(
                 f"infer: {event.symbol} at ts_event={event.ts_event} has feature_version "
                 f"{event.feature_version!r} but the served models "
-                f"({', '.join(m.entry.ref for m in self._models.values())}) were trained on "
+                f"({', '.join(e.ref for e in self.config.models)}) were trained on "
                 f"{self._feature_version!r}; deploy models for that feature version"
             )
         values = [getattr(event, n) for n in self._feature_names]
         if any(v is None for v in values):
             state.warmup_skipped += 1
-            return state, []
+            return None
         row = np.array(values, dtype=np.float32)
         if not np.all(np.isfinite(row)):
             raise ValueError(
@@ -345,38 +386,7 @@ class Infer(Operator[InferState, FeatureVector]):
                 "(features must be None, never NaN/inf)"
             )
         decision_id = decision_id_for(event)
-        variant = arm_for(decision_id, self.config.ab_split)
-        arm = self.config.arm_b if variant == "B" else self.config.arm_a
-        batch = np.stack([row, row])  # >= 2 rows: same kernel as predict_batch
-        x64 = row.astype(np.float64)  # explain the float32 values the model saw
-        outputs: list[Emit] = []
-        for name in arm:
-            m = self._models[name]
-            prob = float(m.session.run(None, {"features": batch})[m.output_index][0, 1])
-            contributions = (
-                m.explainer(x64) if self.config.explain and m.explainer is not None else None
-            )
-            outputs.append(
-                Emit(
-                    PREDICTIONS_TOPIC,
-                    event.symbol,
-                    Prediction(
-                        ts_event=event.ts_event,
-                        symbol=event.symbol,
-                        decision_id=decision_id,
-                        model=name,
-                        model_version=m.entry.version,
-                        variant=variant,
-                        regime=m.entry.regime,
-                        score=2.0 * prob - 1.0,
-                        prob_up=prob,
-                        contributions=contributions,
-                    ),
-                )
-            )
-        state.decisions += 1
-        state.last_ts_event = event.ts_event
-        return state, outputs
+        return _Scored(event, decision_id, arm_for(decision_id, self.config.ab_split), row)
 
     def process_many(
         self,
@@ -384,58 +394,29 @@ class Infer(Operator[InferState, FeatureVector]):
         events: Sequence[FeatureVector],
         ctx: Context,
     ) -> list[Emit]:
-        """Vectors that closed together (one watermark step), one ``session.run`` per model.
+        """Deprecated: the pre-keyed batch API, kept until the local runner calls
+        :meth:`process_batch` per key.
 
-        Same outputs, in the same order, as ``process`` on each event in turn (``states`` is
-        updated the same way): the runtime calls this when several vectors arrive at once, e.g.
-        many symbols' bars closing on one watermark.
+        Groups ``events`` by key, runs :meth:`process_batch` once per key with that key's
+        state, and returns the outputs in event order (an event's predictions share its
+        decision id), exactly as before the keyed contract.
         """
-        pending: list[tuple[FeatureVector, InferState, str, str, npt.NDArray[np.float32]]] = []
-        for ev in events:
-            st = states.get(ev.symbol)
-            if st is None:
-                st = states[ev.symbol] = self.new_state(ev.symbol)
-            if ev.feature_version != self._feature_version:
-                self.process(st, ev, ctx)  # raises the same FeatureVersionError
-            values = [getattr(ev, n) for n in self._feature_names]
-            if any(v is None for v in values):
-                st.warmup_skipped += 1
-                continue
-            row = np.array(values, dtype=np.float32)
-            if not np.all(np.isfinite(row)):
-                self.process(st, ev, ctx)  # raises the same error
-            did = decision_id_for(ev)
-            pending.append((ev, st, did, arm_for(did, self.config.ab_split), row))
-        if not pending:
-            return []
-        probs: dict[tuple[int, str], float] = {}
-        for name, m in self._models.items():
-            idx = [i for i, p in enumerate(pending)
-                   if name in (self.config.arm_b if p[3] == "B" else self.config.arm_a)]
-            if not idx:
-                continue
-            rows = [pending[i][4] for i in idx]
-            batch = np.stack(rows if len(rows) > 1 else rows * 2)  # >= 2 rows, as process()
-            out = m.session.run(None, {"features": batch})[m.output_index]
-            for j, i in enumerate(idx):
-                probs[(i, name)] = float(out[j, 1])
-        emits: list[Emit] = []
-        for i, (ev, st, did, variant, row) in enumerate(pending):
-            arm = self.config.arm_b if variant == "B" else self.config.arm_a
-            x64 = row.astype(np.float64)
-            for name in arm:
-                m = self._models[name]
-                prob = probs[(i, name)]
-                contributions = (
-                    m.explainer(x64) if self.config.explain and m.explainer is not None else None
-                )
-                emits.append(Emit(PREDICTIONS_TOPIC, ev.symbol, Prediction(
-                    ts_event=ev.ts_event, symbol=ev.symbol, decision_id=did, model=name,
-                    model_version=m.entry.version, variant=variant, regime=m.entry.regime,
-                    score=2.0 * prob - 1.0, prob_up=prob, contributions=contributions)))
-            st.decisions += 1
-            st.last_ts_event = ev.ts_event
-        return emits
+        runs: dict[str, list[int]] = {}
+        for i, ev in enumerate(events):
+            runs.setdefault(self.key(ev), []).append(i)
+        tagged: list[tuple[int, int, Emit]] = []
+        for key, idx in runs.items():
+            state = states.get(key)
+            state, emits = self.process_batch(
+                state if state is not None else self.new_state(key), [events[i] for i in idx],
+                ctx)
+            states[key] = state
+            at = {decision_id_for(events[i]): i for i in idx}
+            for n, e in enumerate(emits):
+                assert isinstance(e.value, Prediction)
+                tagged.append((at[e.value.decision_id], n, e))
+        tagged.sort(key=lambda t: (t[0], t[1]))
+        return [e for _, _, e in tagged]
 
     # -- batch path --------------------------------------------------------------------------
     def predict_batch(
@@ -446,6 +427,7 @@ class Infer(Operator[InferState, FeatureVector]):
         Rows with any NaN (warm-up) give NaN, matching the per-event path's "no prediction".
         Values equal the per-event ``prob_up`` exactly on the CPU provider.
         """
+        sessions = self._live()
         X = np.asarray(matrix, dtype=np.float32)
         f = len(self._feature_names)
         if X.ndim != 2 or X.shape[1] != f:
@@ -455,11 +437,11 @@ class Infer(Operator[InferState, FeatureVector]):
         if len(rows) == 1:
             rows = np.concatenate([rows, rows])
         out: dict[str, npt.NDArray[np.float64]] = {}
-        for name in names if names is not None else tuple(self._models):
-            m = self._models[name]
+        for name in names if names is not None else tuple(sessions):
+            sess = sessions[name]
             res = np.full(X.shape[0], np.nan)
             if valid.any():
-                probs = m.session.run(None, {"features": rows})[m.output_index][:, 1]
+                probs = sess.run(None, {"features": rows})[sess.output_index][:, 1]
                 res[valid] = probs[: int(valid.sum())].astype(np.float64)
             out[name] = res
         return out

@@ -194,6 +194,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
             strategy_weights=weight_map,
             contributions=contributions,
             inputs=fv.inputs,
+            device=preds[0].device if preds else msgspec.UNSET,
         )
         out.append(Emit("signals", fv.symbol, Signal(
             ts_event=decided_at, symbol=fv.symbol, decision_id=did, signal=2.0 * prob_up - 1.0,

@@ -16,6 +16,20 @@ Per bar, keyed by symbol:
 
 The intent carries the target; the account operator turns ``target − position − working`` into
 an order, so a rejected or partly filled order never makes sizing drift.
+
+Cost gate: the expected edge of a position over the model's horizon is
+``|μ| × edge_horizon_bars`` (the same ``μ`` Kelly uses), the expected round-trip cost of a
+contract ``2 × (slippage_ticks × tick_size × multiplier + fee_per_contract) / (price ×
+multiplier) + 2 × fee_bps / 10⁴`` (no slippage for ICEBERG, which rests at the decision price).
+When the edge does not exceed the cost, no exposure is added: the target keeps the current one
+where it lies on the ideal's side (shrinking to the ideal if that is smaller) and is flat
+otherwise. Reducing and exiting stay allowed — their cost was counted when the position opened.
+
+Stale bars: a decision on a bar that ended more than ``max_bar_age_ns`` before the decision
+time (the signal's ``ts_event``, when the bar was closed) emits no order intent, only an
+``audit.decisions`` record with ``skipped="stale_bar"``: the first bar after a halt or a quiet
+spell is closed by a tick that can come hours later, and trading on it would act on a price
+the market has long left.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import msgspec
 
 from operators.contract import Context, Emit, Operator
 from operators.domain.volatility import VolConfig, VolForecaster, VolState
-from topics.messages import Algo, OrderIntent, Signal
+from topics.messages import Algo, Decision, OrderIntent, Signal
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -52,6 +66,17 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Decisions before this event time only warm the forecaster (the training window)."""
     multipliers: dict[str, float] = {}
     lot_sizes: dict[str, float] = {}
+    max_bar_age_ns: int | None = None
+    """A decision whose bar ended longer ago than this emits no intent (None: any age)."""
+    cost_gate: bool = True
+    """Add exposure only when the expected edge beats the expected round-trip cost."""
+    edge_horizon_bars: float = 1.0
+    """Bars over which the model's edge is expected (the labels' horizon)."""
+    slippage_ticks: float = 0.5
+    tick_size: float = 0.0
+    tick_sizes: dict[str, float] = {}
+    fee_per_contract: float = 1.0
+    fee_bps: float = 0.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -66,6 +91,15 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        costs = ("slippage_ticks", "tick_size", "fee_per_contract", "fee_bps")
+        for name in costs:
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        if not (math.isfinite(self.edge_horizon_bars) and self.edge_horizon_bars > 0):
+            raise ValueError(f"edge_horizon_bars must be > 0, got {self.edge_horizon_bars!r}")
+        if self.max_bar_age_ns is not None and self.max_bar_age_ns < 0:
+            raise ValueError(f"max_bar_age_ns must be >= 0, got {self.max_bar_age_ns}")
         if not 0 < self.kelly_fraction <= 1:
             raise ValueError(f"kelly_fraction must be in (0, 1], got {self.kelly_fraction}")
         if not 0 < self.max_fraction <= 10:
@@ -112,6 +146,11 @@ class Size(Operator[SizeState, Signal]):
             state.vol = self._vol.update(state.vol, event.bar_return)
         if event.ts_event < cfg.trade_from_ns:
             return state, []
+        if cfg.max_bar_age_ns is not None and event.trace is not None:
+            age = event.ts_event - event.trace.bar_ts
+            if age > cfg.max_bar_age_ns:
+                return state, [self._skip(event, "stale_bar", {
+                    "bar_age_ns": float(age), "max_bar_age_ns": float(cfg.max_bar_age_ns)})]
         multiplier = cfg.multipliers.get(event.symbol, cfg.multiplier)
         lot = cfg.lot_sizes.get(event.symbol, cfg.lot_size)
         sigma = math.sqrt(self._vol.forecast(state.vol))
@@ -125,6 +164,14 @@ class Size(Operator[SizeState, Signal]):
         contracts = max(-cfg.max_contracts, min(cfg.max_contracts, contracts))
         target = round_to_lot(contracts, lot)
         ideal = target
+        edge = abs(event.signal) * _SQRT_2_OVER_PI * sigma * cfg.edge_horizon_bars
+        cost = self._round_trip_cost(event.symbol, event.close, multiplier)
+        gated = 0.0
+        if cfg.cost_gate and edge <= cost:
+            held = state.target
+            kept = math.copysign(min(abs(target), abs(held)), held) if target * held > 0 else 0.0
+            gated = float(kept != target)
+            target = kept
         # Turnover control: a move of at most the band (same side) keeps the old target, unless
         # the old one no longer fits under the cap at today's price.
         cap = round_to_lot(cfg.max_fraction * cfg.reference_equity / (event.close * multiplier),
@@ -143,6 +190,9 @@ class Size(Operator[SizeState, Signal]):
             "fraction": frac,
             "contracts_raw": contracts,
             "ideal_position": ideal,
+            "expected_edge": edge,
+            "round_trip_cost": cost,
+            "cost_gated": gated,
             "target_position": target,
         }
         intent = OrderIntent(
@@ -159,3 +209,22 @@ class Size(Operator[SizeState, Signal]):
             trace=event.trace,
         )
         return state, [Emit("orders.intents", cfg.account, intent)]
+
+    def _round_trip_cost(self, symbol: str, price: float, multiplier: float) -> float:
+        """Expected cost of opening and closing one contract, as a fraction of its notional."""
+        cfg = self.config
+        slip = 0.0 if cfg.algo == "ICEBERG" else (
+            cfg.slippage_ticks * cfg.tick_sizes.get(symbol, cfg.tick_size) * multiplier)
+        return 2.0 * ((slip + cfg.fee_per_contract) / (price * multiplier) + cfg.fee_bps * 1e-4)
+
+    def _skip(self, event: Signal, why: str, sizing: dict[str, float]) -> Emit:
+        """The audit record of a decision that emits no order intent."""
+        tr = event.trace
+        assert tr is not None
+        return Emit("audit.decisions", event.decision_id, Decision(
+            ts_event=event.ts_event, decision_id=event.decision_id, symbol=event.symbol,
+            action="HOLD", quantity=0.0, confidence=event.confidence,
+            regime_probs=tr.regime_probs, strategy_weights=tr.strategy_weights,
+            features=tr.features, model_versions=tr.model_versions,
+            model_outputs=tr.model_outputs, sizing=sizing, risk_checks={}, order_ids=(),
+            contributions=tr.contributions, inputs=tr.inputs, skipped=why))

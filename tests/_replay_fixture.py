@@ -51,7 +51,7 @@ RISK_LIMITS = {
     "rate_window_ns": 600 * NS,
 }
 RISK_TOML = "\n".join(
-    ["[limits]", *(f"{k} = {v!r}" for k, v in RISK_LIMITS.items()), ""]
+    ["[limits]", *(f"{k} = {v!r}" for k, v in RISK_LIMITS.items()), "", "[account]", ""]
 )
 
 # The kill switch trips three hours into the trading window and is reset one hour later.
@@ -62,16 +62,23 @@ CONTROLS = (
     Control(ts_event=RESET_AT, command="RESET", account="paper", reason="all clear"),
 )
 
+# Issue 7, item 18: by default the sizer adds exposure only when the models' expected edge beats
+# the expected round-trip cost, and on the sample that leaves ~15 orders. The runs that test the
+# mechanics of sizing, routing, the risk rules and the paper broker need a busy tape, so they
+# replay the ungated strategy (``--no-cost-gate``); ``default`` is the replay a user gets.
+UNGATED = {"cost_gate": False}
 RUNS: dict[str, dict[str, Any]] = {
-    "base": {},
-    "guarded": {"risk": True, "control": True},
-    "guarded_again": {"risk": True, "control": True},
-    "twap": {"algo": "TWAP"},
-    "iceberg": {"algo": "ICEBERG"},
-    "vwap": {"algo": "VWAP"},
+    "base": {**UNGATED},
+    "guarded": {"risk": True, "control": True, **UNGATED},
+    "guarded_again": {"risk": True, "control": True, **UNGATED},
+    "twap": {"algo": "TWAP", **UNGATED},
+    "iceberg": {"algo": "ICEBERG", **UNGATED},
+    "vwap": {"algo": "VWAP", **UNGATED},
+    "default": {},
 }
 """Replay name -> options beyond the defaults: ``guarded`` trades under the tight limits and
-the kill switch (twice, for determinism); the others run one execution algorithm each."""
+the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap`` run one execution
+algorithm each; all but ``default`` without the cost gate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +138,7 @@ class ReplayPool:
             out=out, models=self.models, quiet=True, summary_json=out / "summary.json",
             risk=self.risk_file if spec.get("risk") else None,
             control=self.control_file if spec.get("control") else None,
-            algo=spec.get("algo", "IMMEDIATE"))
+            algo=spec.get("algo", "IMMEDIATE"), cost_gate=spec.get("cost_gate", True))
 
     def start(self, *names: str) -> None:
         """Queue replays (idempotent); they run in the background in the order given."""

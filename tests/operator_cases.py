@@ -144,9 +144,15 @@ def _require(case: OperatorCase, missing: Iterable[str]) -> OperatorCase:
 
 def infer_case() -> OperatorCase:
     """Every feature vector: warm-up ones are skipped, the rest scored by both A/B arms."""
-    cfg = _op("infer").config
+    served = _op("infer")
     vectors = chain_run().consumed(("features",))[:INFER_VECTORS]
-    case = OperatorCase(make=lambda: Infer(cfg), events=_fixed(vectors),
+
+    def make() -> Infer:  # the suite drives operators itself: it is their host, so it opens
+        op = Infer(served.config, served.model_provider)
+        op.open()
+        return op
+
+    case = OperatorCase(make=make, events=_fixed(vectors),
                         input_topic="features", output_topics=("predictions",),
                         wm_topic="features")
     preds = [p for p in _outputs(case)["predictions"] if isinstance(p, Prediction)]

@@ -1,5 +1,5 @@
 """The infer operator on real E-mini 1-minute feature vectors: determinism, A/B arms,
-feature-version guard, warm-up, batch path, linear explanations, providers and hot reload."""
+feature-version guard, warm-up, batch path, linear explanations, providers and config checks."""
 
 from __future__ import annotations
 
@@ -11,21 +11,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from jobs.loaders.registry import ModelEntry
+from jobs.loaders.registry import ModelEntry, Registry
+from jobs.topology import infer_operator
 from jobs.training import TrainParams, fit_specialist, forward_returns, prepare_training_set
 from operators.contract import SimpleContext, stable_bucket
 from operators.infer import (
     CPU,
-    CUDA,
     FeatureVersionError,
     Infer,
     InferConfig,
     InferState,
     arm_for,
-    cuda_available,
     decision_id_for,
     linear_contributions,
-    resolve_providers,
 )
 from tests.test_training import (
     FEATURE_VERSION,
@@ -61,8 +59,16 @@ def vectors(emini: tuple) -> list[FeatureVector]:
     return to_vectors(*emini, symbol="ES")
 
 
-def ab_config(registry_dir: Path, split: float = 0.3) -> InferConfig:
-    return InferConfig(registry_dir=str(registry_dir), arm_a=LINEAR, arm_b=GBM, ab_split=split)
+def serving(registry_dir: Path, arm_a: tuple[str, ...], arm_b: tuple[str, ...] = (),
+            split: float = 0.0) -> Infer:
+    """``infer`` over the registry as a host builds it, opened (the test is its host)."""
+    op = infer_operator(registry_dir, arm_a, arm_b, split)
+    op.open()
+    return op
+
+
+def ab_serving(registry_dir: Path, split: float = 0.3) -> Infer:
+    return serving(registry_dir, LINEAR, GBM, split)
 
 
 def run(op: Infer, vectors: list[FeatureVector]) -> tuple[InferState, list[Prediction]]:
@@ -80,8 +86,8 @@ def run(op: Infer, vectors: list[FeatureVector]) -> tuple[InferState, list[Predi
 def test_two_operator_instances_emit_byte_identical_predictions(
     registry_dir: Path, vectors: list[FeatureVector]
 ) -> None:
-    _, first = run(Infer(ab_config(registry_dir)), vectors)
-    _, second = run(Infer(ab_config(registry_dir)), vectors)
+    _, first = run(ab_serving(registry_dir), vectors)
+    _, second = run(ab_serving(registry_dir), vectors)
     assert len(first) > 0
     assert encode_many(list(first)) == encode_many(list(second))
 
@@ -89,7 +95,7 @@ def test_two_operator_instances_emit_byte_identical_predictions(
 def test_each_decision_gets_a_stable_id_and_one_prediction_per_model_of_its_arm(
     registry_dir: Path, vectors: list[FeatureVector]
 ) -> None:
-    op = Infer(ab_config(registry_dir, 0.3))
+    op = ab_serving(registry_dir, 0.3)
     _, preds = run(op, vectors)
     by_decision: dict[str, list[Prediction]] = {}
     for p in preds:
@@ -127,7 +133,7 @@ def test_ab_split_proportion_is_close_to_the_configured_fraction() -> None:
 def test_predictions_equal_onnxruntime_run_directly_on_the_model_files(
     registry_dir: Path, vectors: list[FeatureVector]
 ) -> None:
-    op = Infer(ab_config(registry_dir, 0.5))
+    op = ab_serving(registry_dir, 0.5)
     _, preds = run(op, vectors[-200:])
     sessions = {
         n: ort.InferenceSession(str(registry_dir / e.path), providers=[CPU])
@@ -142,7 +148,7 @@ def test_predictions_equal_onnxruntime_run_directly_on_the_model_files(
 def test_a_feature_version_mismatch_raises_at_the_first_event(
     registry_dir: Path, vectors: list[FeatureVector]
 ) -> None:
-    op = Infer(ab_config(registry_dir))
+    op = ab_serving(registry_dir)
     wrong = msgspec.structs.replace(vectors[-1], feature_version="v2-renamed-rsi")
     with pytest.raises(FeatureVersionError, match=r"'v2-renamed-rsi'.*trained on 'test-talib-1'"):
         op.process(op.new_state("ES"), wrong, SimpleContext())
@@ -156,7 +162,7 @@ def test_a_feature_version_mismatch_raises_at_the_first_event(
 def test_warm_up_vectors_emit_nothing_and_are_counted(
     registry_dir: Path, vectors: list[FeatureVector]
 ) -> None:
-    op = Infer(ab_config(registry_dir))
+    op = ab_serving(registry_dir)
     n_warm = sum(not fv.complete for fv in vectors)
     assert n_warm >= 33  # MACD signal: TA-Lib's first value at index 33
     state = op.new_state("ES")
@@ -169,19 +175,19 @@ def test_warm_up_vectors_emit_nothing_and_are_counted(
     assert state.last_ts_event == vectors[-1].ts_event
 
 
-def test_state_snapshot_round_trips_and_survives_a_model_change(
+def test_state_snapshot_round_trips_under_the_same_served_models(
     registry_dir: Path, vectors: list[FeatureVector]
 ) -> None:
-    op = Infer(ab_config(registry_dir))
+    op = ab_serving(registry_dir)
     state, _ = run(op, vectors[:100])
-    other = Infer(InferConfig(registry_dir=str(registry_dir), arm_a=GBM))
-    assert other.restore(op.snapshot(state)) == state
+    again = ab_serving(registry_dir)
+    assert again.restore(op.snapshot(state)) == state
 
 
 def test_predict_batch_equals_the_per_event_predictions_exactly(
     registry_dir: Path, emini: tuple, vectors: list[FeatureVector]
 ) -> None:
-    op = Infer(ab_config(registry_dir, 0.5))
+    op = ab_serving(registry_dir, 0.5)
     _, preds = run(op, vectors)
     X = emini[0]
     batch = op.predict_batch(X)
@@ -202,7 +208,7 @@ def test_linear_contributions_plus_intercept_sum_to_the_model_logit(
     registry_dir: Path, emini: tuple, vectors: list[FeatureVector]
 ) -> None:
     X, closes, _ = emini
-    op = Infer(InferConfig(registry_dir=str(registry_dir), arm_a=LINEAR))
+    op = serving(registry_dir, LINEAR)
     _, preds = run(op, vectors[-300:])
     fv_at = {fv.ts_event: fv for fv in vectors}
     for p in preds:
@@ -235,32 +241,8 @@ def test_linear_contributions_plus_intercept_sum_to_the_model_logit(
         linear_contributions(msgspec.structs.replace(gbm, kind="gbm", linear=None), rows[0])
 
 
-def test_hot_reload_serves_the_new_version_and_reopens_only_changed_models(
-    emini: tuple, vectors: list[FeatureVector], tmp_path: Path
-) -> None:
-    old = {e.name: e for e in train_window(emini, 0, 1200, tmp_path, params=PARAMS)}
-    config = InferConfig(
-        registry_dir=str(tmp_path),
-        arm_a=("bull_linear", "bear_gbm"),
-        pins=(("bear_gbm", old["bear_gbm"].version),),
-    )
-    op = Infer(config)
-    pinned_session = op.session("bear_gbm")
-    assert op.reload_if_changed() == ()
-    new = {e.name: e for e in train_window(emini, 300, 1500, tmp_path, params=PARAMS)}
-    assert op.reload_if_changed() == ("bull_linear",)
-    assert op.session("bear_gbm") is pinned_session
-    assert op.models["bull_linear"] == new["bull_linear"]
-    _, preds = run(op, vectors[-5:])
-    versions = {(p.model, p.model_version) for p in preds}
-    assert versions == {
-        ("bull_linear", new["bull_linear"].version),
-        ("bear_gbm", old["bear_gbm"].version),
-    }
-
-
 def test_sessions_run_on_cpu_with_one_thread_by_default(registry_dir: Path) -> None:
-    op = Infer(ab_config(registry_dir))
+    op = ab_serving(registry_dir)
     assert op.providers == (CPU,)
     for name in LINEAR + GBM:
         sess = op.session(name)
@@ -268,46 +250,36 @@ def test_sessions_run_on_cpu_with_one_thread_by_default(registry_dir: Path) -> N
         assert sess.get_session_options().intra_op_num_threads == 1
 
 
-def test_auto_device_uses_cuda_only_when_a_probe_session_runs_on_it() -> None:
-    works = cuda_available()
-    if CUDA not in ort.get_available_providers():
-        assert works is False
-    assert resolve_providers("auto") == ((CUDA, CPU) if works else (CPU,))
-    assert resolve_providers("cpu") == (CPU,)
-    if works:
-        assert resolve_providers("cuda") == (CUDA, CPU)
-    else:
-        with pytest.raises(RuntimeError, match="CUDA is not usable"):
-            resolve_providers("cuda")
-
-
 def test_config_is_validated_with_clear_messages(registry_dir: Path) -> None:
-    base = {"registry_dir": str(registry_dir), "arm_a": LINEAR}
+    reg = Registry.load(registry_dir)
+    linear = reg.select(LINEAR)
+    both = reg.select(LINEAR + GBM)
+    base = {"models": linear, "arm_a": LINEAR}
     with pytest.raises(ValueError, match=r"ab_split must be in \[0, 1\]"):
-        InferConfig(**base, arm_b=GBM, ab_split=1.5)
+        InferConfig(models=both, arm_a=LINEAR, arm_b=GBM, ab_split=1.5)
     with pytest.raises(ValueError, match="needs models in arm_b"):
         InferConfig(**base, ab_split=0.2)
     with pytest.raises(ValueError, match="arm_a must name"):
-        InferConfig(registry_dir="r", arm_a=())
-    with pytest.raises(ValueError, match="pins for models in neither arm"):
-        InferConfig(**base, pins=(("bull_gbm", "v"),))
+        InferConfig(models=linear, arm_a=())
     with pytest.raises(ValueError, match="intra_op_num_threads"):
         InferConfig(**base, intra_op_num_threads=0)
+    with pytest.raises(ValueError, match="resolved"):
+        InferConfig(**base, device="auto")  # type: ignore[arg-type]
+    # the served set is exactly the arms' models, each once
+    with pytest.raises(ValueError, match="not the arms' models"):
+        InferConfig(models=both, arm_a=LINEAR)
+    with pytest.raises(ValueError, match="not the arms' models"):
+        InferConfig(models=linear, arm_a=LINEAR, arm_b=GBM, ab_split=0.5)
+    with pytest.raises(ValueError, match="serve a name twice"):
+        InferConfig(models=(*linear, linear[0]), arm_a=LINEAR)
 
 
-def test_an_arm_needs_one_feature_version_and_one_model_per_regime(
-    emini: tuple, registry_dir: Path, tmp_path: Path
-) -> None:
-    from jobs.loaders.registry import Registry, RegistryError
-
+def test_an_arm_needs_one_feature_version_and_one_model_per_regime(registry_dir: Path) -> None:
     reg = Registry.load(registry_dir)
+    two_bulls = ("bull_linear", "bull_gbm")
+    with pytest.raises(ValueError, match="arm_a serves two models for one regime"):
+        InferConfig(models=reg.select(two_bulls), arm_a=two_bulls)
     odd: ModelEntry = msgspec.structs.replace(reg.get("bear_gbm"), feature_version="other")
-    mixed = Registry(registry_dir, [reg.get("bull_linear"), odd])
-    with pytest.raises(RegistryError, match="arm_a serves two models for one regime"):
-        Infer(InferConfig(registry_dir=str(registry_dir), arm_a=("bull_linear", "bull_gbm")))
-    with pytest.raises(RegistryError, match="disagree on features or feature_version"):
-        Infer(
-            InferConfig(registry_dir=str(registry_dir), arm_a=("bull_linear", "bear_gbm")),
-            registry=mixed,
-        )
+    with pytest.raises(ValueError, match="disagree on features or feature_version"):
+        InferConfig(models=(reg.get("bull_linear"), odd), arm_a=("bull_linear", "bear_gbm"))
     assert reg.get("bull_linear").feature_version == FEATURE_VERSION

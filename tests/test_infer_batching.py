@@ -1,7 +1,9 @@
-"""Bars that close together are scored in one ONNX call per model, with per-event results.
+"""Vectors that arrive together are scored in one ONNX call per model, with per-event results.
 
 Two symbols built from the real E-mini trades (alternate rows) close their bars on the same
-watermark, so the runner hands `infer` both vectors at once (`process_many`).
+watermark. The keyed batch contract hands `infer` one key's run at a time (`process_batch`
+with that key's state); the runner still calls the deprecated `process_many` shim, which groups
+per key and keeps the event order.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import pytest
 
 from jobs.cli import main
 from jobs.strategy import load_bundle
-from operators.contract import SimpleContext
-from operators.infer import Infer, InferConfig
-from topics.serde import decode
+from jobs.topology import infer_operator
+from operators.contract import Emit, SimpleContext
+from operators.infer import Infer, InferState
+from topics.messages import FeatureVector
+from topics.serde import decode, encode_many
 
 ROWS = 120_000
 
@@ -59,25 +63,81 @@ def test_both_paths_write_identical_topics_with_batched_inference(two_symbols: d
     assert digests(two_symbols["batch"]) == digests(two_symbols["event"])
 
 
-def test_batched_predictions_equal_one_vector_at_a_time(two_symbols: dict[str, Path]) -> None:
-    out, models = two_symbols["batch"], two_symbols["models"]
+def _served(models: Path) -> Infer:
     bundle = load_bundle(models)
-    op = Infer(InferConfig(registry_dir=str(models), arm_a=bundle.arm_a, arm_b=bundle.arm_b,
-                           ab_split=bundle.ab_split))
-    features = [decode("features", ln) for ln in
-                (out / "topics" / "features.jsonl").read_bytes().splitlines()]
+    op = infer_operator(models, bundle.arm_a, bundle.arm_b, bundle.ab_split)
+    op.open()
+    return op
+
+
+def _features(out: Path) -> list[FeatureVector]:
+    return [decode("features", ln) for ln in
+            (out / "topics" / "features.jsonl").read_bytes().splitlines()]
+
+
+def _one_at_a_time(op: Infer, features: list[FeatureVector]
+                   ) -> tuple[list[Emit], dict[str, InferState]]:
+    states: dict[str, InferState] = {}
+    emits: list[Emit] = []
+    for fv in features:
+        st, out = op.process(states.get(fv.symbol) or op.new_state(fv.symbol), fv,
+                             SimpleContext())
+        states[fv.symbol] = st
+        emits.extend(out)
+    return emits, states
+
+
+def test_batched_predictions_equal_one_vector_at_a_time(two_symbols: dict[str, Path]) -> None:
+    out = two_symbols["batch"]
+    op = _served(two_symbols["models"])
+    features = _features(out)
     # bars of both symbols closed on the same watermark step: they were scored together
     ends = [fv.ts_closed for fv in features]
     assert len(ends) - len(set(ends)) > 100
-    expected = []
-    states: dict[str, object] = {}
-    for fv in features:
-        st = states.get(fv.symbol) or op.new_state(fv.symbol)
-        st, emits = op.process(st, fv, SimpleContext())
-        states[fv.symbol] = st
-        expected.extend(e.value for e in emits)
+    expected, _ = _one_at_a_time(op, features)
     got = [decode("predictions", ln) for ln in
            (out / "topics" / "predictions.jsonl").read_bytes().splitlines()]
     assert {p.symbol for p in got} == {"ES", "EX"}
+    # the same predictions (the order across keys is the runner's: see the shim test)
     assert sorted(got, key=lambda p: (p.decision_id, p.model)) == sorted(
-        expected, key=lambda p: (p.decision_id, p.model))
+        (e.value for e in expected), key=lambda p: (p.decision_id, p.model))
+
+
+def test_process_batch_of_one_keys_run_equals_process_per_event(two_symbols: dict[str, Path]
+                                                                ) -> None:
+    """Per key, runs of 1 to 7 vectors (warm-up included) through ``process_batch``."""
+    op = _served(two_symbols["models"])
+    features = _features(two_symbols["batch"])
+    expected, expected_states = _one_at_a_time(op, features)
+    by_key: dict[str, list[FeatureVector]] = {}
+    for fv in features:
+        by_key.setdefault(fv.symbol, []).append(fv)
+    assert sorted(by_key) == ["ES", "EX"]
+    for key, vectors in by_key.items():
+        state = op.new_state(key)
+        got: list[Emit] = []
+        start, size = 0, 1
+        while start < len(vectors):
+            state, emits = op.process_batch(state, vectors[start:start + size], SimpleContext())
+            got.extend(emits)
+            start += size
+            size = size % 7 + 1
+        want = [e for e in expected if e.key == key]
+        assert len(want) > 1000
+        assert [(e.topic, e.key) for e in got] == [(e.topic, e.key) for e in want]
+        assert encode_many([e.value for e in got]) == encode_many([e.value for e in want])
+        assert state == expected_states[key]
+        assert state.warmup_skipped > 0 and state.decisions > 0
+
+
+def test_process_many_shim_groups_per_key_and_keeps_event_order(two_symbols: dict[str, Path]
+                                                                 ) -> None:
+    op = _served(two_symbols["models"])
+    features = _features(two_symbols["batch"])
+    expected, expected_states = _one_at_a_time(op, features)
+    states: dict[str, InferState] = {}
+    got: list[Emit] = []
+    for start in range(0, len(features), 16):  # 16 interleaved vectors of both symbols a call
+        got.extend(op.process_many(states, features[start:start + 16], SimpleContext()))
+    assert encode_many([e.value for e in got]) == encode_many([e.value for e in expected])
+    assert states == expected_states

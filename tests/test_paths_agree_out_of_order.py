@@ -30,7 +30,10 @@ def test_batch_and_event_paths_agree_on_jittered_ticks(tmp_path: Path,
         out = tmp_path / mode
         assert main(["run", "--ticks", str(jittered), "--symbol", "ES", "--tz",
                      "America/Chicago", "--lateness", "2s", "--train-fraction", "0.5",
-                     "--algo", "TWAP", "--out", str(out), "--mode", mode, "--quiet"]) == 0
+                     "--algo", "TWAP", "--out", str(out), "--mode", mode, "--quiet",
+                     # issue 7, item 18: the cost gate leaves ~9 orders on this tape; the
+                     # comparison needs the busy, ungated one
+                     "--no-cost-gate"]) == 0
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted((out / "topics").glob("*.jsonl"))})
         late = (out / "topics" / "md.ticks.late.jsonl").read_bytes().count(b"\n")

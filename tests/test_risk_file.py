@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.cli import main
 from jobs.loaders.risk_file import load_risk_file
+from tests._emini_slice import TZ_ARGS, slice_fixtures
 
 
 def test_execution_table_sets_latency_slippage_and_slicing(tmp_path: Path) -> None:
@@ -36,21 +38,45 @@ child_ttl_ns = "2m"
     assert e.slice_interval_ns == 10_000_000_000 and e.child_ttl_ns == 120_000_000_000
 
 
-def test_defaults_without_a_file_or_tables(tmp_path: Path) -> None:
-    f = tmp_path / "empty.toml"
-    f.write_text("# nothing configured\n")
+def test_empty_tables_mean_the_defaults_as_without_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "defaults.toml"
+    f.write_text("# defaults, stated\n[limits]\n[account]\n")
     assert load_risk_file(f) == load_risk_file(None)
     assert load_risk_file(None).execution.latency_ns == 50_000_000
 
 
 @pytest.mark.parametrize(("text", "match"), [
-    ("[execution]\nlatency = 5\n", "latency"),
-    ("[execution]\nparticipation = 1.5\n", "participation"),
+    ("[limits]\n[account]\n[execution]\nlatency = 5\n", "latency"),
+    ("[limits]\n[account]\n[execution]\nparticipation = 1.5\n", "participation"),
     ("[risk]\nx = 1\n", "unknown table"),
-    ("[limits]\nmax_leverage = 2\n", "max_leverage"),
+    ("[account]\n[limits]\nmax_leverage = 2\n", "max_leverage"),
 ])
 def test_mistakes_are_named(tmp_path: Path, text: str, match: str) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(text)
     with pytest.raises(ValueError, match=match):
         load_risk_file(f)
+
+
+# ------------------------------------------------------- the run refuses what docs/risk.md refuses
+
+emini_slice, _ = slice_fixtures()
+
+
+@pytest.mark.parametrize(("text", "missing"), [
+    ("", "[limits] and [account]"),
+    ("# limits come later\n", "[limits] and [account]"),
+    ("[account]\nfee_per_contract = 2.5\n", "[limits]"),
+    ("[limits]\nmax_concentration = 0.1\n", "[account]"),
+])
+def test_a_risk_file_without_limits_or_account_is_refused_as_docs_say(
+        tmp_path: Path, emini_slice: Path, text: str, missing: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/risk.md: a missing table is an error (an empty table means all defaults), so an
+    empty or ``[account]``-only file never trades on limits nobody wrote down."""
+    risk = tmp_path / "risk.toml"
+    risk.write_text(text)
+    code = main(["run", "--ticks", str(emini_slice), *TZ_ARGS, "--risk", str(risk), "--out",
+                 str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    assert f"no {missing} table" in capsys.readouterr().err

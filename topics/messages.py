@@ -154,6 +154,11 @@ class FeatureVector(Message, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- decision chain
 
 
+ExecutionDevice = Literal["cpu", "cuda"]
+"""Where the models ran. Records of the reference (CPU) leave it out — absent means "cpu" — so
+the reference run's topic bytes do not depend on the field's existence; other devices write it."""
+
+
 class Prediction(Message, frozen=True, kw_only=True):
     """``predictions``: one model's output for one feature vector."""
 
@@ -166,6 +171,7 @@ class Prediction(Message, frozen=True, kw_only=True):
     score: float  # signed expected direction in [-1, 1]
     prob_up: float
     contributions: dict[str, float] | None = None  # linear models: coef x standardized value
+    device: ExecutionDevice | msgspec.UnsetType = msgspec.UNSET  # absent: "cpu", the reference
 
 
 class Regime(Message, frozen=True, kw_only=True):
@@ -192,6 +198,7 @@ class DecisionTrace(msgspec.Struct, frozen=True, kw_only=True):
     strategy_weights: dict[str, float]
     contributions: dict[str, float]
     inputs: tuple[SourceRef, ...] = ()
+    device: ExecutionDevice | msgspec.UnsetType = msgspec.UNSET  # absent: "cpu", the reference
 
 
 class Signal(Message, frozen=True, kw_only=True):
@@ -320,6 +327,8 @@ class Decision(Message, frozen=True, kw_only=True):
     order_ids: tuple[str, ...]
     contributions: dict[str, float]
     inputs: tuple[SourceRef, ...]
+    device: ExecutionDevice | msgspec.UnsetType = msgspec.UNSET  # absent: "cpu", the reference
+    skipped: str | None = None  # why no order intent was emitted (e.g. "stale_bar")
 
 
 class ModelUpdate(Message, frozen=True, kw_only=True):

@@ -25,7 +25,9 @@ TOML (``.toml``): an array of tables named ``instrument`` with the same keys; ot
     multiplier = 50
     tick_size = 0.25
 
-A (venue, symbol) pair may appear once; the same symbol on two venues is two instruments.
+A symbol may appear once: the pipeline keys positions, limits and fills by symbol, so a second
+row for it (another venue or multiplier) would silently replace the first. It is an error that
+names both lines; list one venue per symbol (a second venue needs its own symbol, e.g. ``ES.X``).
 """
 
 from __future__ import annotations
@@ -110,14 +112,21 @@ def _build(row: Mapping[str, object], where: str) -> Instrument:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def _unique(items: Iterable[Instrument], source: str) -> tuple[Instrument, ...]:
-    seen: set[tuple[str | None, str]] = set()
+def _unique(items: Iterable[tuple[Instrument, str]], source: str) -> tuple[Instrument, ...]:
+    """The instruments in file order; a symbol listed twice is an error naming both rows."""
+    seen: dict[str, tuple[Instrument, str]] = {}
     out = []
-    for ins in items:
-        k = (ins.venue, ins.symbol)
-        if k in seen:
-            raise ValueError(f"{source}: duplicate instrument {ins.venue}:{ins.symbol}")
-        seen.add(k)
+    for ins, where in items:
+        first = seen.get(ins.symbol)
+        if first is not None:
+            a, b = first[0], ins
+            diff = [f"{n} {getattr(a, n)!r} vs {getattr(b, n)!r}"
+                    for n in ("venue", *_FLOATS, "group", "session_start")
+                    if getattr(a, n) != getattr(b, n)]
+            raise ValueError(f"{source}: duplicate instrument {ins.symbol!r} at {first[1]} and "
+                             f"{where}" + (f" ({', '.join(diff)})" if diff else "")
+                             + "; list each symbol once")
+        seen[ins.symbol] = (ins, where)
         out.append(ins)
     return tuple(out)
 
@@ -141,7 +150,8 @@ def parse_instruments_csv(text: str, source: str = "<csv>") -> tuple[Instrument,
             raise ValueError(
                 f"{source}:{lineno}: {len(cells)} cells for {len(names)} header columns"
             )
-        rows.append(_build(dict(zip(names, cells, strict=True)), f"{source}:{lineno}"))
+        rows.append((_build(dict(zip(names, cells, strict=True)), f"{source}:{lineno}"),
+                     f"line {lineno}"))
     return _unique(rows, source)
 
 
@@ -158,7 +168,7 @@ def parse_instruments_toml(text: str, source: str = "<toml>") -> tuple[Instrumen
     for i, table in enumerate(tables):
         if not isinstance(table, dict):
             raise ValueError(f"{source}: instrument #{i} is not a table")
-        rows.append(_build(table, f"{source}: instrument #{i}"))
+        rows.append((_build(table, f"{source}: instrument #{i}"), f"instrument #{i}"))
     return _unique(rows, source)
 
 
@@ -184,7 +194,8 @@ DEFAULT_INSTRUMENTS = Path(__file__).parent.parent / "data" / "instruments.csv"
 
 def instrument_master(path: Path | None, symbols: tuple[str, ...], quiet: bool
                       ) -> dict[str, Instrument]:
-    """Instruments by symbol: ``--instruments`` or the shipped file, defaults for the rest."""
+    """Instruments by symbol: ``--instruments`` or the shipped file (each symbol once),
+    defaults for the rest."""
     table = {i.symbol: i for i in load_instruments(path or DEFAULT_INSTRUMENTS)}
     for sym in symbols:
         if sym not in table:

@@ -13,70 +13,47 @@ reads the same file picks the same models.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import msgspec
 
-Kind = Literal["linear", "gbm"]
-RegimeName = Literal["bull", "bear", "sideways"]
-ParamValue = str | int | float | bool | None
+from operators.model_provider import (
+    CREATED_BY,
+    Kind,
+    LinearCoefficients,
+    ModelEntry,
+    ModelIntegrityError,
+    ParamValue,
+    RegimeName,
+    sha256_bytes,
+    verified,
+)
+
+__all__ = [
+    "CREATED_BY",
+    "REGISTRY_FORMAT",
+    "FileModelProvider",
+    "Kind",
+    "LinearCoefficients",
+    "ModelEntry",
+    "ModelIntegrityError",
+    "ParamValue",
+    "RegimeName",
+    "Registry",
+    "RegistryError",
+    "sha256_bytes",
+    "write_atomic",
+]
 
 REGISTRY_FORMAT = 1
-CREATED_BY = "streamquant train"
 
 
 class RegistryError(RuntimeError):
     """The registry file is missing, malformed or inconsistent."""
-
-
-class ModelIntegrityError(RegistryError):
-    """A model file is missing or its sha256 differs from the registry entry."""
-
-
-class LinearCoefficients(msgspec.Struct, frozen=True, kw_only=True):
-    """A standardized logistic model in closed form, for per-feature contributions.
-
-    ``logit(x) = intercept + sum(coef[i] * (x[i] - mean[i]) / scale[i])``.
-    """
-
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
-    coef: tuple[float, ...]
-    intercept: float
-
-
-class ModelEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """Metadata of one trained model file; ``path`` is relative to the registry directory."""
-
-    name: str
-    version: str
-    kind: Kind
-    regime: RegimeName
-    path: str
-    sha256: str
-    feature_names: tuple[str, ...]
-    feature_version: str
-    train_start: int
-    train_end: int
-    horizon_bars: int
-    metrics: dict[str, float]
-    n_train: int
-    n_dropped: int
-    opset: int
-    seed: int = 0
-    params: dict[str, ParamValue] = msgspec.field(default_factory=dict)
-    created_by: str = CREATED_BY
-    linear: LinearCoefficients | None = None
-
-    @property
-    def ref(self) -> str:
-        """``name@version``, the identifier used in logs and errors."""
-        return f"{self.name}@{self.version}"
 
 
 class _RegistryFile(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,10 +63,6 @@ class _RegistryFile(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(_RegistryFile)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _order_key(e: ModelEntry) -> tuple[str, int, int, str]:
@@ -232,13 +205,7 @@ class Registry:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ModelIntegrityError(f"model file of {entry.ref} is missing: {path}") from None
-        digest = sha256_bytes(data)
-        if digest != entry.sha256:
-            raise ModelIntegrityError(
-                f"model file of {entry.ref} does not match the registry: {path} has sha256 "
-                f"{digest}, the registry expects {entry.sha256} (tampered or replaced file)"
-            )
-        return data
+        return verified(entry, data, str(path))
 
     def verify(self, entry: ModelEntry) -> None:
         self.read_model(entry)
@@ -294,10 +261,47 @@ class Registry:
         return doc.entries
 
 
+class FileModelProvider:
+    """The registry directory as a :class:`~operators.model_provider.ModelProvider`.
+
+    The served set is selected once, when the host builds the graph (latest or pinned per
+    name); ``load`` reads a model file and checks its sha256, so the bytes onnxruntime gets are
+    the bytes the entry names. A retrained registry is served by selecting again and building
+    a new ``infer`` config and operator: this object never changes what it serves.
+    """
+
+    __slots__ = ("_registry", "_served")
+
+    def __init__(self, registry: Registry, served: Sequence[ModelEntry]) -> None:
+        self._registry = registry
+        self._served = tuple(served)
+
+    @classmethod
+    def select(
+        cls, root: str | Path, names: Sequence[str], pins: Mapping[str, str] | None = None
+    ) -> FileModelProvider:
+        """Read and verify ``root/registry.json``; serve ``names`` (pinned, else latest)."""
+        reg = Registry.load(root)
+        return cls(reg, reg.select(names, pins))
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def entries(self) -> tuple[ModelEntry, ...]:
+        return self._served
+
+    def load(self, entry: ModelEntry) -> bytes:
+        return self._registry.read_model(entry)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a file so readers see the old or the new content, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # the mode of any new file, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -63,11 +63,18 @@ class RiskFile:
     execution: ExecConfig = field(default_factory=ExecConfig)
 
 
-def load_risk_file(path: Path | None) -> RiskFile:
-    """``--risk PATH``: TOML with optional ``[limits]``, ``[account]`` and ``[execution]``.
+REQUIRED_TABLES = ("limits", "account")
 
-    ``[execution]`` takes ``ExecConfig``'s fields; durations (``*_ns``) may be written as
-    strings such as ``"50ms"`` or ``"15s"``. Unknown tables or keys are errors.
+
+def load_risk_file(path: Path | None) -> RiskFile:
+    """``--risk PATH``: TOML with ``[limits]`` and ``[account]`` (required; an empty table
+    means its defaults) and optional ``[execution]``.
+
+    A missing required table is an error, as docs/risk.md says: a file without ``[limits]``
+    (an empty file, an ``[account]``-only file) would otherwise run on default limits the
+    user may never have meant. ``[execution]`` takes ``ExecConfig``'s fields; durations
+    (``*_ns``) may be written as strings such as ``"50ms"`` or ``"15s"``. Unknown tables or
+    keys are errors. Without ``--risk`` (``path`` None) every default applies.
     """
     if path is None:
         return RiskFile()
@@ -76,8 +83,13 @@ def load_risk_file(path: Path | None) -> RiskFile:
     unknown = sorted(set(doc) - {"limits", "account", "execution"})
     if unknown:
         raise ValueError(f"unknown table(s) {unknown}; known: [limits], [account], [execution]")
-    limits = load_risk_limits(path) if "limits" in doc else RiskLimits()
-    account = load_account_config(path) if "account" in doc else AccountConfig()
+    missing = [t for t in REQUIRED_TABLES if t not in doc]
+    if missing:
+        tables = " and ".join(f"[{t}]" for t in missing)
+        raise ValueError(f"no {tables} table; a risk file states [limits] and [account] "
+                         "(an empty table means all its defaults; see docs/risk.md)")
+    limits = load_risk_limits(path)
+    account = load_account_config(path)
     execution = ExecConfig()
     if "execution" in doc:
         raw = {k: parse_duration(v) if k.endswith("_ns") and isinstance(v, str) else v

@@ -10,6 +10,12 @@ Accounting is average cost. Cash moves by the full notional of every fill
 (``qty * price * multiplier``) and by fees, so ``equity = cash + sum(q * mark * multiplier)``
 for stocks and futures alike (for a futures account "cash" is a notional ledger, not margin).
 Realized PnL is gross of fees; fees are kept per position and in cash.
+
+Money is fixed point (``operators.domain.money``): cash, each position's cost basis, realized
+PnL and fees are integers of 10**-8 currency units, so ``equity = initial + realized +
+unrealized - fees`` holds exactly and published figures carry no float dust. A partial close
+removes the pro-rata share of the cost basis, rounded half-even to the unit. ``avg_price`` is
+the basis divided by the position (a float, for display and the risk check).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import math
 import msgspec
 
 from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.money import FAST_LIMIT, SCALE, from_units, notional_units, pro_rata, to_units
 from topics.messages import Side
 
 _QTY_EPS = 1e-9
@@ -54,16 +61,28 @@ class Position(msgspec.Struct, frozen=True, kw_only=True):
 
     ``working_buy`` / ``working_sell`` are routed but unfilled child quantities: the risk
     check counts them as if they filled, so slicing an order cannot get round a limit.
+    Money fields are integers of 10**-8 currency units; ``realized_pnl`` and ``fees`` publish
+    them as floats.
     """
 
     quantity: float = 0.0
     avg_price: float = 0.0
-    realized_pnl: float = 0.0
-    fees: float = 0.0
+    cost_units: int = 0
+    """Signed cost basis ``sum(open q * entry price) * multiplier`` in money units."""
+    realized_units: int = 0
+    fee_units: int = 0
     multiplier: float = 1.0
     group: str = ""
     working_buy: float = 0.0
     working_sell: float = 0.0
+
+    @property
+    def realized_pnl(self) -> float:
+        return from_units(self.realized_units)
+
+    @property
+    def fees(self) -> float:
+        return from_units(self.fee_units)
 
 
 class AccountState(msgspec.Struct, kw_only=True):
@@ -74,7 +93,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     never longer than the rate limit needs (see ``record_order``).
     """
 
-    cash: float
+    cash_units: int
     start_equity: float
     session_id: str = ""
     positions: dict[str, Position] = msgspec.field(default_factory=dict)
@@ -87,6 +106,10 @@ class AccountState(msgspec.Struct, kw_only=True):
     order_times: list[int] = msgspec.field(default_factory=list)
     allow_short: bool = True
 
+    @property
+    def cash(self) -> float:
+        return from_units(self.cash_units)
+
 
 FLAT = Position()
 
@@ -94,7 +117,7 @@ FLAT = Position()
 def new_account(config: AccountConfig, session_id: str = "") -> AccountState:
     """A fresh account holding ``initial_equity`` in cash."""
     return AccountState(
-        cash=config.initial_equity,
+        cash_units=to_units(config.initial_equity),
         start_equity=config.initial_equity,
         session_id=session_id,
         allow_short=config.allow_short,
@@ -175,22 +198,27 @@ def apply_fill(
         raise ValueError(f"{symbol}: fill multiplier {multiplier} != {pos.multiplier} on book")
 
     q = pos.quantity
-    avg = pos.avg_price
-    realized = pos.realized_pnl
+    cost = pos.cost_units
+    realized = pos.realized_units
     s = qty if side == "BUY" else -qty
     new_q = q + s
     if abs(new_q) <= _QTY_EPS * max(abs(q), qty):
         new_q = 0.0
-
+    notional = notional_units(qty, price, multiplier)  # of the whole fill, > 0
     if q == 0.0 or (q > 0.0) == (s > 0.0):
-        avg = (abs(q) * avg + qty * price) / abs(new_q)
+        cost += notional if s > 0.0 else -notional
     else:
         closed = min(qty, abs(q))
-        realized += closed * (price - avg) * multiplier * (1.0 if q > 0.0 else -1.0)
-        if new_q == 0.0:
-            avg = 0.0
-        elif (new_q > 0.0) != (q > 0.0):
-            avg = price  # flipped: the remainder opens at the fill price
+        flat_or_flipped = new_q == 0.0 or (new_q > 0.0) != (q > 0.0)
+        removed = cost if flat_or_flipped else pro_rata(cost, closed, abs(q))
+        closed_notional = (notional if closed == qty or new_q == 0.0
+                           else notional_units(closed, price, multiplier))
+        realized += (closed_notional if q > 0.0 else -closed_notional) - removed
+        cost -= removed
+        if new_q != 0.0 and flat_or_flipped:  # the remainder opens at the fill price
+            opened = notional - closed_notional
+            cost = opened if new_q > 0.0 else -opened
+    avg = cost / (new_q * multiplier * SCALE) if new_q != 0.0 else 0.0
 
     wb, ws = pos.working_buy, pos.working_sell
     if release_working:
@@ -199,16 +227,18 @@ def apply_fill(
         else:
             ws = max(0.0, ws - qty)
 
+    fee_units = to_units(fee)
     state.positions[symbol] = msgspec.structs.replace(
         pos,
         quantity=new_q,
         avg_price=avg,
-        realized_pnl=realized,
-        fees=pos.fees + fee,
+        cost_units=cost,
+        realized_units=realized,
+        fee_units=pos.fee_units + fee_units,
         working_buy=wb,
         working_sell=ws,
     )
-    state.cash -= s * price * multiplier + fee
+    state.cash_units -= (notional if s > 0.0 else -notional) + fee_units
     return state
 
 
@@ -245,16 +275,37 @@ def mark_price(state: AccountState, symbol: str) -> float:
     return px
 
 
-def equity(state: AccountState) -> float:
-    """Cash plus every position marked at its last price, times its multiplier."""
-    total = state.cash
+def market_value_units(state: AccountState, symbol: str, pos: Position) -> int:
+    """``q × mark × multiplier`` of one position in money units (at cost if never traded)."""
+    px = state.last_prices.get(symbol)
+    if px is None:
+        return pos.cost_units
+    return notional_units(pos.quantity, px, pos.multiplier)
+
+
+def equity_units(state: AccountState) -> int:
+    """Cash plus every position marked at its last price, in money units (exact).
+
+    On the per-tick path (the daily-loss check): ``market_value_units`` inlined.
+    """
+    total = state.cash_units
     last = state.last_prices
     for sym, pos in state.positions.items():
         q = pos.quantity
         if q != 0.0:
             px = last.get(sym)
-            total += q * (pos.avg_price if px is None else px) * pos.multiplier
+            if px is None:
+                total += pos.cost_units
+                continue
+            x = q * px * pos.multiplier * SCALE
+            total += round(x) if -FAST_LIMIT < x < FAST_LIMIT else notional_units(
+                q, px, pos.multiplier)
     return total
+
+
+def equity(state: AccountState) -> float:
+    """Cash plus every position marked at its last price, times its multiplier."""
+    return equity_units(state) / SCALE
 
 
 def unrealized_pnl(state: AccountState, symbol: str | None = None) -> float:
@@ -264,20 +315,20 @@ def unrealized_pnl(state: AccountState, symbol: str | None = None) -> float:
         if symbol is None
         else ((symbol, state.positions.get(symbol, FLAT)),)
     )
-    total = 0.0
+    total = 0
     for sym, pos in items:
         if pos.quantity != 0.0:
-            total += pos.quantity * (mark_price(state, sym) - pos.avg_price) * pos.multiplier
-    return total
+            total += market_value_units(state, sym, pos) - pos.cost_units
+    return from_units(total)
 
 
 def realized_pnl(state: AccountState) -> float:
     """Realized PnL (gross of fees) summed over symbols, since the account opened."""
-    return sum(p.realized_pnl for p in state.positions.values())
+    return from_units(sum(p.realized_units for p in state.positions.values()))
 
 
 def total_fees(state: AccountState) -> float:
-    return sum(p.fees for p in state.positions.values())
+    return from_units(sum(p.fee_units for p in state.positions.values()))
 
 
 def day_pnl(state: AccountState) -> float:

@@ -16,6 +16,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from operators.domain.money import fee_amount
+
 NS_PER_SECOND = 1_000_000_000
 
 
@@ -130,7 +132,6 @@ class AccountConfig:
             raise ValueError(f"allow_short must be true or false, got {self.allow_short!r}")
 
     def fee(self, quantity: float, price: float, multiplier: float) -> float:
-        """Fee in USD of one fill: per-contract plus basis points of notional."""
-        return quantity * self.fee_per_contract + quantity * price * multiplier * (
-            self.fee_bps * 1e-4
-        )
+        """Fee in USD of one fill: per-contract plus basis points of notional, computed on the
+        decimals and rounded half-up to the cent (``operators.domain.money``)."""
+        return fee_amount(quantity, price, multiplier, self.fee_per_contract, self.fee_bps)

@@ -258,3 +258,64 @@ class PerformanceTracker:
         for r in _as_1d(returns).tolist():
             state = self.update(state, r)
         return state
+
+
+# -- inference on the Sharpe ratio -------------------------------------------------------------
+
+
+class SharpeInterval(msgspec.Struct, frozen=True, kw_only=True):
+    """A per-period Sharpe ratio (not annualized) with its confidence interval."""
+
+    sharpe: float
+    low: float
+    high: float
+    std_error: float
+    lags: int
+    n: int
+
+
+def newey_west_lags(n: int) -> int:
+    """Newey and West's (1994) rule of thumb: floor(4 (n / 100) ** (2 / 9))."""
+    return math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)) if n > 0 else 0
+
+
+def sharpe_interval(returns: npt.ArrayLike, *, lags: int | None = None,
+                    z: float = 1.959963984540054) -> SharpeInterval:
+    """The Sharpe ratio of per-period returns with Lo's (2002) autocorrelation-robust
+    interval.
+
+    Lo (2002, "The Statistics of Sharpe Ratios", eq. 15 ff.): with θ = (μ, σ²) estimated by
+    GMM from the moments (r − μ, (r − μ)² − σ²), √T (SR̂ − SR) → N(0, V) where
+    V = ∇g' Σ ∇g, g(θ) = μ/σ, ∇g = (1/σ, −μ / (2σ³)) and Σ is the long-run covariance of the
+    moments, estimated with Newey–West (Bartlett) weights over ``lags`` lags (default
+    :func:`newey_west_lags`). With ``lags=0`` and normal returns V = 1 + SR²/2 (the IID
+    result). The point estimate is empyrical's (std with ddof=1, not annualized); NaN are
+    skipped. The interval is SR ± z·√(V/T) (95 % by default).
+    """
+    r = _as_1d(returns)
+    r = r[~np.isnan(r)]
+    n = int(r.shape[0])
+    q = newey_west_lags(n) if lags is None else int(lags)
+    if q < 0:
+        raise ValueError(f"lags must be >= 0, got {lags}")
+    if n < 3 or q >= n:
+        return SharpeInterval(sharpe=math.nan, low=math.nan, high=math.nan,
+                              std_error=math.nan, lags=q, n=n)
+    mu = float(r.mean())
+    dev = r - mu
+    var = float(np.mean(dev * dev))  # GMM (ddof=0) variance of the moment conditions
+    sd = math.sqrt(var)
+    point = sharpe_ratio(r, 1.0)
+    if sd == 0.0:
+        return SharpeInterval(sharpe=point, low=math.nan, high=math.nan, std_error=math.nan,
+                              lags=q, n=n)
+    phi = np.column_stack((dev, dev * dev - var))
+    sigma = phi.T @ phi / n
+    for j in range(1, q + 1):
+        gamma = phi[j:].T @ phi[:-j] / n
+        sigma += (1.0 - j / (q + 1.0)) * (gamma + gamma.T)
+    grad = np.array([1.0 / sd, -mu / (2.0 * sd ** 3)])
+    v = float(grad @ sigma @ grad)
+    se = math.sqrt(max(v, 0.0) / n)
+    return SharpeInterval(sharpe=point, low=point - z * se, high=point + z * se, std_error=se,
+                          lags=q, n=n)

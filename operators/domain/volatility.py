@@ -14,10 +14,15 @@ fitted offline with ``arch`` forecasts the same numbers live:
   a constant mean, zero for a zero mean), not the fitted ``mu``. An online forecaster cannot
   look ahead 75 observations, so the backcast is a config value taken from the fit.
 
-Scale: ``arch`` optimises reliably only when the data's variance is O(1), i.e. on *percent*
-returns. ``VolConfig.scale`` (default 100) multiplies every return fed to ``update`` before
-the recursion, so the operator feeds plain fractional returns while ``mu``, ``omega`` and
-``backcast`` stay in the units ``arch`` reported them (percent). ``VolState.sigma2`` and
+Scale: ``arch`` optimises reliably only when the data's variance is O(1). Percent suits
+daily returns, but one-minute futures returns in percent are ~0.015 % and the optimizer stops
+at its starting values at once (it still reports convergence). ``fit_garch`` therefore picks
+the power of ten that brings the sample's standard deviation into [1, 10) (``auto_scale``:
+100 for daily equity returns, 10**4 — basis points — for one-minute E-mini returns) and reports
+whether the fit left arch's starting values and beat their log-likelihood.
+``VolConfig.scale`` multiplies every return fed to ``update`` before the recursion, so the
+operator feeds plain fractional returns while ``mu``, ``omega`` and ``backcast`` stay in the
+units ``arch`` reported them (scaled). ``VolState.sigma2`` and
 ``forecast_scaled`` are in those model units; ``forecast`` divides by ``scale**2`` and returns
 the variance of the returns as fed. With ``scale=1`` returns are taken as already scaled.
 
@@ -189,8 +194,24 @@ def backcast_from_returns(
     return backcast(y - y.mean() if mean == "constant" else y)
 
 
+def auto_scale(returns: npt.ArrayLike) -> float:
+    """The power of ten that brings the returns' standard deviation into [1, 10)."""
+    sd = float(np.std(_clean_returns(returns)))
+    if not sd > 0.0:
+        raise ValueError("returns have zero variance: nothing to fit")
+    return float(10.0 ** math.ceil(-math.log10(sd)))
+
+
+MIN_MOVE = 1e-3
+"""Relative change of alpha or beta below which a fit is taken not to have left its start."""
+
+
 class GarchParams(msgspec.Struct, frozen=True, kw_only=True):
-    """A GARCH(1,1) fit by arch; ``mu``, ``omega``, ``backcast`` in model units."""
+    """A GARCH(1,1) fit by arch; ``mu``, ``omega``, ``backcast`` in model units.
+
+    ``start`` are arch's starting values (mu, omega, alpha, beta) and ``start_loglikelihood``
+    the log-likelihood there: a fit that did not move from them learned nothing.
+    """
 
     mu: float
     omega: float
@@ -200,6 +221,43 @@ class GarchParams(msgspec.Struct, frozen=True, kw_only=True):
     scale: float
     loglikelihood: float
     converged: bool
+    start: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    start_loglikelihood: float = -math.inf
+    iterations: int = 0
+
+    @property
+    def moved(self) -> bool:
+        """Whether alpha or beta left the starting values (relatively, by ``MIN_MOVE``)."""
+        _, _, a0, b0 = self.start
+        return (abs(self.alpha - a0) > MIN_MOVE * max(abs(a0), 1e-12)
+                or abs(self.beta - b0) > MIN_MOVE * max(abs(b0), 1e-12))
+
+    @property
+    def improved(self) -> bool:
+        """Whether the fitted log-likelihood beats the starting point's."""
+        return self.loglikelihood > self.start_loglikelihood
+
+    @property
+    def stationary(self) -> bool:
+        return self.alpha + self.beta < 0.999
+
+    @property
+    def usable(self) -> bool:
+        """Converged, moved, better than the start and stationary: worth trading with."""
+        return self.converged and self.moved and self.improved and self.stationary
+
+    def problem(self) -> str | None:
+        """Why the fit is not usable (None when it is)."""
+        if not self.converged:
+            return "the optimizer did not converge"
+        if not self.moved:
+            return (f"alpha, beta stayed at arch's starting values {self.start[2]:g}, "
+                    f"{self.start[3]:g}")
+        if not self.improved:
+            return "the log-likelihood did not improve on the starting values'"
+        if not self.stationary:
+            return f"alpha + beta = {self.alpha + self.beta:.4f} is not stationary"
+        return None
 
     def to_config(self) -> VolConfig:
         return VolConfig(
@@ -221,14 +279,17 @@ def _clean_returns(returns: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 def fit_garch(
-    returns: npt.ArrayLike, *, scale: float = 100.0, mean: MeanKind = "constant"
+    returns: npt.ArrayLike, *, scale: float | None = None, mean: MeanKind = "constant"
 ) -> GarchParams:
     """Fit GARCH(1,1) (normal errors) with ``arch`` on ``scale * returns``; offline only.
 
-    ``returns`` are in input units (fractional for the default ``scale=100``).
+    ``returns`` are in input units (fractional); ``scale`` None picks ``auto_scale``. The
+    result records arch's starting values and their log-likelihood next to the fit's.
     """
     from arch import arch_model
 
+    if scale is None:
+        scale = auto_scale(returns)
     y = scale * _clean_returns(returns)
     model = arch_model(
         y,
@@ -239,6 +300,12 @@ def fit_garch(
         rescale=False,
     )
     res = model.fit(disp="off")
+    # arch's own starting point: the mean's OLS values, then its GARCH grid search
+    sv_mean = model.starting_values()
+    sv_vol = model.volatility.starting_values(model.resids(sv_mean))
+    sv = np.hstack([sv_mean, sv_vol])
+    start_ll = float(model.fix(sv).loglikelihood)
+    mu0 = float(sv_mean[0]) if mean == "constant" else 0.0
     params = res.params
     return GarchParams(
         mu=float(params["mu"]) if mean == "constant" else 0.0,
@@ -249,6 +316,9 @@ def fit_garch(
         scale=scale,
         loglikelihood=float(res.loglikelihood),
         converged=int(res.convergence_flag) == 0,
+        start=(mu0, float(sv_vol[0]), float(sv_vol[1]), float(sv_vol[2])),
+        start_loglikelihood=start_ll,
+        iterations=int(getattr(res.optimization_result, "nit", 0)),
     )
 
 

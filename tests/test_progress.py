@@ -60,6 +60,7 @@ def test_training_reports_its_steps(tmp_path: Path, emini_slice: Path,
     assert main(["train", "--ticks", str(emini_slice), *TZ_ARGS, "--out",
                  str(tmp_path / "models")]) == 0
     err = capsys.readouterr().err
-    for step in ("step 1/3: fitting the regime HMM", "step 2/3: fitting the volatility model",
-                 "step 3/3: fitting and exporting 6 specialists"):
+    for step in ("step 1/3: fitting the regime HMM on the returns before the validation period",
+                 "step 2/3: fitting and exporting 6 specialists",
+                 "step 3/3: refitting the regime HMM and the volatility model"):
         assert step in err

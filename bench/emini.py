@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from jobs import replay, train_job
+from jobs.accel.normalize_columns import RawTickColumns
 from jobs.graph import Stage
 from jobs.options import ReplayOptions
 from jobs.sources import TickInput, iter_records, normalize_config, resolve_ticks
@@ -20,7 +21,7 @@ from jobs.tick_files import load_tick_columns
 from jobs.topology import ChainOptions, chain_stages
 from operators.domain.bars import parse_duration
 from operators.features import FeaturesConfig, WindowFeatures
-from operators.normalize import Normalize, RawRecord, TickColumns
+from operators.normalize import Normalize, RawRecord
 
 BAR = "1m"
 BAR_NS = parse_duration(BAR)
@@ -44,7 +45,7 @@ def records(src: TickInput) -> list[RawRecord]:
     return list(iter_records(src))
 
 
-def columns(src: TickInput) -> TickColumns:
+def columns(src: TickInput) -> RawTickColumns:
     """The file as the batched path loads it (``run_batch_ticks``'s first step)."""
     cols = load_tick_columns(src.path, src.column_map, src.tz, src.default_symbol,
                              src.default_venue)

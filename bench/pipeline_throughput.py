@@ -4,7 +4,8 @@ Paths timed (interleaved repetitions, median and spread):
 
 - (a) per event: ``LocalRunner`` with normalize and window features, source records already
   in memory (parsing a record is normalize's work, so it is timed);
-- (b) batched, input pre-loaded: ``validate_columns`` + ``select`` + ``process_columns`` over
+- (b) batched, input pre-loaded: ``NormalizeColumns.validate`` + ``select`` +
+  ``FeaturesColumns.process`` over
   65,536-row chunks + ``flush`` (columns loaded before the clock starts);
 - (c) end to end from the CSV: ``run_batch_ticks`` / ``run_event_ticks`` as
   ``streamquant run --no-trade`` calls them (file reading and parsing included);
@@ -50,7 +51,11 @@ from bench.measure import (
     peak_rss_mib,
     ru_maxrss_mib,
 )
-from jobs import replay, tick_files
+from jobs import batch_replay, tick_files
+from jobs.accel import tick_columns
+from jobs.accel.features_columns import FeaturesColumns
+from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns
+from jobs.accel.tick_columns import TickColumns
 from jobs.batch_replay import CHUNK, run_batch_ticks
 from jobs.event_replay import run_event_ticks
 from jobs.local_runner import LocalRunner
@@ -58,12 +63,8 @@ from jobs.progress import Progress
 from jobs.sources import TickInput
 from jobs.topic_sink import TopicSink
 from jobs.topology import tick_graph
-from operators import normalize as normalize_mod
 from operators.contract import END_OF_STREAM
-from operators.domain import bars as bars_mod
-from operators.domain.bars import TickColumns as BarTicks
-from operators.features import WindowFeatures
-from operators.normalize import Normalize, RawRecord, TickColumns
+from operators.normalize import RawRecord
 
 BENCH = "pipeline_throughput"
 TARGET = 1_500_000
@@ -102,16 +103,16 @@ class BatchOut:
     dead: int = 0
 
 
-def batch_preloaded(src: TickInput, cols: TickColumns) -> BatchOut:
+def batch_preloaded(src: TickInput, cols: RawTickColumns) -> BatchOut:
     """(b) the batched front end over columns already in memory.
 
     The same calls ``run_batch_ticks`` makes for normalize and features; the outputs are the
     ``Bar`` / ``FeatureVector`` messages in each ``BatchResult`` (no sink).
     """
-    norm, feats = emini.normalizer(src), emini.window_features()
-    result = norm.validate_columns(cols)
+    norm, feats = NormalizeColumns(emini.normalizer(src)), FeaturesColumns(emini.window_features())
+    result = norm.validate(cols)
     valid = cols.select(result.valid)
-    bt = BarTicks(ts=valid.ts, price=valid.price, size=valid.size, symbol=valid.symbol_codes,
+    bt = TickColumns(ts=valid.ts, price=valid.price, size=valid.size, symbol=valid.symbol_codes,
                   symbols=valid.symbol_names, venue=src.default_venue, line=valid.line,
                   source_file=src.label)
     out = BatchOut(dead=len(result.dead_letters))
@@ -119,8 +120,8 @@ def batch_preloaded(src: TickInput, cols: TickColumns) -> BatchOut:
     max_seen: int | None = None
     for start in range(0, len(bt), CHUNK):
         chunk = bt.slice(start, start + CHUNK)
-        before, after, max_seen = bars_mod.bounded_watermarks(chunk.ts, 0, max_seen)
-        res = feats.process_columns(states, chunk, before, after)
+        before, after, max_seen = tick_columns.bounded_watermarks(chunk.ts, 0, max_seen)
+        res = feats.process(states, chunk, before, after)
         out.bars += len(res.bars)
         out.features += len(res.features)
         out.late += len(res.late_rows)
@@ -214,15 +215,15 @@ PHASE_ORDER = ("load", "validate", "select", "ticks_from_columns", "watermarks",
 def phase_probes(ph: Phases) -> Iterator[None]:
     """Wrap the calls ``run_batch_ticks`` makes (looked up at call time) for the duration."""
     patches: list[tuple[Any, str, Any]] = [
-        (replay, "load_tick_columns", ph.wrap("load", tick_files.load_tick_columns)),
-        (replay, "bounded_watermarks", ph.wrap("watermarks", bars_mod.bounded_watermarks)),
-        (bars_mod, "bounded_watermarks", ph.wrap("watermarks", bars_mod.bounded_watermarks)),
-        (Normalize, "validate_columns", ph.wrap("validate", Normalize.validate_columns)),
-        (Normalize, "ticks_from_columns",
-         ph.wrap("ticks_from_columns", Normalize.ticks_from_columns)),
-        (normalize_mod.TickColumns, "select", ph.wrap("select", normalize_mod.TickColumns.select)),
-        (WindowFeatures, "process_columns",
-         ph.wrap("fold+features", WindowFeatures.process_columns)),
+        (batch_replay, "load_tick_columns", ph.wrap("load", tick_files.load_tick_columns)),
+        (batch_replay, "bounded_watermarks",
+         ph.wrap("watermarks", tick_columns.bounded_watermarks)),
+        (tick_columns, "bounded_watermarks",
+         ph.wrap("watermarks", tick_columns.bounded_watermarks)),
+        (NormalizeColumns, "validate", ph.wrap("validate", NormalizeColumns.validate)),
+        (NormalizeColumns, "ticks", ph.wrap("ticks_from_columns", NormalizeColumns.ticks)),
+        (RawTickColumns, "select", ph.wrap("select", RawTickColumns.select)),
+        (FeaturesColumns, "process", ph.wrap("fold+features", FeaturesColumns.process)),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
@@ -234,7 +235,7 @@ def phase_probes(ph: Phases) -> Iterator[None]:
             setattr(obj, name, fn)
 
 
-def breakdown(src: TickInput, cols: TickColumns, tmp: Path, runs: dict[str, int]
+def breakdown(src: TickInput, cols: RawTickColumns, tmp: Path, runs: dict[str, int]
               ) -> dict[str, dict[str, float]]:
     """Median seconds per phase for (b), (c) without files and (d) with files."""
     files = tmp / "phases"
@@ -407,7 +408,8 @@ def run(reps: int) -> list[Row]:
         Row(BENCH, "(a) per event, normalize+features, pre-loaded", fmt_rate(rate["a"]),
             sa.spread(), "LocalRunner.feed per RawRecord; " + how_pre),
         Row(BENCH, "(b) batched, pre-loaded (target 1.5M)", fmt_rate(rate["b"]), sb.spread(),
-            "validate_columns+select+process_columns chunks+flush; " + how_pre),
+            "NormalizeColumns.validate+select+FeaturesColumns.process chunks+flush; "
+            + how_pre),
         Row(BENCH, "bare per-tick Python loop (yardstick)", fmt_rate(rate["bare"]),
             sbare.spread(), "1m bars+EMA+RSI over lists, same run"),
     ]

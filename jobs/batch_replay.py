@@ -1,9 +1,9 @@
-"""The columnar replay accelerator: normalize and window features over numpy columns in chunks.
+"""The batched replay: normalize and window features on the columnar accelerator, in chunks.
 
-It works across keys at once, which no keyed runtime can host, so it lives apart from the
-reference operators as what it is: an accelerator for file replays. Behind it, the bar-rate
-stages run on the same local runner as the per-event path, fed in the per-event order, and the
-topic files are byte-identical to the per-event path's (tested).
+The accelerator (``jobs.accel``) works across keys at once, which no keyed runtime can host;
+this driver feeds it a tick file and hands its outputs to the bar-rate stages, which run on
+the same local runner as the per-event path, fed in the per-event order. The topic files are
+byte-identical to the per-event path's (tested).
 """
 
 from __future__ import annotations
@@ -14,25 +14,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from jobs.accel.features_columns import BatchResult, FeaturesColumns
+from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns
+from jobs.accel.tick_columns import TickColumns, bounded_watermarks
 from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.progress import Progress
 from jobs.sources import TickInput
 from jobs.tick_files import load_tick_columns
 from jobs.topic_sink import TopicSink
-from operators.contract import END_OF_STREAM, Emit, SimpleContext
-from operators.domain.bars import TickColumns as BarTicks
-from operators.domain.bars import bounded_watermarks
-from operators.features import (
-    BatchResult,
-    WindowFeatures,
-)
-from operators.normalize import Normalize, RawRecord
-from topics.messages import (
-    Control,
-    DeadLetter,
-    LateTick,
-)
+from operators.contract import END_OF_STREAM, Emit
+from operators.features import WindowFeatures
+from operators.normalize import Normalize
+from topics.messages import Control, LateTick, Tick
 
 CHUNK = 65_536
 
@@ -47,32 +41,18 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     them.
     """
     cols = load_tick_columns(src.path, src.column_map, src.tz, src.default_symbol,
-                             src.default_venue)
+                             src.default_venue, delimiter=src.delimiter)
     cols = dataclasses.replace(cols, file=src.label)
     n = len(cols)
-    result = norm.validate_columns(cols)
-    for i, dl in enumerate(result.dead_letters):
-        # The batch validator cannot quote an unparseable cell's text: re-derive the dead
-        # letter through the per-event path so both paths write the same bytes.
-        if dl.reason != "DUPLICATE":
-            _, outs = norm.process(norm.new_state(""), RawRecord(payload=dl.payload,
-                                                                 source=dl.source), SimpleContext())
-            value = outs[0].value
-            assert isinstance(value, DeadLetter)
-            result.dead_letters[i] = value
+    ncols = NormalizeColumns(norm)
+    fcols = FeaturesColumns(feats)
+    result = ncols.validate(cols, lateness_ns=lateness_ns)
     valid = cols.select(result.valid)
     need_ticks = bool(chain) or sink.writes("md.ticks") or sink.writes("md.ticks.late")
-    ticks = norm.ticks_from_columns(valid, np.ones(len(valid), dtype=bool)) if need_ticks \
-        else None
+    ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) if need_ticks else None
     for dl in result.dead_letters:
         sink.emit("md.ticks.dlq", dl)
-    names = tuple(s.strip() for s in valid.symbol_names)
-    codes = valid.symbol_codes
-    if len(valid) and (codes < 0).any():  # rows without a symbol column take the default
-        names = (*names, src.default_symbol or "")
-        codes = np.where(codes < 0, len(names) - 1, codes).astype(np.int32)
-    bt = BarTicks(ts=valid.ts, price=valid.price, size=valid.size, symbol=codes, symbols=names,
-                  venue=src.default_venue, line=valid.line, source_file=src.label, ticks=ticks)
+    bt = _tick_columns(valid, src, ticks)
     runner: LocalRunner | None = None
     if chain:
         graph = Graph("md.ticks", chain, external=("features", "control"))
@@ -89,13 +69,13 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     for start in range(0, len(bt), CHUNK):
         chunk = bt.slice(start, start + CHUNK)
         before, after, max_seen = bounded_watermarks(chunk.ts, lateness_ns, max_seen)
-        res = feats.process_columns(states, chunk, before, after)
+        res = fcols.process(states, chunk, before, after)
         if runner is None:
             _emit_all(sink, res.emits(chunk))
         else:
             _drive_chain(runner, sink, res, chunk, before, after)
         progress.update(start + len(chunk))
-    final = feats.flush(states, END_OF_STREAM)
+    final = fcols.flush(states, END_OF_STREAM)
     if runner is None:
         _emit_all(sink, final.emits())
     else:
@@ -107,7 +87,19 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     return n
 
 
-def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: BarTicks,
+def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: list[Tick] | None
+                  ) -> TickColumns:
+    """The valid rows as the features accelerator's input: one code per trimmed symbol."""
+    index: dict[str, int] = {}
+    table = [index.setdefault(s.strip(), len(index)) for s in valid.symbol_names]
+    table.append(index.setdefault(src.default_symbol or "", len(index)))  # code -1: default
+    codes = np.asarray(table, dtype=np.int32)[valid.symbol_codes]
+    return TickColumns(ts=valid.ts, price=valid.price, size=valid.size, symbol=codes,
+                       symbols=tuple(index), venue=src.default_venue, line=valid.line,
+                       source_file=src.label, ticks=ticks)
+
+
+def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: TickColumns,
                  before: npt.NDArray[np.int64], after: int) -> None:
     """Replay one batch's outputs into the chain in the per-event path's order."""
     assert chunk.ticks is not None

@@ -69,15 +69,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jobs.options import ReplayOptions
+    from jobs.options import ReplayOptions, duration_arg, parse_columns
     from jobs.train_job import train_models
+    from operators.normalize import DEDUPE_WINDOW_NS, MAX_FORWARD_JUMP_NS
 
-    if not 0.05 <= args.train_fraction <= 0.95:
-        raise UsageError("--train-fraction must be in [0.05, 0.95]")
     opts = ReplayOptions(out=Path(args.out), ticks=Path(args.ticks) if args.ticks else None,
                          bars=Path(args.bars) if args.bars else None, bar=args.bar,
                          symbol=args.symbol, venue=args.venue, tz=args.tz,
-                         train_fraction=args.train_fraction, seed=args.seed, quiet=args.quiet)
+                         train_fraction=args.train_fraction, seed=args.seed, quiet=args.quiet,
+                         ohlc_tolerance=args.ohlc_tolerance,
+                         max_forward_jump_ns=duration_arg("--max-forward-jump",
+                                                          args.max_forward_jump,
+                                                          MAX_FORWARD_JUMP_NS),
+                         dedupe_window_ns=duration_arg("--dedupe-window", args.dedupe_window,
+                                                       DEDUPE_WINDOW_NS),
+                         columns=parse_columns(args.columns), delimiter=args.delimiter or ",")
     bundle = train_models(opts, Path(args.out))
     print(f"wrote {len(bundle.arm_a) + len(bundle.arm_b)} models and strategy.json to {args.out}")
     return 0
@@ -112,10 +118,38 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from jobs.features_csv import features_csv
+    from jobs.options import input_tz
 
-    n = features_csv(Path(args.bars), Path(args.out), force=args.force)
-    print(f"wrote {n} rows to {args.out}", file=sys.stderr)
+    res = features_csv(Path(args.bars), Path(args.out), force=args.force, bar=args.bar,
+                       tz=input_tz(args.tz), ohlc_tolerance=args.ohlc_tolerance)
+    print(f"wrote {res.rows} rows to {args.out}", file=sys.stderr)
+    if res.dlq_path is not None:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(res.dead_letters.items()))
+        print(f"{sum(res.dead_letters.values())} rows dead-lettered ({reasons}) to "
+              f"{res.dlq_path}", file=sys.stderr)
     return 0
+
+
+def _bar_file_args(p: argparse.ArgumentParser) -> None:
+    from jobs.bar_files import OHLC_TOLERANCE
+
+    p.add_argument("--ohlc-tolerance", type=float, default=OHLC_TOLERANCE, metavar="REL",
+                   help="bar files: relative slack of the low <= open, close <= high check "
+                        "(rounding in adjusted files; default: %(default)g)")
+
+
+def _tick_file_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--columns", metavar="FIELD=COLUMN,...",
+                   help="map a vendor's CSV header onto tick fields, e.g. "
+                        "ts=DateTime,price=Price,size=Volume (other columns are ignored)")
+    p.add_argument("--delimiter", metavar="CHAR", default=None,
+                   help="CSV separator of --ticks (default: ',')")
+    p.add_argument("--max-forward-jump", metavar="DURATION", default=None,
+                   help="ticks further ahead of the watermark go to the DLQ as "
+                        "IMPLAUSIBLE_TIME and never move it (default: 7d)")
+    p.add_argument("--dedupe-window", metavar="DURATION", default=None,
+                   help="event time over which trade ids are remembered per symbol; an older "
+                        "id is STALE_TRADE_ID (default: 1h; see docs/normalize.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--no-report-html", action="store_true",
                      help="do not write <out>/report.html (the charts page)")
+    _bar_file_args(run)
+    _tick_file_args(run)
     _trading_args(run)
     run.add_argument("--no-trade", action="store_true",
                      help="stop after features (no models, no orders)")
@@ -196,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of bars that trains (user files; default: %(default)s)")
     train.add_argument("--seed", type=int, default=0, help="model seed (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    _bar_file_args(train)
+    _tick_file_args(train)
     train.set_defaults(func=_cmd_train)
 
     feat = sub.add_parser("features", help="compute the feature columns of a bar file",
@@ -204,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     feat.add_argument("--bars", required=True, metavar="IN.csv")
     feat.add_argument("--out", required=True, metavar="OUT.csv")
     feat.add_argument("--force", action="store_true", help="overwrite OUT.csv")
+    feat.add_argument("--bar", default=None,
+                      help="bar length, e.g. 1m, 1h, 1d (default: the file's own spacing)")
+    feat.add_argument("--tz", help="IANA zone of naive timestamps (default: UTC)")
+    _bar_file_args(feat)
     feat.set_defaults(func=_cmd_features)
 
     top = sub.add_parser("topics", help="the topic catalog and message schemas")

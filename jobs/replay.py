@@ -139,7 +139,8 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
-                              tz=opts.tz, default_symbol=opts.symbol)
+                              tz=opts.tz, default_symbol=opts.symbol,
+                              ohlc_tolerance=opts.ohlc_tolerance)
     bf = BarFeatures(BarFeaturesConfig(bar_ns))
     # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
     # daily bars)
@@ -177,7 +178,9 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     """A tick file (or the bundled sample) through the whole graph, batched or per event."""
     src = resolve_ticks(opts)
     bar_ns = parse_duration(opts.bar or "1m")
-    norm = Normalize(normalize_config(src, opts.instruments))
+    norm = Normalize(normalize_config(src, opts.instruments,
+                                      max_forward_jump_ns=opts.max_forward_jump_ns,
+                                      dedupe_window_ns=opts.dedupe_window_ns))
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
     chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz, device)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
@@ -284,6 +287,9 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
             bundle = load_bundle(models)
         except (FileNotFoundError, BundleMismatchError) as exc:
             raise UsageError(f"--models {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise UsageError(f"--models {models}: strategy.json is not a valid strategy file "
+                             f"({exc}); train the bundle again") from None
     if bundle.feature_version != feature_version:
         raise UsageError(f"models in {models} expect features {bundle.feature_version}, this "
                          f"run computes {feature_version} (another --bar?)")

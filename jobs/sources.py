@@ -8,12 +8,10 @@ per-event path and Kafka input share one code path.
 
 from __future__ import annotations
 
-import gzip
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import msgspec
 
@@ -21,22 +19,24 @@ from jobs import data
 from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
-from jobs.tick_files import read_lines
-from operators.normalize import NormalizeConfig, RawRecord
-from topics.messages import Bar, Control, SourceRef, Tick
-
-TICK_COLUMNS = ("ts", "symbol", "price", "size", "venue", "trade_id", "bid", "ask")
-BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
+from jobs.text_files import check_columns, head_lines, read_lines
+from jobs.tick_files import csv_columns_from_header, iter_raw_records
+from operators.domain.tick_fields import (
+    BAD_BYTE,
+    REQUIRED_TICK_FIELDS,
+    TICK_FIELDS,
+    split_csv_line,
+)
+from operators.normalize import (
+    DEDUPE_WINDOW_NS,
+    MAX_FORWARD_JUMP_NS,
+    NormalizeConfig,
+    RawRecord,
+)
+from topics.messages import Bar, Control, Tick
 
 # The bundled E-mini sample's header, mapped onto canonical names.
 EMINI_COLUMN_MAP = {"DateTime": "ts", "Price": "price", "Volume": "size"}
-
-
-def open_text(path: Path) -> IO[str]:
-    """Open a text file, transparently gunzipping ``*.gz``."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
 
 
 def file_format(path: Path) -> Literal["csv", "jsonl"]:
@@ -57,64 +57,91 @@ class TickFileSpec:
     columns: tuple[str, ...] | None
 
 
-def _check_columns(path: Path, names: tuple[str, ...], allowed: tuple[str, ...],
-                   required: tuple[str, ...]) -> None:
-    unknown = [c for c in names if c not in allowed]
-    missing = [c for c in required if c not in names]
-    dup = sorted({c for c in names if names.count(c) > 1})
-    problems = []
-    if missing:
-        problems.append(f"missing column(s): {', '.join(missing)}")
-    if unknown:
-        problems.append(f"unknown column(s): {', '.join(unknown)}")
-    if dup:
-        problems.append(f"duplicate column(s): {', '.join(dup)}")
-    if problems:
-        optional = [c for c in allowed if c not in required]
-        expected = ",".join(required) + (f" [optional: {','.join(optional)}]" if optional else "")
-        raise UsageError(f"{path}: {'; '.join(problems)} (expected {expected})")
-
-
 def inspect_tick_file(
     path: Path,
     *,
     column_map: dict[str, str] | None = None,
     has_default_symbol: bool = False,
+    delimiter: str = ",",
 ) -> TickFileSpec:
-    """Check a tick file's existence and columns; raise :class:`UsageError` naming problems."""
+    """Check a tick file's existence and columns; raise :class:`UsageError` naming problems.
+
+    ``column_map`` (vendor header → canonical field, from ``--columns``) names the columns
+    to use; the file's other columns are then ignored. Without it every column must be a
+    canonical name.
+    """
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     fmt = file_format(path)
-    required = ("ts", "price", "size") if has_default_symbol else ("ts", "symbol", "price", "size")
-    with open_text(path) as f:
-        first = f.readline()
-    if not first.strip():
+    required = tuple(c for c in REQUIRED_TICK_FIELDS if not (c == "symbol" and has_default_symbol))
+    head = head_lines(path, 2)
+    if not head:
         raise UsageError(f"{path}: empty file")
+    first = head[0][1]
     if fmt == "csv":
-        header = tuple(h.strip() for h in first.rstrip("\r\n").split(","))
-        mapped = tuple((column_map or {}).get(h, h) for h in header)
-        _check_columns(path, mapped, TICK_COLUMNS, required)
-        return TickFileSpec(path, "csv", mapped)
+        if BAD_BYTE in first:
+            raise UsageError(f"{path}:{head[0][0]}: the header holds bytes that are not UTF-8")
+        if len(head) < 2:
+            raise UsageError(f"{path}: a header but no data rows")
+        header = tuple(h.strip() for h in split_csv_line(first, delimiter))
+        return TickFileSpec(path, "csv", map_header(path, header, column_map, required,
+                                                    delimiter))
+    if column_map:
+        raise UsageError("--columns maps CSV headers; JSON lines must use the canonical names "
+                         f"{', '.join(TICK_FIELDS)}")
     try:
         obj = msgspec.json.decode(first)
     except msgspec.DecodeError as exc:
         raise UsageError(f"{path}: line 1 is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: line 1 is not a JSON object")
-    _check_columns(path, tuple(obj), TICK_COLUMNS, required)
+    check_columns(path, tuple(obj), TICK_FIELDS, required)
     return TickFileSpec(path, "jsonl", None)
 
 
-def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[str, ...]:
-    """Check a bar CSV's columns; returns them in file order."""
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    with open_text(path) as f:
-        first = f.readline()
-    header = tuple(h.strip() for h in first.rstrip("\r\n").split(","))
-    required = tuple(c for c in BAR_COLUMNS if not (c == "symbol" and has_default_symbol))
-    _check_columns(path, header, BAR_COLUMNS, required)
-    return header
+def map_header(path: Path, header: tuple[str, ...], column_map: dict[str, str] | None,
+               required: tuple[str, ...], delimiter: str) -> tuple[str, ...]:
+    """The canonical field of each header column (``""``: ignored), or an error that says
+    what to do: which flag to pass, which name to fix."""
+    cmap = column_map or {}
+    where = f"{path}: header {','.join(header)!r}"
+    if len(header) == 1:
+        for sep in (";", "\t", "|"):
+            if sep != delimiter and sep in header[0]:
+                raise UsageError(f"{where} is one column: the file looks {sep!r}-separated; "
+                                 f"pass --delimiter {sep!r}")
+    by_lower = {h.lower(): h for h in header}
+    for h, field in cmap.items():
+        if h not in header:
+            hint = (f"; the header has {by_lower[h.lower()]!r} (names are case-sensitive)"
+                    if h.lower() in by_lower else "")
+            raise UsageError(f"--columns {field}={h}: {path} has no column {h!r}{hint}")
+    try:
+        mapped = csv_columns_from_header(header, cmap, require_ts=False)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    unknown = [h for h, m in zip(header, mapped, strict=True) if not m] if not cmap else []
+    cased = [h for h in unknown if h.lower() in TICK_FIELDS]
+    unknown = [h for h in unknown if h not in cased]
+    missing = [f for f in required if f not in mapped and f not in {h.lower() for h in cased}]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s): {', '.join(unknown)}")
+    if cased:
+        fix = ",".join(f"{h.lower()}={h}" for h in cased)
+        problems.append(f"column(s) {', '.join(cased)}: names are case-sensitive; rename them "
+                        f"or pass --columns {fix}")
+    if "symbol" in missing:
+        problems.append("without a symbol column pass --symbol SYMBOL (one instrument per "
+                        "file) or map one with --columns symbol=<column>")
+    if problems:
+        canon = ",".join(f"{f}=<column>" for f in required)
+        optional = ",".join(f for f in TICK_FIELDS if f not in required)
+        raise UsageError(f"{where}: {'; '.join(problems)} (expected {','.join(required)} "
+                         f"[optional: {optional}]; map a vendor's names with --columns {canon})")
+    return mapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,24 +156,32 @@ class TickInput:
     default_symbol: str | None
     default_venue: str
     bundled: bool
+    delimiter: str = ","
 
 
 def resolve_ticks(opts: ReplayOptions) -> TickInput:
     """The tick file to replay: ``--ticks`` or the bundled E-mini sample."""
     if opts.ticks is None:
+        if opts.columns or opts.delimiter != ",":
+            raise UsageError("--columns and --delimiter describe a --ticks file")
         path = data.fetch_emini(quiet=opts.quiet)
         spec = inspect_tick_file(path, column_map=EMINI_COLUMN_MAP, has_default_symbol=True)
         return TickInput(path=path, label=path.name, spec=spec, column_map=EMINI_COLUMN_MAP,
                          tz=opts.tz or data.EMINI_TZ,
                          default_symbol=opts.symbol or data.EMINI_SYMBOL,
                          default_venue=opts.venue or data.EMINI_VENUE, bundled=True)
-    spec = inspect_tick_file(opts.ticks, has_default_symbol=opts.symbol is not None)
-    return TickInput(path=opts.ticks, label=opts.ticks.name, spec=spec, column_map=None,
+    cmap = opts.column_map or None
+    spec = inspect_tick_file(opts.ticks, column_map=cmap,
+                             has_default_symbol=opts.symbol is not None, delimiter=opts.delimiter)
+    return TickInput(path=opts.ticks, label=opts.ticks.name, spec=spec, column_map=cmap,
                      tz=opts.tz, default_symbol=opts.symbol,
-                     default_venue=opts.venue or "UNKNOWN", bundled=False)
+                     default_venue=opts.venue or "UNKNOWN", bundled=False,
+                     delimiter=opts.delimiter)
 
 
-def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfig:
+def normalize_config(src: TickInput, instruments: Path | None, *,
+                     max_forward_jump_ns: int = MAX_FORWARD_JUMP_NS,
+                     dedupe_window_ns: int = DEDUPE_WINDOW_NS) -> NormalizeConfig:
     known: tuple[str, ...] | None = None
     if instruments is not None:
         if not instruments.is_file():
@@ -155,20 +190,15 @@ def normalize_config(src: TickInput, instruments: Path | None) -> NormalizeConfi
             known = tuple(known_symbols(load_instruments(instruments)))
         except ValueError as exc:
             raise UsageError(f"--instruments {instruments}: {exc}") from None
-    return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns,
+    return NormalizeConfig(tz=src.tz, csv_columns=src.spec.columns, csv_delimiter=src.delimiter,
                            default_symbol=src.default_symbol, default_venue=src.default_venue,
-                           instruments=known)
+                           instruments=known, max_forward_jump_ns=max_forward_jump_ns,
+                           dedupe_window_ns=dedupe_window_ns)
 
 
 def iter_records(src: TickInput) -> Iterator[RawRecord]:
     """One raw record per data line, with its file name and 1-based line number."""
-    lines = read_lines(src.path)
-    start = 1 if src.spec.fmt == "csv" else 0
-    label = src.label
-    for i in range(start, len(lines)):
-        text = lines[i]
-        if text.strip():
-            yield RawRecord(payload=text, source=SourceRef(file=label, line=i + 1))
+    return iter_raw_records(src.path, label=src.label, header=src.spec.fmt == "csv")
 
 
 def load_controls(path: Path | None) -> list[Control]:

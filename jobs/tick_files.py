@@ -3,13 +3,14 @@
 Two readers of the same file that agree line for line:
 
 - ``iter_raw_records`` yields one ``RawRecord`` per data line for the per-event path;
-- ``load_tick_columns`` reads the whole file into ``TickColumns`` for
-  ``Normalize.validate_columns`` (the E-mini file's 500k rows in a fraction of a second).
+- ``load_tick_columns`` reads the whole file into ``RawTickColumns`` for the columnar
+  accelerator (``jobs.accel.normalize_columns``; the E-mini file's 500k rows in a fraction of
+  a second).
 
-File conventions: UTF-8 (undecodable bytes become U+FFFD so one bad byte rejects one row, not
-the file); lines end in ``\\n`` or ``\\r\\n``; the first non-empty line is the header; empty
-lines are skipped (they are not records) but keep their line numbers, so ``SourceRef.line`` is
-the 1-based physical line a text editor shows. The header is mapped to canonical field names
+File conventions are ``jobs.text_files``'s (gzip, UTF-8, line endings); the first non-blank
+line is the header; blank (empty or whitespace-only) lines are skipped (they are not records)
+but keep their line numbers, so ``SourceRef.line`` is the 1-based physical line a text editor
+shows. The header is mapped to canonical field names
 with ``column_map`` (e.g. ``{"DateTime": "ts", "Price": "price", "Volume": "size"}``); a header
 that already is a canonical name maps to itself; any other column is ignored.
 
@@ -21,7 +22,6 @@ two paths agree by construction.
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
@@ -30,36 +30,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from jobs.accel.normalize_columns import RawTickColumns
+from jobs.text_files import read_lines, read_text, split_lines
+from operators.domain.tick_fields import BAD_BYTE, TICK_FIELDS, parse_number, split_csv_line
 from operators.domain.timeparse import TimestampParser
-from operators.normalize import (
-    CANONICAL_FIELDS,
-    NormalizeConfig,
-    RawRecord,
-    TickColumns,
-    parse_number,
-    split_csv_line,
-)
+from operators.normalize import NormalizeConfig, RawRecord
 from topics.messages import SourceRef
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """All physical lines of a text file (``.gz`` decompressed), without line terminators."""
-    p = Path(path)
-    raw = p.read_bytes()
-    if p.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    text = raw.decode("utf-8", errors="replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 def _header_index(lines: Sequence[str]) -> int:
+    """The header is the first non-blank line."""
     for i, line in enumerate(lines):
         if line.strip():
             return i
@@ -67,21 +47,22 @@ def _header_index(lines: Sequence[str]) -> int:
 
 
 def csv_columns_from_header(
-    header: Sequence[str], column_map: Mapping[str, str] | None = None
+    header: Sequence[str], column_map: Mapping[str, str] | None = None, *,
+    require_ts: bool = True,
 ) -> tuple[str, ...]:
     """Canonical name per header column (``""`` for ignored columns), for ``csv_columns``."""
     cmap = dict(column_map or {})
-    bad = sorted(set(cmap.values()) - set(CANONICAL_FIELDS) - {""})
+    bad = sorted(set(cmap.values()) - set(TICK_FIELDS) - {""})
     if bad:
-        raise ValueError(f"column_map targets {bad} are not canonical fields {CANONICAL_FIELDS}")
+        raise ValueError(f"column_map targets {bad} are not canonical fields {TICK_FIELDS}")
     out = []
     for h in header:
         name = h.strip()
-        out.append(cmap.get(name, name if name in CANONICAL_FIELDS else ""))
+        out.append(cmap.get(name, name if name in TICK_FIELDS else ""))
     named = [c for c in out if c]
     if len(set(named)) != len(named):
         raise ValueError(f"header {list(header)} maps two columns to one field: {out}")
-    if "ts" not in named:
+    if require_ts and "ts" not in named:
         raise ValueError(f"header {list(header)} has no column mapped to 'ts'")
     return tuple(out)
 
@@ -116,14 +97,16 @@ def normalize_config_for(
     )
 
 
-def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
-    """One ``RawRecord`` per non-empty line after the header, with file and line number."""
+def iter_raw_records(path: str | Path, *, label: str | None = None, header: bool = True
+                     ) -> Iterator[RawRecord]:
+    """One ``RawRecord`` per non-blank line after the header (``header=False``: from the
+    start, e.g. JSON lines), with file (``label``, default the path) and line number."""
     lines = read_lines(path)
-    start = _header_index(lines) + 1
-    file = str(path)
+    start = _header_index(lines) + 1 if header else 0
+    file = str(path) if label is None else label
     for i in range(start, len(lines)):
         line = lines[i]
-        if line:
+        if line.strip():
             yield RawRecord(payload=line, source=SourceRef(file=file, line=i + 1))
 
 
@@ -159,21 +142,22 @@ def load_tick_columns(
     default_venue: str = "UNKNOWN",
     *,
     delimiter: str = ",",
-) -> TickColumns:
-    """Read a tick CSV into ``TickColumns``; bad cells become sentinels, never exceptions.
+) -> RawTickColumns:
+    """Read a tick CSV into ``RawTickColumns``; bad cells become sentinels, never exceptions.
 
     ``tz``, ``default_symbol`` and ``default_venue`` must match the ``NormalizeConfig`` that
     validates the columns. Rows with the wrong number of cells are flagged ``malformed``.
-    The raw line text of every row is kept (``TickColumns.payload``) for dead letters.
+    The raw line text of every row is kept (``RawTickColumns.payload``) for dead letters.
     """
-    lines = read_lines(path)
+    text = read_text(path)
+    lines = split_lines(text)
     h = _header_index(lines)
     columns = csv_columns_from_header(split_csv_line(lines[h], delimiter), column_map)
     k = len(columns)
     body = lines[h + 1 :]
     line_no = np.arange(h + 2, h + 2 + len(body), dtype=np.int64)
-    if "" in body:  # drop empty lines, keep numbering
-        keep = [i for i, t in enumerate(body) if t]
+    if _has_blank(body):  # drop blank lines, keep numbering
+        keep = [i for i, t in enumerate(body) if t.strip()]
         body = [body[i] for i in keep]
         line_no = line_no[np.asarray(keep, dtype=np.int64)]
     n = len(body)
@@ -204,7 +188,7 @@ def load_tick_columns(
     if "trade_id" in field_col:
         trade_id = [c.strip() or None for c in field_col["trade_id"]]
 
-    return TickColumns(
+    return RawTickColumns(
         ts=ts,
         price=price,
         size=size,
@@ -219,7 +203,14 @@ def load_tick_columns(
         bid=_float_column(field_col["bid"]) if "bid" in field_col else None,
         ask=_float_column(field_col["ask"]) if "ask" in field_col else None,
         malformed=malformed,
+        bad_encoding=np.fromiter(map(str.__contains__, body, repeat(BAD_BYTE)), np.bool_, n)
+        if BAD_BYTE in text else None,
     )
+
+
+def _has_blank(body: list[str]) -> bool:
+    """Whether any line is empty or whitespace only (a C-speed scan for the common case)."""
+    return "" in body or any(map(str.isspace, body))
 
 
 def _split(

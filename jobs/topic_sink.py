@@ -12,8 +12,9 @@ from typing import IO
 
 import msgspec
 
+from topics.dlq import DLQ_TOPIC
+
 _FLUSH_AT = 1 << 20
-DLQ_TOPIC = "md.ticks.dlq"
 
 
 class TopicSink:

@@ -74,7 +74,9 @@ def _train(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
         train_end = train_end_for(False, vectors, opts.train_fraction)
     else:
         src = resolve_ticks(opts)
-        norm = Normalize(normalize_config(src, opts.instruments))
+        norm = Normalize(normalize_config(src, opts.instruments,
+                                          max_forward_jump_ns=opts.max_forward_jump_ns,
+                                          dedupe_window_ns=opts.dedupe_window_ns))
         bar_ns = parse_duration(opts.bar or "1m")
         vectors = features_pass(src, norm, bar_ns, opts.lateness_ns, quiet=opts.quiet)
         train_end = train_end_for(src.bundled, vectors, opts.train_fraction)
@@ -85,5 +87,6 @@ def _train(opts: ReplayOptions, out_dir: Path) -> StrategyBundle:
 def _good_bars(opts: ReplayOptions) -> tuple[list[Bar], int]:
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
-                              tz=opts.tz, default_symbol=opts.symbol)
+                              tz=opts.tz, default_symbol=opts.symbol,
+                              ohlc_tolerance=opts.ohlc_tolerance)
     return [it for it, _ in items if isinstance(it, Bar)], bar_ns

@@ -20,9 +20,10 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from jobs.accel.features_columns import FeaturesColumns
+from jobs.accel.tick_columns import TickColumns, bounded_watermarks
 from jobs.data import EMINI_SYMBOL, EMINI_TZ, EMINI_VENUE
 from operators.contract import END_OF_STREAM, MIN_WATERMARK, Emit, SimpleContext
-from operators.domain.bars import TickColumns, bounded_watermarks
 from operators.features import FeatureState, WindowFeatures
 from topics.messages import Tick
 
@@ -154,11 +155,12 @@ def run_batches(
     states = {} if states is None else states
     out: list[Emit] = []
     max_seen: int | None = None
+    fc = FeaturesColumns(op)
     for a, b in itertools.pairwise(bounds):
         chunk = cols.slice(a, b)
         before, after, max_seen = bounded_watermarks(chunk.ts, lateness, max_seen)
-        out += op.process_columns(states, chunk, before, after).emits(chunk)
-    out += op.flush(states, END_OF_STREAM).emits()
+        out += fc.process(states, chunk, before, after).emits(chunk)
+    out += fc.flush(states, END_OF_STREAM).emits()
     return out, states
 
 

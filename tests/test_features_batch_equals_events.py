@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jobs.accel.features_columns import FeaturesColumns
+from jobs.accel.tick_columns import TickColumns, bounded_watermarks
 from operators.contract import END_OF_STREAM, Emit, StateMismatchError
-from operators.domain.bars import TickColumns, bounded_watermarks
 from operators.features import (
     BARS_TOPIC,
     LATE_TOPIC,
@@ -190,7 +191,7 @@ def test_batch_restore_between_chunks_equals_uninterrupted_run(emini_ticks_path:
     for a, b in ((0, 65_536), (65_536, 131_072)):
         chunk = cols.slice(a, b)
         before, after, max_seen = bounded_watermarks(chunk.ts, lateness, max_seen)
-        out += op.process_columns(states, chunk, before, after).emits(chunk)
+        out += FeaturesColumns(op).process(states, chunk, before, after).emits(chunk)
     assert len(states["ES"].open_bars) >= 1
     snaps = state_bytes(op, states)
     restored = {k: WindowFeatures().restore(v) for k, v in snaps.items()}
@@ -198,10 +199,10 @@ def test_batch_restore_between_chunks_equals_uninterrupted_run(emini_ticks_path:
     before, after, _ = bounded_watermarks(rest.ts, lateness, max_seen)
     chunks = chunk_bounds(len(rest), (65_536,))
     for a, b in itertools.pairwise(chunks):
-        out += op.process_columns(
+        out += FeaturesColumns(op).process(
             restored, rest.slice(a, b), before[a:b], int(before[b]) if b < len(rest) else after
         ).emits(rest.slice(a, b))
-    out += op.flush(restored, END_OF_STREAM).emits()
+    out += FeaturesColumns(op).flush(restored, END_OF_STREAM).emits()
     assert emit_bytes(out) == emit_bytes(whole)
     assert state_bytes(op, restored) == state_bytes(op, whole_states)
 
@@ -213,11 +214,11 @@ def test_snapshot_from_another_bar_length_is_refused() -> None:
         WindowFeatures(FeaturesConfig.from_bar("5m")).restore(snap)
 
 
-def test_process_columns_refuses_decreasing_watermarks() -> None:
+def test_the_columnar_twin_refuses_decreasing_watermarks() -> None:
     ticks = crafted_multi_symbol(seed=1, n=10)
     cols = TickColumns.from_ticks(ticks)
     before, after, _ = bounded_watermarks(cols.ts, 0)
     with pytest.raises(ValueError, match="decrease"):
-        WindowFeatures().process_columns({}, cols, before[::-1].copy(), after)
+        FeaturesColumns(WindowFeatures()).process({}, cols, before[::-1].copy(), after)
     with pytest.raises(ValueError, match="one entry per row"):
-        WindowFeatures().process_columns({}, cols, before[:-1], after)
+        FeaturesColumns(WindowFeatures()).process({}, cols, before[:-1], after)

@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from jobs.accel.tick_columns import TickColumns
 from operators.contract import MIN_WATERMARK
-from operators.domain.bars import TickColumns
 from operators.features import BARS_TOPIC, LATE_TOPIC, WindowFeatures
 from tests._feature_driver import MINUTE_NS, SECOND_NS, emit_bytes, run_batches, run_events
 from topics.messages import Bar, LateTick, Tick

@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from operators.domain.bars import TickColumns
+from jobs.accel.tick_columns import TickColumns
 from operators.features import (
     BARS_TOPIC,
     FEATURES_TOPIC,

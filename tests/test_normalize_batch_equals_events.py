@@ -1,4 +1,4 @@
-"""The batched path (``load_tick_columns`` + ``validate_columns``) equals the per-event path
+"""The columnar path (``load_tick_columns`` + ``NormalizeColumns``) equals the per-event path
 (``iter_raw_records`` + ``process``) row for row: same ticks, same DLQ reasons, event times,
 payloads and sources, and the same dedupe state.
 """
@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from jobs.accel.normalize_columns import NormalizeColumns
 from jobs.tick_files import iter_raw_records, load_tick_columns, normalize_config_for
 from operators.contract import Emit, SimpleContext
-from operators.normalize import DLQ_TOPIC, TICKS_TOPIC, Normalize, NormalizeConfig, Reason
+from operators.normalize import TICKS_TOPIC, Normalize, NormalizeConfig
 from tests.test_normalize_dlq_corpus import csv_config, run_events, write_csv_corpus
+from topics.dlq import DLQ_TOPIC, DlqReason
 from topics.messages import DeadLetter, Tick
 
 EMINI_MAP = {"DateTime": "ts", "Price": "price", "Volume": "size"}
@@ -40,16 +42,16 @@ def assert_paths_agree(
         config.default_venue,
         delimiter=config.csv_delimiter,
     )
-    op = Normalize(config)
-    result = op.validate_columns(cols)
+    op = NormalizeColumns(Normalize(config))
+    result = op.validate(cols)
     assert len(cols) == len(events)
     assert result.reasons() == [
-        None if e.topic == TICKS_TOPIC else Reason(e.value.reason) for e in events
+        None if e.topic == TICKS_TOPIC else DlqReason(e.value.reason) for e in events
     ]
     assert [dl_key(d) for d in result.dead_letters] == [
         dl_key(e.value) for e in events if e.topic == DLQ_TOPIC
     ]
-    assert op.ticks_from_columns(cols, result.valid) == [
+    assert op.ticks(cols, result.valid) == [
         e.value for e in events if e.topic == TICKS_TOPIC
     ]
     assert {k: v for k, v in result.states.items() if v.ids} == {
@@ -67,14 +69,14 @@ def test_the_emini_file_gives_identical_ticks_on_both_paths(emini_ticks_path: Pa
         default_venue="CME",
     )
     cols = load_tick_columns(emini_ticks_path, EMINI_MAP, "America/Chicago", "ES", "CME")
-    result = Normalize(cfg).validate_columns(cols)
+    result = NormalizeColumns(Normalize(cfg)).validate(cols)
     assert len(cols) == 500_000
     assert result.valid.all() and result.dead_letters == []
 
     sample = np.zeros(len(cols), dtype=bool)
     sample[::997] = True
     sample[-1] = True
-    batch_sample = iter(Normalize(cfg).ticks_from_columns(cols, sample))
+    batch_sample = iter(NormalizeColumns(Normalize(cfg)).ticks(cols, sample))
     op, ctx = Normalize(cfg), SimpleContext()
     state = op.new_state("ES")
     ts = np.empty(len(cols), np.int64)
@@ -238,7 +240,7 @@ def test_a_batch_then_per_event_continuation_equals_per_event_throughout(tmp_pat
     path.write_text("ts,symbol,price,size,venue,trade_id,bid,ask\n" + "\n".join(rows) + "\n")
     cfg = NormalizeConfig(
         csv_columns=("ts", "symbol", "price", "size", "venue", "trade_id", "bid", "ask"),
-        dedupe_ttl_ns=2 * 10**9,
+        dedupe_window_ns=2 * 10**9,
     )
     records = list(iter_raw_records(path))
     whole, _ = run_events(Normalize(cfg), records)
@@ -246,11 +248,11 @@ def test_a_batch_then_per_event_continuation_equals_per_event_throughout(tmp_pat
     half = tmp_path / "first_half.csv"
     half.write_text("ts,symbol,price,size,venue,trade_id,bid,ask\n" + "\n".join(rows[:1500]) + "\n")
     cols = load_tick_columns(half)
-    result = Normalize(cfg).validate_columns(cols)
+    result = NormalizeColumns(Normalize(cfg)).validate(cols)
     kept = cols.select(result.valid)
     assert len(kept) == int(result.valid.sum()) < len(cols)
     assert kept.payload_of(0) == cols.payload_of(int(np.flatnonzero(result.valid)[0]))
-    assert Normalize(cfg).validate_columns(kept).valid.all()  # fresh state: all admitted
+    assert NormalizeColumns(Normalize(cfg)).validate(kept).valid.all()  # fresh state: all admitted
     rest, _ = run_events(Normalize(cfg), records[1500:], dict(result.states))
     first = [None if r is None else r.value for r in result.reasons()]
     second = [None if e.topic == TICKS_TOPIC else e.value.reason for e in rest]

@@ -4,23 +4,20 @@ bounded state that survives snapshot/restore exactly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.accel.normalize_columns import NormalizeColumns
+from jobs.cli import main
 from jobs.tick_files import iter_raw_records, load_tick_columns, normalize_config_for
 from operators.contract import Emit, SimpleContext, StateMismatchError
-from operators.normalize import (
-    DLQ_TOPIC,
-    TICKS_TOPIC,
-    Normalize,
-    NormalizeConfig,
-    RawRecord,
-    Reason,
-)
+from operators.normalize import TICKS_TOPIC, Normalize, NormalizeConfig, RawRecord
 from tests.test_normalize_dlq_corpus import run_events
+from topics.dlq import DLQ_TOPIC, DlqReason
 from topics.messages import SourceRef
 
 SEC = 10**9
@@ -45,7 +42,7 @@ def reasons(outputs: list[Emit]) -> list[str | None]:
 
 
 def test_a_trade_id_seen_within_the_ttl_is_a_duplicate_and_readmitted_after_it() -> None:
-    op = Normalize(config(dedupe_ttl_ns=60 * SEC))
+    op = Normalize(config(dedupe_window_ns=60 * SEC))
     t0 = 1_700_000_000
     outs, _ = run_events(
         op,
@@ -61,19 +58,35 @@ def test_a_trade_id_seen_within_the_ttl_is_a_duplicate_and_readmitted_after_it()
     assert reasons(outs) == [None, "DUPLICATE", "DUPLICATE", None, None, "DUPLICATE"]
 
 
-def test_expiry_follows_the_highest_event_time_not_arrival_order() -> None:
-    op = Normalize(config(dedupe_ttl_ns=60 * SEC))
+def test_an_id_older_than_the_window_is_stale_not_admitted_unchecked() -> None:
+    """The window runs back from the newest event time seen with an id; a record before it
+    cannot be checked (its original may have been forgotten), so it is counted as stale."""
+    op = Normalize(config(dedupe_window_ns=60 * SEC))
     t0 = 1_700_000_000
-    outs, _ = run_events(
+    outs, states = run_events(
         op,
         [
-            rec(t0 + 100, "late-a"),
-            rec(t0, "a"),  # out of order: older than the TTL horizon, still recorded
-            rec(t0 + 1, "a"),  # "a"@t0 is behind the horizon t0+40: expired, so admitted
-            rec(t0 + 100, "late-a"),
+            rec(t0, "a"),
+            rec(t0 + 100, "b"),  # moves the window to [t0 + 40, t0 + 100]: "a" is forgotten
+            rec(t0, "a"),  # "a" re-sent with its original time: stale, not accepted twice
+            rec(t0 + 39, "c"),  # just before the window: stale too
+            rec(t0 + 40, "d"),  # at its start: admitted
+            rec(t0 + 100, "b"),  # still remembered
         ],
     )
-    assert reasons(outs) == [None, None, None, "DUPLICATE"]
+    assert reasons(outs) == [None, None, "STALE_TRADE_ID", "STALE_TRADE_ID", None, "DUPLICATE"]
+    assert "older than the dedupe window (1m back from" in outs[2].value.detail
+    assert sorted(states["ES"].ids) == ["CME\x1fb", "CME\x1fd"]
+
+
+def test_ids_forgotten_for_room_make_older_records_stale() -> None:
+    op = Normalize(config(dedupe_max_ids=3))
+    t0 = 1_700_000_000
+    outs, _ = run_events(op, [rec(t0 + i, f"id{i}") for i in range(5)]
+                         + [rec(t0 + 1, "id1"), rec(t0 + 2, "id9"), rec(t0 + 4, "id4")])
+    # id0 and id1 were forgotten for room: anything at or before t0 + 1 is uncheckable
+    assert reasons(outs) == [None] * 5 + ["STALE_TRADE_ID", None, "DUPLICATE"]
+    assert "forgotten for room" in outs[5].value.detail
 
 
 def test_the_key_is_venue_symbol_and_trade_id_and_int_ids_equal_their_text() -> None:
@@ -115,7 +128,7 @@ def test_state_is_bounded_by_max_ids_dropping_the_oldest_first() -> None:
 
 
 def test_records_without_trade_ids_are_never_deduplicated() -> None:
-    op = Normalize(config(dedupe_ttl_ns=60 * SEC))
+    op = Normalize(config(dedupe_window_ns=60 * SEC))
     same = [rec(1_700_000_000, None) for _ in range(50)]
     outs, states = run_events(op, same)
     assert reasons(outs) == [None] * 50
@@ -193,7 +206,7 @@ def stream_config() -> NormalizeConfig:
     return NormalizeConfig(
         tz="America/Chicago",
         csv_columns=("ts", "symbol", "price", "size", "venue", "trade_id"),
-        dedupe_ttl_ns=120 * SEC,
+        dedupe_window_ns=120 * SEC,
         dedupe_max_ids=5_000,
     )
 
@@ -251,7 +264,7 @@ def test_snapshots_refuse_another_dedupe_config_but_not_another_instrument_list(
     _, states = run_events(op, [rec(1_700_000_000, "a")])
     blob = op.snapshot(states["ES"])
     with pytest.raises(StateMismatchError):
-        Normalize(config(dedupe_ttl_ns=5 * SEC)).restore(blob)
+        Normalize(config(dedupe_window_ns=5 * SEC)).restore(blob)
     with pytest.raises(StateMismatchError):
         Normalize(config(dedupe_max_ids=7)).restore(blob)
     again = Normalize(config(instruments=("ES",), tz="Europe/London")).restore(blob)
@@ -266,7 +279,40 @@ def test_batched_dedupe_gives_the_same_duplicates_and_the_same_state(
     f = tmp_path / "ids.csv"
     body = "\n".join(r.payload for r in records)
     f.write_text(f"ts,symbol,price,size,venue,trade_id\n{body}\n")
-    result = Normalize(stream_config()).validate_columns(load_tick_columns(f, tz="America/Chicago"))
+    cols = load_tick_columns(f, tz="America/Chicago")
+    result = NormalizeColumns(Normalize(stream_config())).validate(cols)
     assert [r.value if r else None for r in result.reasons()] == reasons(outs)
     assert result.states == states
-    assert Reason.DUPLICATE.value in reasons(outs)
+    assert DlqReason.DUPLICATE.value in reasons(outs)
+
+
+def test_late_resends_are_counted_as_stale_on_both_paths_and_the_window_is_a_setting(
+    emini_ticks_path: Path, tmp_path: Path
+) -> None:
+    """Real E-mini trades with venue ids; at the end a feed re-sends its first 300 trades
+    verbatim (original times, 9 hours back). They used to be accepted a second time."""
+    records = id_stream(emini_ticks_path)
+    header = "ts,symbol,price,size,venue,trade_id\n"
+    stream = [r.payload for r in records]
+
+    def run(name: str, lines: list[str], mode: str, *extra: str) -> tuple[dict, bytes]:
+        f = tmp_path / f"{name}.csv"
+        f.write_text(header + "\n".join(lines) + "\n")
+        out = tmp_path / f"{name}-{mode}-{len(extra)}"
+        summary = tmp_path / f"{out.name}.json"
+        assert main(["run", "--ticks", str(f), "--tz", "America/Chicago", "--out", str(out),
+                     "--mode", mode, "--no-trade", "--quiet", "--summary-json", str(summary),
+                     *extra]) == 0
+        dlq = (out / "topics" / "md.ticks.dlq.jsonl").read_bytes()
+        return json.loads(summary.read_text())["dlq_by_reason"], dlq
+
+    resent = stream + stream[:300]
+    batch, event = run("resent", resent, "batch"), run("resent", resent, "event")
+    assert batch[1] == event[1]  # the same dead letters, byte for byte
+    base, _ = run("stream", stream, "event")
+    assert "STALE_TRADE_ID" not in base  # in order, nothing is too old to check
+    assert event[0] == {**base, "STALE_TRADE_ID": 300}  # none of the re-sends got through
+    # With a 12-hour window every id is still remembered: the re-sends are plain duplicates.
+    wide_base, _ = run("stream", stream, "event", "--dedupe-window", "12h")
+    wide, _ = run("resent", resent, "event", "--dedupe-window", "12h")
+    assert wide == {**wide_base, "DUPLICATE": wide_base["DUPLICATE"] + 300}

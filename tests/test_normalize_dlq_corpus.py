@@ -20,57 +20,51 @@ from jobs.loaders.instruments import (
 )
 from jobs.tick_files import iter_raw_records, normalize_config_for
 from operators.contract import Emit, SimpleContext
-from operators.normalize import (
-    DLQ_TOPIC,
-    TICKS_TOPIC,
-    Normalize,
-    NormalizeConfig,
-    NormalizeState,
-    RawRecord,
-    Reason,
-)
+from operators.domain.dedupe import DedupeState
+from operators.normalize import TICKS_TOPIC, Normalize, NormalizeConfig, RawRecord
 from topics import serde
 from topics.catalog import topic
+from topics.dlq import DLQ_TOPIC, DlqReason
 from topics.messages import DeadLetter, RawTick, SourceRef, Tick
 
 CSV_HEADER = "ts,symbol,price,size,venue,trade_id,bid,ask"
 
 # (line text, expected reason or None for a valid row). Blank strings are blank lines.
-CSV_CORPUS: list[tuple[str, Reason | None]] = [
+CSV_CORPUS: list[tuple[str, DlqReason | None]] = [
     ("2024-03-01T14:30:00.000000001Z,ES,5100.25,3,CME,t1,5100.00,5100.50", None),
-    ("2024-03-01T14:30:00.1Z,ES,nan,1,CME,t2,,", Reason.BAD_PRICE),
-    ("2024-03-01T14:30:00.2Z,ES,inf,1,CME,t3,,", Reason.BAD_PRICE),
-    ("2024-03-01T14:30:00.3Z,ES,0,1,CME,t4,,", Reason.BAD_PRICE),
-    ("2024-03-01T14:30:00.4Z,ES,-5100.25,1,CME,t5,,", Reason.BAD_PRICE),
-    ("2024-03-01T14:30:00.5Z,ES,5100.25,-1,CME,t6,,", Reason.BAD_SIZE),
+    ("2024-03-01T14:30:00.1Z,ES,nan,1,CME,t2,,", DlqReason.BAD_PRICE),
+    ("2024-03-01T14:30:00.2Z,ES,inf,1,CME,t3,,", DlqReason.BAD_PRICE),
+    ("2024-03-01T14:30:00.3Z,ES,0,1,CME,t4,,", DlqReason.BAD_PRICE),
+    ("2024-03-01T14:30:00.4Z,ES,-5100.25,1,CME,t5,,", DlqReason.BAD_PRICE),
+    ("2024-03-01T14:30:00.5Z,ES,5100.25,-1,CME,t6,,", DlqReason.BAD_SIZE),
     ("2024-03-01 14:30:00.6,NQ,18000.5,0,,,,", None),  # zero size is a trade; venue default
-    ("yesterday,ES,5100.25,1,CME,t7,,", Reason.BAD_TIMESTAMP),
-    (",ES,5100.25,1,CME,t8,,", Reason.BAD_TIMESTAMP),
-    ("2024-03-01T14:30:00.7Z,,5100.25,1,CME,t9,,", Reason.EMPTY_SYMBOL),
-    ("2024-03-01T14:30:00.8Z,   ,5100.25,1,CME,t10,,", Reason.EMPTY_SYMBOL),
-    ("2024-03-01T14:30:00.9Z,XYZ,5100.25,1,CME,t11,,", Reason.UNKNOWN_SYMBOL),
-    ("2024-03-01T14:30:01Z,ES,5100.5,2,CME,t1,,", Reason.DUPLICATE),  # t1 of line 2
+    ("yesterday,ES,5100.25,1,CME,t7,,", DlqReason.BAD_TIMESTAMP),
+    (",ES,5100.25,1,CME,t8,,", DlqReason.BAD_TIMESTAMP),
+    ("2024-03-01T14:30:00.7Z,,5100.25,1,CME,t9,,", DlqReason.EMPTY_SYMBOL),
+    ("2024-03-01T14:30:00.8Z,   ,5100.25,1,CME,t10,,", DlqReason.EMPTY_SYMBOL),
+    ("2024-03-01T14:30:00.9Z,XYZ,5100.25,1,CME,t11,,", DlqReason.UNKNOWN_SYMBOL),
+    ("2024-03-01T14:30:01Z,ES,5100.5,2,CME,t1,,", DlqReason.DUPLICATE),  # t1 of line 2
     ("2024-03-01T14:30:01.1Z,ES,5100.5,2,ICE,t1,,", None),  # same id, other venue
-    ("2024-03-01T14:30:01.2Z,ES,5100.5,2,CME,t12,5101,5100", Reason.CROSSED_QUOTE),
-    ("2024-03-01T14:30:01.3Z,ES,5100.5,2,CME,t13,-1,5100", Reason.BAD_QUOTE),
-    ("2024-03-01T14:30:01.4Z,ES,5100.5,2,CME,t14,abc,5100", Reason.BAD_QUOTE),
-    ("2024-03-01T14:30:01.5Z,ES,5100.5,2,CME,t15,5100,inf", Reason.BAD_QUOTE),
-    ("2024-03-01T14:30:01.6Z,ES,5100.5,2,CME", Reason.BAD_CSV),
-    ("2024-03-01T14:30:01.7Z,ES,5100.5,2,CME,t16,1,2,extra", Reason.BAD_CSV),
-    ("2024-03-01T14:30:01.8Z,ES,,2,CME,t17,,", Reason.MISSING_FIELD),
-    ("2024-03-01T14:30:01.9Z,ES,5100.5,,CME,t18,,", Reason.MISSING_FIELD),
-    ("2024-03-01T14:30:02Z,ES,abc,2,CME,t19,,", Reason.BAD_PRICE),
-    ("2024-03-01T14:30:02.1Z,ES,1_000,2,CME,t20,,", Reason.BAD_PRICE),
-    ("2024-03-01T14:30:02.2Z,ES,5100.5,nan,CME,t21,,", Reason.BAD_SIZE),
-    ("2024-03-01T14:30:02.3Z,ES,5100.5,1e400,CME,t22,,", Reason.BAD_SIZE),
+    ("2024-03-01T14:30:01.2Z,ES,5100.5,2,CME,t12,5101,5100", DlqReason.CROSSED_QUOTE),
+    ("2024-03-01T14:30:01.3Z,ES,5100.5,2,CME,t13,-1,5100", DlqReason.BAD_QUOTE),
+    ("2024-03-01T14:30:01.4Z,ES,5100.5,2,CME,t14,abc,5100", DlqReason.BAD_QUOTE),
+    ("2024-03-01T14:30:01.5Z,ES,5100.5,2,CME,t15,5100,inf", DlqReason.BAD_QUOTE),
+    ("2024-03-01T14:30:01.6Z,ES,5100.5,2,CME", DlqReason.BAD_CSV),
+    ("2024-03-01T14:30:01.7Z,ES,5100.5,2,CME,t16,1,2,extra", DlqReason.BAD_CSV),
+    ("2024-03-01T14:30:01.8Z,ES,,2,CME,t17,,", DlqReason.MISSING_FIELD),
+    ("2024-03-01T14:30:01.9Z,ES,5100.5,,CME,t18,,", DlqReason.MISSING_FIELD),
+    ("2024-03-01T14:30:02Z,ES,abc,2,CME,t19,,", DlqReason.BAD_PRICE),
+    ("2024-03-01T14:30:02.1Z,ES,1_000,2,CME,t20,,", DlqReason.BAD_PRICE),
+    ("2024-03-01T14:30:02.2Z,ES,5100.5,nan,CME,t21,,", DlqReason.BAD_SIZE),
+    ("2024-03-01T14:30:02.3Z,ES,5100.5,1e400,CME,t22,,", DlqReason.BAD_SIZE),
     ("1709303402400,NQ,18001.25,5,CME,,,", None),  # epoch ms
     ('"2024-03-01 14:30:02.5","ES","5100.75","4",CME,t23,,', None),  # quoted cells
-    ('"2024-03-01 14:30:02.6,ES,5100.75,4,CME,t24,,', Reason.BAD_CSV),  # unterminated quote
+    ('"2024-03-01 14:30:02.6,ES,5100.75,4,CME,t24,,', DlqReason.BAD_CSV),  # unterminated quote
     ("", None),  # a blank line is not a record but keeps the numbering
     ("2024-03-01T14:30:02.7Z,ES,5100.75,4,CME,t25,0,0", None),  # bid == ask, zero bid
     ("2024-03-01T16:00:00Z,ES,5100.75,4,CME,t23,,", None),  # t23 is > 1 h old: re-admitted
     ("2024-03-01T16:00:01Z,ES,5100.75,1,CME,t1,,", None),  # t1 expired too
-    ("2024-03-01T16:00:02Z,ES,5100.75,1,CME,t23,,", Reason.DUPLICATE),  # t23 again, fresh
+    ("2024-03-01T16:00:02Z,ES,5100.75,1,CME,t23,,", DlqReason.DUPLICATE),  # t23 again, fresh
     ("2024-03-01T16:00:03Z,NQ,18002,1,CME,t23,,", None),  # same id on another symbol
     ("2024-03-01T16:00:04Z,ES,5100.75,1,CME,   ,,", None),  # blank id: no dedupe
     ("2024-03-01T16:00:04Z,ES,5100.75,1,CME,,,", None),  # identical trade without id
@@ -78,35 +72,35 @@ CSV_CORPUS: list[tuple[str, Reason | None]] = [
 ]
 
 # JSON payloads (Kafka values), with the expected reason.
-JSON_CORPUS: list[tuple[str, Reason | None]] = [
+JSON_CORPUS: list[tuple[str, DlqReason | None]] = [
     (
         '{"ts": "2024-03-01T14:30:00Z", "symbol": "BTC-USD", "price": 62000.5, "size": 0.25,'
         ' "venue": "COINBASE", "trade_id": 123}',
         None,
     ),
-    ('{"ts": "2024-03-01T14:30:00Z", "symbol": "BTC-USD", "price": 62000.5', Reason.BAD_JSON),
-    ("not json at all", Reason.BAD_JSON),
-    ("", Reason.BAD_JSON),
-    ("[1, 2, 3]", Reason.BAD_SCHEMA),
-    ('"just a string"', Reason.BAD_SCHEMA),
-    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": true, "size": 1}', Reason.BAD_SCHEMA),
-    ('{"ts": 1709303400, "symbol": ["BTC"], "price": 1, "size": 1}', Reason.BAD_SCHEMA),
-    ('{"ts": 1e400, "symbol": "BTC-USD", "price": 1, "size": 1}', Reason.BAD_SCHEMA),
-    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": NaN, "size": 1}', Reason.BAD_JSON),
-    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": "NaN", "size": 1}', Reason.BAD_PRICE),
-    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": -1e-9, "size": 1}', Reason.BAD_PRICE),
-    ('{"ts": 1709303400, "price": 1, "size": 1}', Reason.MISSING_FIELD),
-    ('{"ts": 1709303400, "symbol": null, "price": 1, "size": 1}', Reason.MISSING_FIELD),
-    ('{"ts": 1709303400, "symbol": "BTC-USD", "size": 1}', Reason.MISSING_FIELD),
-    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": 1}', Reason.MISSING_FIELD),
-    ('{"symbol": "BTC-USD", "price": 1, "size": 1}', Reason.BAD_TIMESTAMP),
-    ('{"ts": "", "symbol": "BTC-USD", "price": 1, "size": 1}', Reason.BAD_TIMESTAMP),
-    ("{}", Reason.BAD_TIMESTAMP),
-    ('{"ts": 1709303400, "symbol": "", "price": 1, "size": 1}', Reason.EMPTY_SYMBOL),
+    ('{"ts": "2024-03-01T14:30:00Z", "symbol": "BTC-USD", "price": 62000.5', DlqReason.BAD_JSON),
+    ("not json at all", DlqReason.BAD_JSON),
+    ("", DlqReason.BAD_JSON),
+    ("[1, 2, 3]", DlqReason.BAD_SCHEMA),
+    ('"just a string"', DlqReason.BAD_SCHEMA),
+    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": true, "size": 1}', DlqReason.BAD_SCHEMA),
+    ('{"ts": 1709303400, "symbol": ["BTC"], "price": 1, "size": 1}', DlqReason.BAD_SCHEMA),
+    ('{"ts": 1e400, "symbol": "BTC-USD", "price": 1, "size": 1}', DlqReason.BAD_SCHEMA),
+    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": NaN, "size": 1}', DlqReason.BAD_JSON),
+    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": "NaN", "size": 1}', DlqReason.BAD_PRICE),
+    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": -1e-9, "size": 1}', DlqReason.BAD_PRICE),
+    ('{"ts": 1709303400, "price": 1, "size": 1}', DlqReason.MISSING_FIELD),
+    ('{"ts": 1709303400, "symbol": null, "price": 1, "size": 1}', DlqReason.MISSING_FIELD),
+    ('{"ts": 1709303400, "symbol": "BTC-USD", "size": 1}', DlqReason.MISSING_FIELD),
+    ('{"ts": 1709303400, "symbol": "BTC-USD", "price": 1}', DlqReason.MISSING_FIELD),
+    ('{"symbol": "BTC-USD", "price": 1, "size": 1}', DlqReason.BAD_TIMESTAMP),
+    ('{"ts": "", "symbol": "BTC-USD", "price": 1, "size": 1}', DlqReason.BAD_TIMESTAMP),
+    ("{}", DlqReason.BAD_TIMESTAMP),
+    ('{"ts": 1709303400, "symbol": "", "price": 1, "size": 1}', DlqReason.EMPTY_SYMBOL),
     (
         '{"ts": 1709303400123, "symbol": "BTC-USD", "price": 62001, "size": 2,'
         ' "venue": "COINBASE", "trade_id": "123"}',
-        Reason.DUPLICATE,  # integer id 123 above and the string "123" are one id
+        DlqReason.DUPLICATE,  # integer id 123 above and the string "123" are one id
     ),
     (
         '{"ts": 1709303400123456, "symbol": "ETH-USD", "price": 3400.1, "size": 2,'
@@ -116,7 +110,7 @@ JSON_CORPUS: list[tuple[str, Reason | None]] = [
     (
         '{"ts": "2024-03-01 14:30:00", "symbol": "ETH-USD", "price": 3400, "size": 1,'
         ' "bid": 3401, "ask": 3399.5}',
-        Reason.CROSSED_QUOTE,
+        DlqReason.CROSSED_QUOTE,
     ),
     (
         '{"ts": 1709303400999999999, "symbol": " BTC-USD ", "price": "62000.5", "size": "1",'
@@ -135,8 +129,8 @@ def csv_config(path: Path, instruments: tuple[str, ...] | None = ("ES", "NQ")) -
 
 
 def run_events(
-    op: Normalize, records: list[RawRecord], states: dict[str, NormalizeState] | None = None
-) -> tuple[list[Emit], dict[str, NormalizeState]]:
+    op: Normalize, records: list[RawRecord], states: dict[str, DedupeState] | None = None
+) -> tuple[list[Emit], dict[str, DedupeState]]:
     """A minimal keyed runtime: one state per key, events in order."""
     states = {} if states is None else states
     ctx = SimpleContext()
@@ -335,7 +329,7 @@ def test_garbage_and_mutated_real_lines_never_raise_and_give_one_output_each(
                 t = out.value
                 assert math.isfinite(t.price) and t.price > 0 and t.size >= 0
             else:
-                assert out.value.reason in set(Reason) - {Reason.INTERNAL}, out.value
+                assert out.value.reason in set(DlqReason) - {DlqReason.INTERNAL}, out.value
                 assert out.value.payload == rec.payload
             serde.encode(out.value)  # every output is a valid topic message
 
@@ -451,7 +445,7 @@ def test_config_validation_rejects_bad_settings() -> None:
         {"default_symbol": " ES"},
         {"default_venue": ""},
         {"instruments": ("ES", "")},
-        {"dedupe_ttl_ns": 0},
+        {"dedupe_window_ns": 0},
         {"dedupe_max_ids": 0},
     ):
         with pytest.raises(ValueError):

@@ -38,6 +38,7 @@ import math
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping
+from datetime import time
 from pathlib import Path
 
 import msgspec
@@ -64,6 +65,17 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{self.symbol}: {name} must be a finite number > 0, got {v!r}")
+        if self.session_start and not _is_hh_mm(self.session_start):
+            raise ValueError(f"{self.symbol}: session_start must be HH:MM (24-hour, the session "
+                             f"zone), got {self.session_start!r}")
+
+
+def _is_hh_mm(text: str) -> bool:
+    try:
+        time.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 _FLOATS = ("multiplier", "tick_size", "lot_size")

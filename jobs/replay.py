@@ -233,8 +233,13 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
     except (OSError, ValueError) as exc:
         raise UsageError(f"--risk {opts.risk}: {exc}") from None
     instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
+    for a in risk.accounts:
+        unknown = [s for s in a.symbols if s not in instruments]
+        if unknown:
+            raise UsageError(f"--risk {opts.risk}: account {a.name!r} trades {unknown}, which "
+                             "the instrument master does not list (pass --instruments)")
     return ChainOptions(models=models, bundle=bundle, instruments=instruments,
-                        limits=risk.limits, account=risk.account, execution=risk.execution,
+                        accounts=risk.accounts, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
                         session_tz=tz or "UTC")
@@ -242,14 +247,35 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions,
             opts: ReplayOptions) -> dict[str, Any]:
-    def of(topic: str, kind: type[T]) -> list[T]:
-        return [v for v in captured.get(topic, []) if isinstance(v, kind)]
+    """The first account's report (with several accounts, each one's under ``accounts``)."""
+    several = len(chain.accounts) > 1
 
-    report, ts, eq = build_report(
-        positions=of("positions", Position), fills=of("fills", Fill),
-        orders=of("orders", Order), rejects=of("risk.rejects", RiskReject),
-        decisions=of("audit.decisions", Decision), initial_equity=chain.account.initial_equity,
-        multipliers={s: i.multiplier for s, i in chain.instruments.items()},
-        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
-    report["_curve"] = (ts, eq)
-    return report
+    def belongs(v: msgspec.Struct, account: str) -> bool:
+        if not several:
+            return True
+        if isinstance(v, Decision):  # several accounts: decision ids end in @account
+            return v.decision_id.endswith(f"@{account}")
+        return bool(getattr(v, "account", None) == account)
+
+    def of(topic: str, kind: type[T], account: str) -> list[T]:
+        return [v for v in captured.get(topic, []) if isinstance(v, kind) and belongs(v, account)]
+
+    reports: dict[str, dict[str, Any]] = {}
+    curve: tuple[list[int], list[float]] = ([], [])
+    for a in chain.accounts:
+        name = a.name
+        report, ts, eq = build_report(
+            positions=of("positions", Position, name), fills=of("fills", Fill, name),
+            orders=of("orders", Order, name), rejects=of("risk.rejects", RiskReject, name),
+            decisions=of("audit.decisions", Decision, name),
+            initial_equity=a.settings.initial_equity,
+            multipliers={s: i.multiplier for s, i in chain.instruments.items()},
+            periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end)
+        if not reports:
+            curve = (ts, eq)
+        reports[name] = report
+    first = dict(reports[chain.accounts[0].name])
+    if several:
+        first["accounts"] = reports
+    first["_curve"] = curve
+    return first

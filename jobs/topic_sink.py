@@ -12,12 +12,18 @@ from typing import IO
 
 import msgspec
 
+from topics.catalog import CATALOG
+
 _FLUSH_AT = 1 << 20
 DLQ_TOPIC = "md.ticks.dlq"
 
 
 class TopicSink:
-    """Counts every message per topic; optionally writes files and keeps messages in memory."""
+    """Counts every message per topic; optionally writes files and keeps messages in memory.
+
+    Without ``write``, every topic but the catalog's internal ones (re-keyed copies of other
+    topics) gets a file.
+    """
 
     def __init__(
         self,
@@ -38,7 +44,9 @@ class TopicSink:
         self._files: dict[str, IO[bytes]] = {}
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            for t in write if write is not None else topics:
+            kept_files = write if write is not None else tuple(
+                t for t in topics if t not in CATALOG or not CATALOG[t].internal)
+            for t in kept_files:
                 self._files[t] = (directory / f"{t}.jsonl").open("wb")
                 self._bufs[t] = bytearray()
 

@@ -15,9 +15,10 @@ from jobs.graph import Graph, Stage
 from jobs.loaders.instruments import Instrument
 from jobs.strategy import StrategyBundle
 from operators.account import AccountOpConfig, AccountOperator
+from operators.account_feed import AccountFeedConfig, AccountFeedRouter
 from operators.domain.execution import ExecConfig
 from operators.domain.ledger import InstrumentSpec
-from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.limits import AccountSpec
 from operators.features import (
     WindowFeatures,
 )
@@ -25,12 +26,10 @@ from operators.infer import Infer, InferConfig
 from operators.normalize import Normalize
 from operators.regime_blend import BlendConfig, RegimeBlend
 from operators.size import Size as SizeOp
-from operators.size import SizeConfig
+from operators.size import SizeConfig, SizedAccount
 from topics.messages import (
     Algo,
 )
-
-ACCOUNT = "paper"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +37,8 @@ class ChainOptions:
     models: Path
     bundle: StrategyBundle
     instruments: dict[str, Instrument]
-    limits: RiskLimits
-    account: AccountConfig
+    accounts: tuple[AccountSpec, ...] = (AccountSpec(),)
+    """The accounts the chain trades (``--risk``'s ``[accounts.NAME]``, default ``paper``)."""
     execution: ExecConfig = field(default_factory=ExecConfig)
     algo: Algo = "IMMEDIATE"
     periods_per_year: float = 252.0 * 23 * 60
@@ -57,15 +56,18 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
              for s, i in sorted(opts.instruments.items())}
     first = specs[b.symbols[0]]
     size = SizeOp(SizeConfig(
-        account=ACCOUNT, vol=b.vol, reference_equity=opts.account.initial_equity,
+        vol=b.vol,
+        accounts=tuple(SizedAccount(name=a.name, reference_equity=a.settings.initial_equity,
+                                    symbols=a.symbols) for a in opts.accounts),
         multiplier=first.multiplier, lot_size=first.lot_size,
         periods_per_year=opts.periods_per_year, algo=opts.algo, trade_from_ns=b.train_end,
         multipliers={s: sp.multiplier for s, sp in specs.items()},
         lot_sizes={s: sp.lot_size for s, sp in specs.items()}))
     session = next((i.session_start for i in opts.instruments.values() if i.session_start),
                    "17:00")
+    feed = AccountFeedRouter(AccountFeedConfig.of(opts.accounts))
     account = AccountOperator(AccountOpConfig(
-        account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
+        accounts=opts.accounts, instruments=specs,
         execution=msgspec.structs.replace(
             opts.execution,
             child_ttl_ns=opts.child_ttl_ns or opts.execution.child_ttl_ns,
@@ -75,7 +77,8 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         Stage(infer, ("features",), ("predictions",)),
         Stage(blend, ("features", "predictions"), ("regimes", "signals")),
         Stage(size, ("signals",), ("orders.intents",)),
-        Stage(account, ("orders.intents", "md.ticks", "control"),
+        Stage(feed, ("md.ticks", "control"), ("account.feed",)),
+        Stage(account, ("orders.intents", "account.feed"),
               ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
     )
 

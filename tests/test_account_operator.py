@@ -1,9 +1,9 @@
-"""The account operator (pre-trade check, routing, paper broker) driven on its own.
+"""The account operator (pre-trade gate, execution, simulated venue) driven on its own.
 
-A one-stage graph on the embedded ``LocalRunner``: real E-mini trades on ``md.ticks`` (parsed
-here with pandas, independently of ``normalize``), crafted ``OrderIntent``s and ``Control``s
-fed beside them. Expectations come from the trades themselves and the documented rules
-(docs/risk.md), read from the operator's output topics.
+The account feed router and the account operator on the embedded ``LocalRunner``: real E-mini
+trades on ``md.ticks`` (parsed here with pandas, independently of ``normalize``), crafted
+``OrderIntent``s and ``Control``s fed beside them. Expectations come from the trades themselves
+and the documented rules (docs/risk.md), read from the operator's output topics.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.account import AccountOpConfig, AccountOperator
+from operators.account_feed import AccountFeedConfig, AccountFeedRouter
 from operators.domain.execution import ExecConfig, client_order_id
 from operators.domain.ledger import InstrumentSpec
-from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.limits import AccountConfig, AccountSpec, RiskLimits
 from topics.messages import Algo, Control, Fill, Order, OrderIntent, Position, RiskReject, Tick
 
 NS = 1_000_000_000
@@ -75,17 +76,22 @@ def tape(emini_ticks_path: Path) -> Tape:
 
 def account(limits: RiskLimits = LOOSE, equity: float = START_EQUITY) -> AccountOperator:
     return AccountOperator(AccountOpConfig(
-        account="paper", instruments={"ES": ES}, limits=limits,
-        account_cfg=AccountConfig(initial_equity=equity), execution=ExecConfig(),
+        accounts=(AccountSpec(name="paper", limits=limits,
+                              settings=AccountConfig(initial_equity=equity)),),
+        instruments={"ES": ES}, execution=ExecConfig(),
         session_start="17:00", session_tz="America/Chicago"))
 
 
 class Desk:
-    """The account operator alone on a ``LocalRunner``, fed ticks, intents and controls."""
+    """The account operator behind its feed router on a ``LocalRunner``, fed ticks, intents
+    and controls."""
 
     def __init__(self, op: AccountOperator) -> None:
-        graph = Graph("md.ticks", (Stage(op, ("orders.intents", "md.ticks", "control"),
-                                         OUTPUTS),), external=("orders.intents", "control"))
+        router = AccountFeedRouter(AccountFeedConfig.of(op.config.accounts))
+        graph = Graph("md.ticks", (
+            Stage(router, ("md.ticks", "control"), ("account.feed",)),
+            Stage(op, ("orders.intents", "account.feed"), OUTPUTS),
+        ), external=("orders.intents", "control"))
         self.sink = TopicSink(None, OUTPUTS, capture=True)
         self.runner = LocalRunner(graph, self.sink)
         self.n = 0
@@ -318,7 +324,7 @@ def test_a_blocked_parent_is_rejected_once_however_many_slices_were_due() -> Non
                     volume_profile=[])
     assert [k.quantity for k in kids] == [2.0, 2.0, 2.0, 2.0]
     lg.add_working(state.ledger, "ES", "BUY", 8.0)
-    state.children = kids
+    state.execution.children = kids
     lg.set_reduce_only(state.ledger, True, "DAILY_LOSS_LIMIT")
     state, out = op.on_timer(state, t0 + 50 * NS, SimpleContext(watermark=t0 + 50 * NS))
     rejects = [e.value for e in out if e.topic == "risk.rejects"]
@@ -326,5 +332,5 @@ def test_a_blocked_parent_is_rejected_once_however_many_slices_were_due() -> Non
     assert rejects[0].reasons[0].code == "REDUCE_ONLY"
     assert rejects[0].requested_quantity == 8.0
     assert not [e for e in out if e.topic == "orders"]
-    assert state.children == []
+    assert state.execution.children == []
     assert lg.position(state.ledger, "ES").working_buy == 0.0

@@ -1,0 +1,40 @@
+"""Event-time buffering for a multi-input operator (the account's, until the runtime core
+merges inputs by event time for every host).
+
+An input waits in the key's state until the watermark passes its event time (the operator
+registers a timer at it), then inputs are released in ``(ts, rank, symbol, seq)`` order:
+``rank`` orders the kinds of input at equal time, ``seq`` is the arrival order within the key.
+The result therefore does not depend on how a runtime interleaved the inputs.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from topics.messages import Control, OrderIntent, Tick, VenueReport
+
+
+class Buffered(msgspec.Struct, kw_only=True):
+    """One input waiting for the watermark (exactly one of the payload fields is set)."""
+
+    ts: int
+    rank: int
+    symbol: str
+    seq: int
+    tick: Tick | None = None
+    intent: OrderIntent | None = None
+    control: Control | None = None
+    report: VenueReport | None = None
+
+
+def take_due(buffer: list[Buffered], ts: int) -> tuple[list[Buffered], list[Buffered]]:
+    """``(due, kept)``: the inputs with event time <= ``ts`` in release order, and the rest."""
+    if buffer and buffer[-1].ts <= ts and (
+            len(buffer) == 1 or max(b.ts for b in buffer) <= ts):
+        due, kept = buffer, []  # the usual case: everything buffered is due
+    else:
+        due = [b for b in buffer if b.ts <= ts]
+        kept = [b for b in buffer if b.ts > ts] if due else buffer
+    if len(due) > 1:
+        due.sort(key=lambda b: (b.ts, b.rank, b.symbol, b.seq))
+    return due, kept

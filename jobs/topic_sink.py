@@ -6,7 +6,7 @@ so a replay's ``orders.jsonl`` can be diffed byte for byte against a Flink run's
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +33,9 @@ class TopicSink:
         capture: bool | tuple[str, ...] = False,
         write: tuple[str, ...] | None = None,
     ) -> None:
-        self.counts: Counter[str] = Counter({t: 0 for t in topics})
+        # a defaultdict, not a Counter: it is bumped once per message, and a Counter (a
+        # Python-level dict subclass) makes that ~3x slower
+        self.counts: defaultdict[str, int] = defaultdict(int, {t: 0 for t in topics})
         self.dlq_reasons: Counter[str] = Counter()  # dead letters by reason code
         kept = topics if capture is True else (capture or ())
         self.captured: dict[str, list[msgspec.Struct]] | None = (

@@ -38,7 +38,7 @@ from operators.account_records import (
     order_record,
     position_record,
 )
-from operators.contract import END_OF_STREAM, Context, Emit, Operator
+from operators.contract import END_OF_STREAM, MIN_WATERMARK, Context, Emit, Operator
 from operators.domain import ledger as lg
 from operators.domain.execution import (
     Child,
@@ -58,7 +58,7 @@ from operators.domain.risk_gate import (
     to_reject,
     trip_reduce_only,
 )
-from operators.domain.risk_rules import OrderProposal
+from operators.domain.risk_rules import DAILY_LOSS_LIMIT, OrderProposal
 from operators.domain.sessions import next_session
 from operators.domain.venue import ExternalVenue, SimulatedVenue, Venue, VenueBook
 from operators.event_buffer import Buffered, take_due
@@ -119,6 +119,8 @@ class AccountOpState(msgspec.Struct, kw_only=True):
     venue: VenueBook = msgspec.field(default_factory=VenueBook)
     buffer: list[Buffered] = []
     seq: int = 0
+    timer_ts: int = MIN_WATERMARK
+    """Event time of the pending timer the newest buffered input registered."""
     next_session_ts: int = 0
     counters: dict[str, int] = {}
     last_ts: int = 0  # newest event time released (stamps the end-of-stream marks)
@@ -169,10 +171,12 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         self, state: AccountOpState, ts: int, ctx: Context
     ) -> tuple[AccountOpState, list[Emit]]:
         out: list[Emit] = []
+        ex = state.execution
         for b in self._take_due(state, ts):
             if b.ts > state.last_ts:
                 state.last_ts = b.ts
-            self._advance(state, b.ts, out, ctx)
+            if ex.children:
+                self._advance(state, b.ts, out, ctx)
             if b.tick is not None:
                 self._on_tick(state, b.tick, out)
             elif b.intent is not None:
@@ -184,7 +188,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                                  self._apply_reports(state, [b.report], out))
         if ts == END_OF_STREAM:
             self._end(state, out)
-        else:
+        elif ex.children:
             self._advance(state, ts, out, ctx)
         return state, out
 
@@ -210,13 +214,17 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                             seq=state.seq, report=event)
         state.seq += 1
         state.buffer.append(item)
-        ctx.register_timer(item.ts)
+        if item.ts != state.timer_ts:  # inputs at one event time share a timer
+            ctx.register_timer(item.ts)
+            state.timer_ts = item.ts
         if state.seq == 1:  # once per key (checkpoints keep timers): the final marks
             ctx.register_timer(END_OF_STREAM)
 
     @staticmethod
     def _take_due(state: AccountOpState, ts: int) -> list[Buffered]:
         """The buffered inputs with event time <= ``ts``, in release order."""
+        if ts >= state.timer_ts:  # timers fire in time order: the input timer has fired
+            state.timer_ts = MIN_WATERMARK
         due, state.buffer = take_due(state.buffer, ts)
         return due
 
@@ -377,7 +385,9 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
     def _on_tick(self, state: AccountOpState, t: Tick, out: list[Emit]) -> None:
         if t.ts_event >= state.next_session_ts:
             self._roll_session(state, t.ts_event)
-        state.ledger.last_prices[t.symbol] = t.price  # ledger.mark
+        prices = state.ledger.last_prices
+        moved = prices.get(t.symbol) != t.price
+        prices[t.symbol] = t.price  # ledger.mark
         if self._track_volume:
             track_volume(state.execution.volumes, t.symbol, t.ts_event, t.size,
                          self.config.execution)
@@ -386,16 +396,22 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
             reports = self._venues[state.account].on_tick(state.venue, t)
             if reports:
                 filled = self._apply_reports(state, reports, out)
-        self._check_loss(state, t.symbol, filled)
+        if moved or filled:  # equity changes only through marks and fills
+            self._check_loss(state, t.symbol, filled)
 
     def _check_loss(self, state: AccountOpState, symbol: str, filled: bool) -> None:
-        """Equity moves only through fills and marks of open positions: check the loss then."""
+        """Equity moves only through fills and marks of open positions: check the loss then
+        (``trip_reduce_only``, spelt out: this runs on every trade of an open position)."""
         led = state.ledger
         if led.reduce_only:
             return
-        pos = led.positions.get(symbol)
-        if (filled or (pos is not None and pos.quantity != 0.0)) and trip_reduce_only(
-                led, self._accounts[state.account].limits):
+        if not filled:
+            pos = led.positions.get(symbol)
+            if pos is None or pos.quantity == 0.0:
+                return
+        limit = self._accounts[state.account].limits.daily_loss_limit
+        if lg.equity(led) - led.start_equity <= -limit * led.start_equity:
+            lg.set_reduce_only(led, True, DAILY_LOSS_LIMIT)
             _bump(state, "reduce_only_trips")
 
     def _on_intent(
@@ -413,6 +429,9 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                          "superseded", it.ts_event, out)
         pos = lg.position(led, it.symbol)
         current = pos.quantity + pos.working_buy - pos.working_sell
+        if ex.children:  # a live venue's cancels in flight: aim as if they succeed
+            current -= sum(c.remaining if c.side == "BUY" else -c.remaining
+                           for c in ex.children if c.cancelling and c.symbol == it.symbol)
         delta = it.target_position - current
         lots = math.floor(abs(delta) / spec.lot_size + 1e-9)
         action: Literal["BUY", "SELL", "HOLD"] = "HOLD"

@@ -72,8 +72,13 @@ class AccountFeedRouter(Operator[AccountFeedState, Tick | Control]):
     ) -> tuple[AccountFeedState, list[Emit]]:
         if type(event) is Tick:
             ts = event.ts_event
+            to = self._routes.get(event.symbol, self._any)
+            if len(to) == 1:  # the usual case
+                a = to[0]
+                return state, [Emit(FEED_TOPIC, a, AccountFeed(ts_event=ts, account=a,
+                                                               tick=event))]
             return state, [Emit(FEED_TOPIC, a, AccountFeed(ts_event=ts, account=a, tick=event))
-                           for a in self._routes.get(event.symbol, self._any)]
+                           for a in to]
         assert isinstance(event, Control)
         names = self.config.accounts if event.account == "*" else (
             (event.account,) if event.account in self.config.accounts else ())

@@ -52,7 +52,7 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
                               ab_split=b.ab_split))
     blend = RegimeBlend(BlendConfig(hmm=b.hmm))
     specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
-                               lot_size=i.lot_size, group=i.group or s)
+                               lot_size=i.lot_size, group=i.group or s, venue=i.venue)
              for s, i in sorted(opts.instruments.items())}
     first = specs[b.symbols[0]]
     size = SizeOp(SizeConfig(

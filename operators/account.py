@@ -1,26 +1,19 @@
 """The account operator: pre-trade gate, execution, venue, ledger and session roll composed.
 
-Keyed by account (several accounts with their own limits in one run, ``AccountSpec``). Its
-inputs: sized intents (``orders.intents``), the account's share of trades and commands
-(``account.feed``, re-keyed by ``operators.account_feed``) and, with a live venue, the
-venue's execution reports (``venue.reports``). Closing the loop inside one operator keeps
-fills as state changes in event-time order; no cycle crosses a topic (DESIGN.md §Time).
+Keyed by account (several accounts with their own limits in one run, ``AccountSpec``). Inputs:
+sized intents (``orders.intents``), the account's trades and commands (``account.feed``, from
+``operators.account_feed``) and a live venue's reports (``venue.reports``). Closing the loop
+in one operator keeps fills as state changes in event-time order (DESIGN.md §Time).
 
-The parts are domain libraries; this module only wires them:
+The parts are domain libraries wired here: ``risk_gate`` (every rule on a parent, the child
+rules on each child at release; a denial emits ``risk.rejects``, a denied child cancels its
+parent), ``execution`` (schedules, VWAP profile), ``venue`` (the simulated venue answers
+inside this step, a live one on ``venue.reports``), ``ledger`` and ``sessions``.
 
-- ``risk_gate``: every rule on each parent order, ``CHILD_RULES`` on each child at release
-  (a denial emits ``risk.rejects`` with all failing codes and the allowed quantity, which is
-  traded instead when ``resize_to_allowed``; a denied child cancels its parent);
-- ``execution``: the IMMEDIATE / TWAP / VWAP / ICEBERG schedules and the VWAP profile;
-- ``venue``: where children go and what comes back (the simulated venue answers inside this
-  step; a live one answers on ``venue.reports``);
-- ``ledger`` and ``sessions``: positions, cash, marks, and the daily-loss baseline.
-
-Inputs are buffered and released by event time when the watermark passes them, in
-``(ts, kind, symbol, arrival)`` order with commands before venue reports before trades before
-intents at equal time, so the result does not depend on how the runtime interleaved them
-(the buffering is the ``_buffer`` / ``_take_due`` pair). Every decision emits one
-``audit.decisions`` record.
+Inputs wait until the watermark passes them and are released in ``(ts, kind, symbol,
+arrival)`` order, commands before venue reports before trades before intents at equal time,
+whatever the runtime's interleaving (``process`` and ``_take_due``). Every decision emits
+one ``audit.decisions`` record.
 """
 
 from __future__ import annotations
@@ -33,9 +26,11 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from operators.account_records import (
+    cancel_record,
     decision_record,
     fill_record,
     order_record,
+    parent_reject_record,
     position_record,
 )
 from operators.contract import END_OF_STREAM, MIN_WATERMARK, Context, Emit, Operator
@@ -65,10 +60,8 @@ from operators.event_buffer import Buffered, take_due
 from topics.messages import (
     AccountFeed,
     Control,
-    OrderCancel,
     OrderIntent,
     Reason,
-    RiskReject,
     Side,
     Tick,
     VenueReport,
@@ -161,11 +154,6 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                 lg.register_instrument(ledger, ins)
         return AccountOpState(account=key, ledger=ledger)
 
-    def process(
-        self, state: AccountOpState, event: AccountInput, ctx: Context
-    ) -> tuple[AccountOpState, list[Emit]]:
-        self._buffer(state, event, ctx)
-        return state, []
 
     def on_timer(
         self, state: AccountOpState, ts: int, ctx: Context
@@ -193,7 +181,9 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         return state, out
 
     # -- event-time buffering (the runtime core's multi-input merge will take this over) ----
-    def _buffer(self, state: AccountOpState, event: AccountInput, ctx: Context) -> None:
+    def process(
+        self, state: AccountOpState, event: AccountInput, ctx: Context
+    ) -> tuple[AccountOpState, list[Emit]]:
         """Hold an input until the watermark passes it (a timer at its event time)."""
         if type(event) is AccountFeed:
             t = event.tick
@@ -219,6 +209,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
             state.timer_ts = item.ts
         if state.seq == 1:  # once per key (checkpoints keep timers): the final marks
             ctx.register_timer(END_OF_STREAM)
+        return state, []
 
     @staticmethod
     def _take_due(state: AccountOpState, ts: int) -> list[Buffered]:
@@ -294,9 +285,8 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
             reports = venue.cancel(state.venue, c.client_order_id, now, why)
             if venue.external:
                 c.cancelling = True
-                out.append(Emit("orders.cancels", state.account, OrderCancel(
-                    ts_event=now, client_order_id=c.client_order_id, account=state.account,
-                    symbol=c.symbol, venue=self._venue(c.symbol), reason=why)))
+                out.append(Emit("orders.cancels", state.account, cancel_record(
+                    c, state.account, now, self._venue(c.symbol), why)))
             if reports:
                 self._apply_reports(state, reports, out)
         return total
@@ -307,16 +297,8 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         pid = first.parent_order_id
         victims = [c for c in state.execution.children if c.parent_order_id == pid]
         cancelled = self._cancel(state, victims, "cancelled", now, out)
-        out.append(Emit("risk.rejects", state.account, RiskReject(
-            ts_event=now,
-            decision_id=first.decision_id,
-            account=state.account,
-            symbol=first.symbol,
-            side=first.side,
-            requested_quantity=cancelled,
-            allowed_quantity=0.0,
-            reasons=reasons,
-        )))
+        out.append(Emit("risk.rejects", state.account,
+                        parent_reject_record(first, state.account, now, cancelled, reasons)))
 
     @staticmethod
     def _drop(state: AccountOpState, c: Child) -> None:

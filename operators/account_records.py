@@ -6,7 +6,17 @@ from typing import Literal
 
 from operators.domain import ledger as lg
 from operators.domain.execution import Child, ExecConfig
-from topics.messages import Decision, Fill, Order, OrderIntent, Position, VenueReport
+from topics.messages import (
+    Decision,
+    Fill,
+    Order,
+    OrderCancel,
+    OrderIntent,
+    Position,
+    Reason,
+    RiskReject,
+    VenueReport,
+)
 
 
 def order_record(c: Child, account: str, sent_at: int, cfg: ExecConfig, venue: str) -> Order:
@@ -54,3 +64,17 @@ def decision_record(it: OrderIntent, action: Literal["BUY", "SELL", "HOLD"], qty
         sizing=dict(it.sizing), risk_checks=flags, order_ids=order_ids,
         contributions=tr.contributions if tr else {},
         inputs=tr.inputs if tr else ())
+
+
+def cancel_record(c: Child, account: str, ts: int, venue: str, reason: str) -> OrderCancel:
+    """The ``orders.cancels`` record asking a live venue to cancel working child ``c``."""
+    return OrderCancel(ts_event=ts, client_order_id=c.client_order_id, account=account,
+                       symbol=c.symbol, venue=venue, reason=reason)
+
+
+def parent_reject_record(first: Child, account: str, ts: int, cancelled: float,
+                         reasons: tuple[Reason, ...]) -> RiskReject:
+    """The ``risk.rejects`` record of a parent cancelled because child ``first`` was denied."""
+    return RiskReject(ts_event=ts, decision_id=first.decision_id, account=account,
+                      symbol=first.symbol, side=first.side, requested_quantity=cancelled,
+                      allowed_quantity=0.0, reasons=reasons)

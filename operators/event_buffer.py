@@ -9,6 +9,8 @@ The result therefore does not depend on how a runtime interleaved the inputs.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import msgspec
 
 from topics.messages import Control, OrderIntent, Tick, VenueReport
@@ -27,6 +29,9 @@ class Buffered(msgspec.Struct, kw_only=True):
     report: VenueReport | None = None
 
 
+_ORDER = attrgetter("ts", "rank", "symbol", "seq")
+
+
 def take_due(buffer: list[Buffered], ts: int) -> tuple[list[Buffered], list[Buffered]]:
     """``(due, kept)``: the inputs with event time <= ``ts`` in release order, and the rest."""
     if buffer and buffer[-1].ts <= ts and (
@@ -36,5 +41,5 @@ def take_due(buffer: list[Buffered], ts: int) -> tuple[list[Buffered], list[Buff
         due = [b for b in buffer if b.ts <= ts]
         kept = [b for b in buffer if b.ts > ts] if due else buffer
     if len(due) > 1:
-        due.sort(key=lambda b: (b.ts, b.rank, b.symbol, b.seq))
+        due.sort(key=_ORDER)
     return due, kept

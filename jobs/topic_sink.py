@@ -51,8 +51,16 @@ class TopicSink:
             for t in kept_files:
                 self._files[t] = (directory / f"{t}.jsonl").open("wb")
                 self._bufs[t] = bytearray()
+        # topics that are only counted (most of them in a replay): one set lookup per message
+        self._count_only = frozenset(
+            t for t in topics
+            if t != DLQ_TOPIC and t not in self._bufs
+            and (self.captured is None or t not in self.captured))
 
     def emit(self, topic: str, value: msgspec.Struct) -> None:
+        if topic in self._count_only:
+            self.counts[topic] += 1
+            return
         self.counts[topic] += 1
         if topic == DLQ_TOPIC:
             self.dlq_reasons[value.reason] += 1  # type: ignore[attr-defined]

@@ -17,13 +17,14 @@ from topics.messages import Control, OrderIntent, Tick, VenueReport
 
 
 class Buffered(msgspec.Struct, kw_only=True):
-    """One input waiting for the watermark (exactly one of the payload fields is set)."""
+    """Inputs waiting for the watermark: one intent, command or report, or a run of trades of
+    one symbol at one event time that arrived one after another (in arrival order)."""
 
     ts: int
     rank: int
     symbol: str
     seq: int
-    tick: Tick | None = None
+    ticks: list[Tick] = []
     intent: OrderIntent | None = None
     control: Control | None = None
     report: VenueReport | None = None

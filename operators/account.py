@@ -154,7 +154,6 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                 lg.register_instrument(ledger, ins)
         return AccountOpState(account=key, ledger=ledger)
 
-
     def on_timer(
         self, state: AccountOpState, ts: int, ctx: Context
     ) -> tuple[AccountOpState, list[Emit]]:
@@ -397,7 +396,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
 
     def _check_loss(self, state: AccountOpState, symbol: str, filled: bool) -> None:
         """Equity moves only through fills and marks of open positions: check the loss then
-        (``trip_reduce_only``, spelt out: this runs on every trade of an open position)."""
+        (``trip_reduce_only`` spelt out: it runs on most trades of an open position)."""
         led = state.ledger
         if led.reduce_only:
             return

@@ -37,7 +37,8 @@ from operators.domain.ledger import (
     register_instrument,
 )
 from operators.domain.limits import AccountConfig, RiskLimits
-from operators.domain.risk_rules import OrderProposal, RiskDecision, check_order
+from operators.domain.risk_gate import RiskDecision, check_order
+from operators.domain.risk_rules import OrderProposal
 
 BENCH = "risk_latency"
 NS = 1_000_000_000

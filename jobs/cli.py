@@ -97,7 +97,8 @@ def _trading_args(p: argparse.ArgumentParser) -> None:
                    help="without --models, the share of bars of a user file that trains "
                         "(default: %(default)s)")
     p.add_argument("--risk", metavar="PATH",
-                   help="TOML with [limits] and [account] (see docs/risk.md)")
+                   help="TOML with [limits], [account], [execution] and [accounts.NAME] "
+                        "(see docs/risk.md)")
     p.add_argument("--algo", choices=("IMMEDIATE", "TWAP", "VWAP", "ICEBERG"),
                    default="IMMEDIATE", help="execution algorithm (default: %(default)s)")
     p.add_argument("--periods-per-year", type=float, default=None,

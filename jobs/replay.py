@@ -304,8 +304,13 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
         instruments = instrument_master(opts.instruments, bundle.symbols, opts.quiet)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--instruments {opts.instruments}: {exc}") from None
+    for a in risk.accounts:
+        unknown = [s for s in a.symbols if s not in instruments]
+        if unknown:
+            raise UsageError(f"--risk {opts.risk}: account {a.name!r} trades {unknown}, which "
+                             "the instrument master does not list (pass --instruments)")
     return ChainOptions(models=models, bundle=bundle, instruments=instruments,
-                        limits=risk.limits, account=risk.account, execution=risk.execution,
+                        accounts=risk.accounts, execution=risk.execution,
                         algo=opts.algo,
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
                         session_tz=tz or "UTC", device=device,
@@ -338,25 +343,45 @@ def _captured(captured: dict[str, list[msgspec.Struct]] | None, topic: str, kind
 
 
 def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> Report:
+    """The first account's report; with several accounts each one's figures go under
+    ``accounts`` (decision ids end in ``@account`` then)."""
     session = next((i.session_start for i in chain.instruments.values() if i.session_start),
                    "17:00")
-    audit = _captured(captured, "audit.decisions", Decision)
-    report = build_report(
-        positions=_captured(captured, "positions", Position),
-        fills=_captured(captured, "fills", Fill), orders=_captured(captured, "orders", Order),
-        rejects=_captured(captured, "risk.rejects", RiskReject),
-        decisions=_captured(captured, "audit.decisions", Decision),
-        initial_equity=chain.account.initial_equity,
-        multipliers={s: i.multiplier for s, i in chain.instruments.items()},
-        periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end,
-        sessions=SessionClock(tz=chain.session_tz, start=session),
-        slippage={s: chain.execution.slippage_ticks * i.tick_size
-                  for s, i in chain.instruments.items()})
-    # decisions on bars closed too late to trade (docs/decision-chain.md, "Stale bars")
-    report.figures["stale_bars"] = sum(1 for d in audit if d.skipped == "stale_bar")
-    # decisions whose added exposure the cost gate held back (docs/decision-chain.md, size)
-    report.figures["cost_gated"] = sum(1 for d in audit if d.sizing.get("cost_gated") == 1.0)
-    return report
+    several = len(chain.accounts) > 1
+
+    def belongs(v: object, account: str) -> bool:
+        if not several:
+            return True
+        if isinstance(v, Decision):
+            return v.decision_id.endswith(f"@{account}")
+        return bool(getattr(v, "account", None) == account)
+
+    def of(topic: str, kind: type[T], account: str) -> list[T]:
+        return [v for v in _captured(captured, topic, kind) if belongs(v, account)]
+
+    reports: dict[str, Report] = {}
+    for a in chain.accounts:
+        name = a.name
+        audit = of("audit.decisions", Decision, name)
+        report = build_report(
+            positions=of("positions", Position, name), fills=of("fills", Fill, name),
+            orders=of("orders", Order, name), rejects=of("risk.rejects", RiskReject, name),
+            decisions=audit, initial_equity=a.settings.initial_equity,
+            multipliers={s: i.multiplier for s, i in chain.instruments.items()},
+            periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end,
+            sessions=SessionClock(tz=chain.session_tz, start=session),
+            slippage={s: chain.execution.slippage_ticks * i.tick_size
+                      for s, i in chain.instruments.items()})
+        # decisions on bars closed too late to trade (docs/decision-chain.md, "Stale bars")
+        report.figures["stale_bars"] = sum(1 for d in audit if d.skipped == "stale_bar")
+        # decisions whose added exposure the cost gate held back (docs/decision-chain.md)
+        report.figures["cost_gated"] = sum(1 for d in audit
+                                           if d.sizing.get("cost_gated") == 1.0)
+        reports[name] = report
+    first = reports[chain.accounts[0].name]
+    if several:
+        first.figures["accounts"] = {n: dict(r.figures) for n, r in reports.items()}
+    return first
 
 
 def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:

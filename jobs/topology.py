@@ -19,10 +19,11 @@ from jobs.loaders.instruments import Instrument
 from jobs.loaders.registry import FileModelProvider
 from jobs.strategy import StrategyBundle
 from operators.account import AccountOpConfig, AccountOperator
+from operators.account_feed import AccountFeedConfig, AccountFeedRouter
 from operators.contract import Operator
 from operators.domain.execution import ExecConfig
 from operators.domain.ledger import InstrumentSpec
-from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.limits import AccountSpec
 from operators.features import (
     WindowFeatures,
 )
@@ -30,12 +31,10 @@ from operators.infer import Device, Infer, InferConfig
 from operators.normalize import Normalize
 from operators.regime_blend import BlendConfig, RegimeBlend
 from operators.size import Size as SizeOp
-from operators.size import SizeConfig
+from operators.size import SizeConfig, SizedAccount
 from topics.messages import (
     Algo,
 )
-
-ACCOUNT = "paper"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +42,8 @@ class ChainOptions:
     models: Path
     bundle: StrategyBundle
     instruments: dict[str, Instrument]
-    limits: RiskLimits
-    account: AccountConfig
+    accounts: tuple[AccountSpec, ...] = (AccountSpec(),)
+    """The accounts the chain trades (``--risk``'s ``[accounts.NAME]``, default ``paper``)."""
     execution: ExecConfig = field(default_factory=ExecConfig)
     algo: Algo = "IMMEDIATE"
     periods_per_year: float = 252.0 * 23 * 60
@@ -72,11 +71,13 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
                            device=opts.device)
     blend = RegimeBlend(BlendConfig(hmm=b.hmm))
     specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
-                               lot_size=i.lot_size, group=i.group or s)
+                               lot_size=i.lot_size, group=i.group or s, venue=i.venue)
              for s, i in sorted(opts.instruments.items())}
     first = specs[b.symbols[0]]
     size = SizeOp(SizeConfig(
-        account=ACCOUNT, vol=b.vol, reference_equity=opts.account.initial_equity,
+        vol=b.vol,
+        accounts=tuple(SizedAccount(name=a.name, reference_equity=a.settings.initial_equity,
+                                    symbols=a.symbols) for a in opts.accounts),
         multiplier=first.multiplier, lot_size=first.lot_size,
         periods_per_year=opts.periods_per_year, algo=opts.algo, trade_from_ns=b.train_end,
         multipliers={s: sp.multiplier for s, sp in specs.items()},
@@ -87,11 +88,13 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         edge_horizon_bars=float(opts.edge_horizon_bars or b.horizon_bars),
         slippage_ticks=opts.execution.slippage_ticks, tick_size=first.tick_size,
         tick_sizes={s: sp.tick_size for s, sp in specs.items()},
-        fee_per_contract=opts.account.fee_per_contract, fee_bps=opts.account.fee_bps))
+        fee_per_contract=opts.accounts[0].settings.fee_per_contract,
+        fee_bps=opts.accounts[0].settings.fee_bps))
     session = next((i.session_start for i in opts.instruments.values() if i.session_start),
                    "17:00")
+    feed = AccountFeedRouter(AccountFeedConfig.of(opts.accounts))
     account = AccountOperator(AccountOpConfig(
-        account=ACCOUNT, instruments=specs, limits=opts.limits, account_cfg=opts.account,
+        accounts=opts.accounts, instruments=specs,
         execution=msgspec.structs.replace(
             opts.execution,
             child_ttl_ns=opts.child_ttl_ns or opts.execution.child_ttl_ns,
@@ -101,7 +104,8 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         Stage(infer, ("features",), ("predictions",)),
         Stage(blend, ("features", "predictions"), ("regimes", "signals")),
         Stage(size, ("signals",), ("orders.intents", "audit.decisions")),
-        Stage(account, ("orders.intents", "md.ticks", "control"),
+        Stage(feed, ("md.ticks", "control"), ("account.feed",)),
+        Stage(account, ("orders.intents", "account.feed"),
               ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
     )
 

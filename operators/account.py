@@ -1,74 +1,100 @@
-"""The account operator: pre-trade check, routing and the paper broker in one keyed step.
+"""The account operator: pre-trade gate, execution, venue, ledger and session roll composed.
 
-Keyed by account, with three inputs: sized intents (``orders.intents``), market data
-(``md.ticks``) and operator commands (``control``). Closing the loop inside one operator keeps
-fills as internal state changes in event-time order; no cycle crosses a topic (DESIGN.md
-§Time). Inputs are buffered and released by event time when the watermark passes them, in
-``(ts, kind, symbol, arrival)`` order with control before ticks before intents at equal time,
-so the result does not depend on how the runtime interleaved the inputs.
+Keyed by account (several accounts with their own limits in one run, ``AccountSpec``). Inputs:
+sized intents (``orders.intents``), the account's trades and commands (``account.feed``, from
+``operators.account_feed``) and a live venue's reports (``venue.reports``). Closing the loop
+in one operator keeps fills as state changes in event-time order (DESIGN.md §Time).
 
-Every child order passes the risk gate: the parent through every rule of
-``operators.domain.risk_rules`` (a denial emits ``risk.rejects`` with all failing codes and the
-allowed quantity, which is traded instead when ``resize_to_allowed``), each child again at
-release through the state-dependent rules (kill switch, symbol halt, reduce-only). Every
-decision emits one ``audit.decisions`` record.
+The parts are domain libraries wired here: ``risk_gate`` (every rule on a parent, the child
+rules on each child at release; a denial emits ``risk.rejects``, a denied child cancels its
+parent), ``execution`` (schedules, VWAP profile), ``venue`` (the simulated venue answers
+inside this step, a live one on ``venue.reports``), ``ledger`` and ``sessions``.
+
+Inputs wait until the watermark passes them and are released in ``(ts, kind, symbol,
+arrival)`` order, commands before venue reports before trades before intents at equal time,
+whatever the runtime's interleaving (``process`` and ``_take_due``). Every decision emits
+one ``audit.decisions`` record.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, time, timedelta
+from datetime import time
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
 
-from operators.contract import END_OF_STREAM, Context, Emit, Operator
+from operators.account_records import (
+    cancel_record,
+    decision_record,
+    fill_record,
+    order_record,
+    parent_reject_record,
+    position_record,
+)
+from operators.contract import END_OF_STREAM, MIN_WATERMARK, Context, Emit, Operator
 from operators.domain import ledger as lg
-from operators.domain.execution import Child, ExecConfig, fill_price, schedule
-from operators.domain.limits import AccountConfig, RiskLimits
-from operators.domain.risk_rules import (
-    KILL_SWITCH,
-    REDUCE_ONLY,
-    TRADING_HALTED,
-    OrderProposal,
+from operators.domain.execution import (
+    Child,
+    ExecConfig,
+    ExecState,
+    releases,
+    schedule,
+    track_volume,
+    unrouted,
+    volume_profile,
+)
+from operators.domain.limits import AccountSpec
+from operators.domain.risk_gate import (
+    check_child,
     check_order,
     risk_check_flags,
     to_reject,
     trip_reduce_only,
 )
+from operators.domain.risk_rules import DAILY_LOSS_LIMIT, OrderProposal
+from operators.domain.sessions import next_session
+from operators.domain.venue import ExternalVenue, SimulatedVenue, Venue, VenueBook
+from operators.event_buffer import Buffered, take_due
 from topics.messages import (
+    AccountFeed,
     Control,
-    Decision,
-    Fill,
-    Order,
     OrderIntent,
-    Position,
     Reason,
-    RiskReject,
     Side,
     Tick,
+    VenueReport,
 )
 
-_CONTROL, _TICK, _INTENT = 0, 1, 2
+_CONTROL, _REPORT, _TICK, _INTENT = 0, 1, 2, 3
+
+AccountInput = AccountFeed | OrderIntent | VenueReport
 
 
 class AccountOpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    account: str
+    accounts: tuple[AccountSpec, ...] = (AccountSpec(),)
     instruments: dict[str, lg.InstrumentSpec]
-    limits: RiskLimits = RiskLimits()
-    account_cfg: AccountConfig = AccountConfig()
     execution: ExecConfig = ExecConfig()
+    venue: Literal["simulated", "external"] = "simulated"
     session_start: str = "17:00"
     session_tz: str = "America/Chicago"
     resize_to_allowed: bool = True
 
     def __post_init__(self) -> None:
-        if not self.account:
-            raise ValueError("account must be non-empty")
+        if not self.accounts:
+            raise ValueError("at least one account is needed")
+        names = [a.name for a in self.accounts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"account names must be unique, got {names}")
         for sym, spec in self.instruments.items():
             if sym != spec.symbol:
                 raise ValueError(f"instrument key {sym!r} != spec symbol {spec.symbol!r}")
+        for a in self.accounts:
+            unknown = [s for s in a.symbols if s not in self.instruments]
+            if unknown:
+                raise ValueError(f"account {a.name!r} trades {unknown}, which the instrument "
+                                 "master does not list")
         try:
             ZoneInfo(self.session_tz)
         except Exception as exc:
@@ -79,31 +105,16 @@ class AccountOpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise ValueError(f"session_start must be HH:MM, got {self.session_start!r}") from exc
 
 
-class Buffered(msgspec.Struct, kw_only=True):
-    ts: int
-    rank: int
-    symbol: str
-    seq: int
-    tick: Tick | None = None
-    intent: OrderIntent | None = None
-    control: Control | None = None
-
-
-class VolumeBuckets(msgspec.Struct, kw_only=True):
-    """Per-symbol traded volume in slice-interval buckets (the VWAP profile)."""
-
-    start: int = 0
-    current: float = 0.0
-    history: list[float] = []
-
-
 class AccountOpState(msgspec.Struct, kw_only=True):
+    account: str
     ledger: lg.AccountState
+    execution: ExecState = msgspec.field(default_factory=ExecState)
+    venue: VenueBook = msgspec.field(default_factory=VenueBook)
     buffer: list[Buffered] = []
     seq: int = 0
-    children: list[Child] = []
+    timer_ts: int = MIN_WATERMARK
+    """Event time of the pending timer the newest buffered input registered."""
     next_session_ts: int = 0
-    volumes: dict[str, VolumeBuckets] = {}
     counters: dict[str, int] = {}
     last_ts: int = 0  # newest event time released (stamps the end-of-stream marks)
 
@@ -112,303 +123,310 @@ def _bump(state: AccountOpState, name: str, n: int = 1) -> None:
     state.counters[name] = state.counters.get(name, 0) + n
 
 
-class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
+class AccountOperator(Operator[AccountOpState, AccountInput]):
     UID = "account"
-    STATE_VERSION = 1
+    STATE_VERSION = 2
     State = AccountOpState
 
     def __init__(self, config: AccountOpConfig) -> None:
         self.config = config
         self._tz = ZoneInfo(config.session_tz)
         self._session_time = time.fromisoformat(config.session_start)
+        self._accounts = {a.name: a for a in config.accounts}
+        self._venues: dict[str, Venue] = {
+            a.name: (SimulatedVenue(a.name, config.execution, config.instruments, a.settings)
+                     if config.venue == "simulated" else ExternalVenue())
+            for a in config.accounts}
+        self._track_volume = config.execution.track_volume
 
     # -- contract ---------------------------------------------------------------------------
-    def key(self, event: Tick | OrderIntent | Control) -> str:
-        return self.config.account
+    def key(self, event: AccountInput) -> str:
+        return event.account
 
     def new_state(self, key: str) -> AccountOpState:
-        ledger = lg.new_account(self.config.account_cfg)
-        for spec in sorted(self.config.instruments.values(), key=lambda s: s.symbol):
-            lg.register_instrument(ledger, spec)
-        return AccountOpState(ledger=ledger)
-
-    def process(
-        self, state: AccountOpState, event: Tick | OrderIntent | Control, ctx: Context
-    ) -> tuple[AccountOpState, list[Emit]]:
-        if isinstance(event, Tick):
-            item = Buffered(
-                ts=event.ts_event, rank=_TICK, symbol=event.symbol, seq=state.seq, tick=event
-            )
-        elif isinstance(event, OrderIntent):
-            if event.account != self.config.account:
-                return state, []
-            item = Buffered(
-                ts=event.ts_event, rank=_INTENT, symbol=event.symbol, seq=state.seq, intent=event
-            )
-        else:
-            if event.account not in ("*", self.config.account):
-                return state, []
-            item = Buffered(
-                ts=event.ts_event,
-                rank=_CONTROL,
-                symbol=event.symbol or "",
-                seq=state.seq,
-                control=event,
-            )
-        state.seq += 1
-        state.buffer.append(item)
-        ctx.register_timer(item.ts)
-        if state.seq == 1:  # once per key (checkpoints keep timers): the final marks
-            ctx.register_timer(END_OF_STREAM)
-        return state, []
+        spec = self._accounts.get(key)
+        if spec is None:
+            raise ValueError(f"account {key!r} is not configured "
+                             f"(configured: {sorted(self._accounts)})")
+        ledger = lg.new_account(spec.settings)
+        for ins in sorted(self.config.instruments.values(), key=lambda s: s.symbol):
+            if spec.trades(ins.symbol):
+                lg.register_instrument(ledger, ins)
+        return AccountOpState(account=key, ledger=ledger)
 
     def on_timer(
         self, state: AccountOpState, ts: int, ctx: Context
     ) -> tuple[AccountOpState, list[Emit]]:
         out: list[Emit] = []
-        buf = state.buffer
-        if buf and buf[-1].ts <= ts and (len(buf) == 1 or max(b.ts for b in buf) <= ts):
-            due, state.buffer = buf, []  # the usual case: everything buffered is due
-        else:
-            due = [b for b in buf if b.ts <= ts]
-            if due:
-                state.buffer = [b for b in buf if b.ts > ts]
-        if due:
-            if len(due) > 1:
-                due.sort(key=lambda b: (b.ts, b.rank, b.symbol, b.seq))
-            for b in due:
-                state.last_ts = max(state.last_ts, b.ts)
+        ex = state.execution
+        for b in self._take_due(state, ts):
+            if b.ts > state.last_ts:
+                state.last_ts = b.ts
+            if b.rank == _TICK:  # a run of trades: each one as if buffered alone
+                for t in b.ticks:
+                    if ex.children:
+                        self._advance(state, b.ts, out, ctx)
+                    self._on_tick(state, t, out)
+                continue
+            if ex.children:
                 self._advance(state, b.ts, out, ctx)
-                if b.tick is not None:
-                    self._on_tick(state, b.tick, out)
-                elif b.intent is not None:
-                    self._on_intent(state, b.intent, out, ctx)
-                elif b.control is not None:
-                    self._on_control(state, b.control, out)
+            if b.intent is not None:
+                self._on_intent(state, b.intent, out, ctx)
+            elif b.control is not None:
+                self._on_control(state, b.control, out)
+            elif b.report is not None:
+                self._check_loss(state, b.report.symbol,
+                                 self._apply_reports(state, [b.report], out))
         if ts == END_OF_STREAM:
             self._end(state, out)
-        else:
+        elif ex.children:
             self._advance(state, ts, out, ctx)
         return state, out
 
-    # -- time-driven work: releasing scheduled children, expiring working ones ----------------
+    # -- event-time buffering (the runtime core's multi-input merge will take this over) ----
+    def process(
+        self, state: AccountOpState, event: AccountInput, ctx: Context
+    ) -> tuple[AccountOpState, list[Emit]]:
+        """Hold an input until the watermark passes it (a timer at its event time).
+
+        Consecutive trades of one symbol at one event time share a buffered item (they would
+        be released one after another anyway): one allocation and one sort key per run.
+        """
+        if type(event) is AccountFeed:
+            t = event.tick
+            if t is not None:
+                buf = state.buffer
+                if buf:
+                    last = buf[-1]
+                    if last.rank == _TICK and last.ts == t.ts_event and last.symbol == t.symbol:
+                        last.ticks.append(t)  # its timer is pending
+                        return state, []
+                item = Buffered(ts=t.ts_event, rank=_TICK, symbol=t.symbol, seq=state.seq,
+                                ticks=[t])
+            else:
+                c = event.control
+                assert c is not None, "an account.feed record holds a tick or a control"
+                item = Buffered(ts=c.ts_event, rank=_CONTROL, symbol=c.symbol or "",
+                                seq=state.seq, control=c)
+        elif isinstance(event, OrderIntent):
+            item = Buffered(ts=event.ts_event, rank=_INTENT, symbol=event.symbol,
+                            seq=state.seq, intent=event)
+        else:
+            assert isinstance(event, VenueReport)
+            item = Buffered(ts=event.ts_event, rank=_REPORT, symbol=event.symbol,
+                            seq=state.seq, report=event)
+        state.seq += 1
+        state.buffer.append(item)
+        if item.ts != state.timer_ts:  # inputs at one event time share a timer
+            ctx.register_timer(item.ts)
+            state.timer_ts = item.ts
+        if state.seq == 1:  # once per key (checkpoints keep timers): the final marks
+            ctx.register_timer(END_OF_STREAM)
+        return state, []
+
+    @staticmethod
+    def _take_due(state: AccountOpState, ts: int) -> list[Buffered]:
+        """The buffered inputs with event time <= ``ts``, in release order."""
+        if ts >= state.timer_ts:  # timers fire in time order: the input timer has fired
+            state.timer_ts = MIN_WATERMARK
+        due, state.buffer = take_due(state.buffer, ts)
+        return due
+
+    # -- time-driven work: expiring working children, releasing scheduled ones ---------------
     def _advance(self, state: AccountOpState, now: int, out: list[Emit], ctx: Context) -> None:
-        if not state.children:
+        ex = state.execution
+        if not ex.children:
             return
-        cfg = self.config.execution
-        keep: list[Child] = []
-        for c in state.children:
-            if c.sent and c.expires_at <= now and c.remaining > 0:
-                self._cancel_child(state, c, "expired")
-                continue
-            if c.sent and c.remaining <= 0:
-                continue
-            keep.append(c)
-        state.children = keep
+        if state.venue.working:
+            reports = self._venues[state.account].expire(state.venue, now)
+            if reports:
+                self._apply_reports(state, reports, out)
         cancelled: set[str] = set()
-        for c in list(state.children):
-            if c.sent or c.release_ts > now or c.parent_order_id in cancelled:
-                continue
-            if c.algo == "ICEBERG" and any(
-                o.sent and o.parent_order_id == c.parent_order_id and o.remaining > 0
-                for o in state.children
-            ):
-                continue
-            blocked = self._child_block(state, c)
-            if blocked is not None:
-                self._cancel_parent(state, c, blocked, out, max(c.release_ts, now))
+        for c in releases(ex.children, now, cancelled):
+            sent_at = max(c.release_ts, now)  # an iceberg clip goes out when its predecessor ends
+            if not self._child_passes(state, c, sent_at, out):
                 cancelled.add(c.parent_order_id)  # its other due slices went with it
                 continue
-            sent_at = max(c.release_ts, now)  # an iceberg clip goes out when its predecessor ends
-            c.sent = True
-            c.fillable_from = sent_at + cfg.latency_ns
-            c.expires_at = sent_at + cfg.child_ttl_ns
-            ctx.register_timer(c.expires_at)
-            out.append(
-                Emit(
-                    "orders",
-                    self.config.account,
-                    Order(
-                        ts_event=sent_at,
-                        client_order_id=c.client_order_id,
-                        parent_order_id=c.parent_order_id,
-                        decision_id=c.decision_id,
-                        account=self.config.account,
-                        symbol=c.symbol,
-                        side=c.side,
-                        quantity=c.quantity,
-                        order_type="LIMIT" if c.order_type == "LIMIT" else "MARKET",
-                        limit_price=c.limit_price,
-                        time_in_force=cfg.time_in_force,
-                        algo=c.algo,
-                        slice=f"{c.slice_no}/{c.slices}",
-                        venue=self._venue(c.symbol),
-                    ),
-                )
-            )
-            _bump(state, "child_orders")
-        state.children = [c for c in state.children if not (c.sent and c.remaining <= 0)]
+            self._send(state, c, sent_at, out, ctx)
 
-    def _child_block(self, state: AccountOpState, c: Child) -> Reason | None:
+    def _child_passes(self, state: AccountOpState, c: Child, now: int, out: list[Emit]
+                      ) -> bool:
+        """The child rules at release; a denial cancels the parent with one reject."""
         led = state.ledger
-        if led.halted:
-            return Reason(code=KILL_SWITCH, message=f"kill switch: {led.halt_reason}")
-        if c.symbol in led.halted_symbols:
-            return Reason(
-                code=TRADING_HALTED, message=f"{c.symbol} halted: {led.halted_symbols[c.symbol]}"
-            )
-        if led.reduce_only:
-            q = lg.position(led, c.symbol).quantity
-            signed = c.remaining if c.side == "BUY" else -c.remaining
-            if abs(q + signed) > abs(q) + 1e-9 or (q != 0 and (q + signed) * q < 0):
-                return Reason(code=REDUCE_ONLY, message=f"reduce-only: {led.reduce_only_reason}")
-        return None
+        order = OrderProposal(c.symbol, c.side, c.remaining, c.reference_price, now)
+        decision = check_child(order, led, self._accounts[state.account].limits,
+                               self._spec(c.symbol),
+                               unrouted=unrouted(state.execution.children, c.symbol, c.side))
+        if decision.approved:
+            return True
+        self._cancel_parent(state, c, decision.reasons, out, now)
+        return False
 
-    def _cancel_child(self, state: AccountOpState, c: Child, why: str) -> None:
-        if c.sent and c.remaining > 0:
-            lg.add_working(state.ledger, c.symbol, c.side, -c.remaining)
-        elif not c.sent:
-            lg.add_working(state.ledger, c.symbol, c.side, -c.quantity)
-        _bump(state, f"children_{why}")
+    def _send(self, state: AccountOpState, c: Child, sent_at: int, out: list[Emit],
+              ctx: Context) -> None:
+        cfg = self.config.execution
+        account = state.account
+        c.sent = True
+        expires_at = sent_at + cfg.child_ttl_ns
+        ctx.register_timer(expires_at)
+        order = order_record(c, account, sent_at, cfg, self._venue(c.symbol))
+        out.append(Emit("orders", account, order))
+        _bump(state, "child_orders")
+        reports = self._venues[account].send(state.venue, order, expires_at)
+        if reports:
+            self._apply_reports(state, reports, out)
 
-    def _cancel_parent(
-        self, state: AccountOpState, first: Child, reason: Reason, out: list[Emit], now: int
-    ) -> None:
-        """Cancel every unsent and working child of ``first``'s parent (kill switch, halt)."""
+    # -- cancelling ---------------------------------------------------------------------------
+    def _cancel(self, state: AccountOpState, victims: list[Child], why: str, now: int,
+                out: list[Emit]) -> float:
+        """Cancel ``victims``; returns their unfilled quantity.
+
+        A scheduled child just goes; a working one is cancelled at its venue (the simulated
+        venue confirms at once, a live one later: the child keeps its working quantity and
+        is marked ``cancelling`` until the venue reports it done).
+        """
+        venue = self._venues[state.account]
+        total = 0.0
+        for c in victims:
+            if c.cancelling:
+                continue
+            total += c.remaining
+            _bump(state, f"children_{why}")
+            if not c.sent:
+                self._drop(state, c)
+                continue
+            reports = venue.cancel(state.venue, c.client_order_id, now, why)
+            if venue.external:
+                c.cancelling = True
+                out.append(Emit("orders.cancels", state.account, cancel_record(
+                    c, state.account, now, self._venue(c.symbol), why)))
+            if reports:
+                self._apply_reports(state, reports, out)
+        return total
+
+    def _cancel_parent(self, state: AccountOpState, first: Child, reasons: tuple[Reason, ...],
+                       out: list[Emit], now: int) -> None:
+        """Cancel every unsent and working child of ``first``'s parent, with one reject."""
         pid = first.parent_order_id
-        cancelled = 0.0
-        keep: list[Child] = []
-        for c in state.children:
-            if c.parent_order_id == pid:
-                cancelled += c.remaining
-                self._cancel_child(state, c, "cancelled")
+        victims = [c for c in state.execution.children if c.parent_order_id == pid]
+        cancelled = self._cancel(state, victims, "cancelled", now, out)
+        out.append(Emit("risk.rejects", state.account,
+                        parent_reject_record(first, state.account, now, cancelled, reasons)))
+
+    @staticmethod
+    def _drop(state: AccountOpState, c: Child) -> None:
+        """Forget a child that is done, releasing the working quantity it still held."""
+        if c.remaining > 0:
+            lg.add_working(state.ledger, c.symbol, c.side, -c.remaining)
+        children = state.execution.children
+        for i, o in enumerate(children):
+            if o is c:
+                del children[i]  # in place: ``releases`` is reading this list
+                break
+
+    # -- venue reports --------------------------------------------------------------------------
+    def _apply_reports(self, state: AccountOpState, reports: list[VenueReport],
+                       out: list[Emit]) -> bool:
+        """Apply a venue's reports in order; True if anything filled."""
+        filled = False
+        for r in reports:
+            kind = r.kind
+            if kind == "ACK":
+                _bump(state, "acks")
+                continue
+            child = next((c for c in state.execution.children
+                          if c.client_order_id == r.client_order_id and c.sent), None)
+            if child is None:  # e.g. a late report of a child already done
+                _bump(state, "unknown_reports")
+                continue
+            if kind == "FILL":
+                self._on_fill(state, child, r, out)
+                filled = True
             else:
-                keep.append(c)
-        state.children = keep
-        out.append(
-            Emit(
-                "risk.rejects",
-                self.config.account,
-                RiskReject(
-                    ts_event=now,
-                    decision_id=first.decision_id,
-                    account=self.config.account,
-                    symbol=first.symbol,
-                    side=first.side,
-                    requested_quantity=cancelled,
-                    allowed_quantity=0.0,
-                    reasons=(reason,),
-                ),
-            )
-        )
+                self._drop(state, child)
+                if kind != "CANCELLED":  # a requested cancel was counted when it was asked
+                    _bump(state, f"children_{kind.lower()}")
+        return filled
+
+    def _on_fill(self, state: AccountOpState, c: Child, r: VenueReport, out: list[Emit]
+                 ) -> None:
+        spec = self._spec(r.symbol)
+        c.filled += r.quantity
+        if c.remaining <= 0:
+            self._drop(state, c)
+        lg.apply_fill(state.ledger, r.symbol, c.side, r.quantity, r.price, r.fee,
+                      spec.multiplier, spec.group)
+        _bump(state, "fills")
+        out.append(Emit("fills", state.account, fill_record(r, c, state.account)))
+        out.append(self._position(state, r.symbol, r.ts_event, "fill"))
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_control(self, state: AccountOpState, c: Control, out: list[Emit]) -> None:
         led = state.ledger
+        children = state.execution.children
         if c.command == "KILL":
             lg.set_halted(led, True, c.reason or "manual")
-            for child in list(state.children):
-                self._cancel_child(state, child, "cancelled")
-            state.children = []
+            self._cancel(state, list(children), "cancelled", c.ts_event, out)
         elif c.command == "RESET":
             lg.set_halted(led, False)
         elif c.command == "HALT_SYMBOL" and c.symbol:
             lg.set_symbol_halted(led, c.symbol, True, c.reason or "manual")
-            keep = []
-            for child in state.children:
-                if child.symbol == c.symbol:
-                    self._cancel_child(state, child, "cancelled")
-                else:
-                    keep.append(child)
-            state.children = keep
+            self._cancel(state, [o for o in children if o.symbol == c.symbol], "cancelled",
+                         c.ts_event, out)
         elif c.command == "RESUME_SYMBOL" and c.symbol:
             lg.set_symbol_halted(led, c.symbol, False)
         _bump(state, f"control_{c.command.lower()}")
 
     def _on_tick(self, state: AccountOpState, t: Tick, out: list[Emit]) -> None:
-        led = state.ledger
         if t.ts_event >= state.next_session_ts:
             self._roll_session(state, t.ts_event)
-        lg.mark(led, t.symbol, t.price)
-        if self.config.execution.track_volume:
-            self._track_volume(state, t)
-        filled = self._fill(state, t, out) if state.children else False
-        # Equity moves only through fills and marks of open positions: check the loss then.
+        prices = state.ledger.last_prices
+        moved = prices.get(t.symbol) != t.price
+        prices[t.symbol] = t.price  # ledger.mark
+        if self._track_volume:
+            track_volume(state.execution.volumes, t.symbol, t.ts_event, t.size,
+                         self.config.execution)
+        filled = False
+        if state.venue.working:
+            reports = self._venues[state.account].on_tick(state.venue, t)
+            if reports:
+                filled = self._apply_reports(state, reports, out)
+        if moved or filled:  # equity changes only through marks and fills
+            self._check_loss(state, t.symbol, filled)
+
+    def _check_loss(self, state: AccountOpState, symbol: str, filled: bool) -> None:
+        """Equity moves only through fills and marks of open positions: check the loss then
+        (``trip_reduce_only`` spelt out: it runs on most trades of an open position)."""
+        led = state.ledger
         if led.reduce_only:
             return
-        pos = led.positions.get(t.symbol)
-        if (filled or (pos is not None and pos.quantity != 0.0)) and trip_reduce_only(
-                led, self.config.limits):
+        if not filled:
+            pos = led.positions.get(symbol)
+            if pos is None or pos.quantity == 0.0:
+                return
+        limit = self._accounts[state.account].limits.daily_loss_limit
+        if lg.equity(led) - led.start_equity <= -limit * led.start_equity:
+            lg.set_reduce_only(led, True, DAILY_LOSS_LIMIT)
             _bump(state, "reduce_only_trips")
-
-    def _fill(self, state: AccountOpState, t: Tick, out: list[Emit]) -> bool:
-        """Fill working children of ``t``'s symbol against it; True if anything filled."""
-        cfg = self.config.execution
-        filled = False
-        spec = self._spec(t.symbol)
-        lot = spec.lot_size
-        capacity = math.floor(t.size * cfg.participation / lot + 1e-9) * lot
-        for c in state.children:
-            if capacity <= 0:
-                break
-            if (
-                not c.sent
-                or c.symbol != t.symbol
-                or c.remaining <= 0
-                or t.ts_event < c.fillable_from
-                or t.ts_event >= c.expires_at
-            ):
-                continue
-            px = fill_price(c, t.price, spec.tick_size, cfg.slippage_ticks)
-            if px is None:
-                continue
-            qty = min(c.remaining, capacity)
-            capacity -= qty
-            c.filled += qty
-            filled = True
-            fee = self.config.account_cfg.fee(qty, px, spec.multiplier)
-            lg.apply_fill(state.ledger, t.symbol, c.side, qty, px, fee, spec.multiplier, spec.group)
-            fill_no = state.counters.get("fills", 0) + 1
-            _bump(state, "fills")
-            out.append(
-                Emit(
-                    "fills",
-                    self.config.account,
-                    Fill(
-                        ts_event=t.ts_event,
-                        fill_id=f"F-{c.client_order_id[2:]}-{fill_no}",
-                        client_order_id=c.client_order_id,
-                        account=self.config.account,
-                        symbol=t.symbol,
-                        side=c.side,
-                        quantity=qty,
-                        price=px,
-                        fee=fee,
-                        venue=self._venue(t.symbol),
-                        liquidity="MAKER" if c.order_type == "LIMIT" else "TAKER",
-                    ),
-                )
-            )
-            out.append(self._position(state, t.symbol, t.ts_event, "fill"))
-        return filled
 
     def _on_intent(
         self, state: AccountOpState, it: OrderIntent, out: list[Emit], ctx: Context
     ) -> None:
         led = state.ledger
+        account = state.account
+        limits = self._accounts[account].limits
         spec = self._spec(it.symbol)
         # A new target supersedes the execution of earlier ones in this symbol: cancel their
         # unsent slices and working remainders, so two parents never trade against each other.
-        if any(c.symbol == it.symbol for c in state.children):
-            keep: list[Child] = []
-            for c in state.children:
-                if c.symbol == it.symbol:
-                    self._cancel_child(state, c, "superseded")
-                else:
-                    keep.append(c)
-            state.children = keep
+        ex = state.execution
+        if any(c.symbol == it.symbol for c in ex.children):
+            self._cancel(state, [c for c in ex.children if c.symbol == it.symbol],
+                         "superseded", it.ts_event, out)
         pos = lg.position(led, it.symbol)
         current = pos.quantity + pos.working_buy - pos.working_sell
+        if ex.children:  # a live venue's cancels in flight: aim as if they succeed
+            current -= sum(c.remaining if c.side == "BUY" else -c.remaining
+                           for c in ex.children if c.cancelling and c.symbol == it.symbol)
         delta = it.target_position - current
         lots = math.floor(abs(delta) / spec.lot_size + 1e-9)
         action: Literal["BUY", "SELL", "HOLD"] = "HOLD"
@@ -421,30 +439,20 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
             requested = lots * spec.lot_size
             price = led.last_prices.get(it.symbol, it.reference_price)
             proposal = OrderProposal(it.symbol, side, requested, price, it.ts_event)
-            decision = check_order(proposal, led, self.config.limits, spec)
+            decision = check_order(proposal, led, limits, spec)
             flags = risk_check_flags(decision)
-            if decision.daily_loss_breached and trip_reduce_only(led, self.config.limits):
+            if decision.daily_loss_breached and trip_reduce_only(led, limits):
                 _bump(state, "reduce_only_trips")
             if decision.approved:
                 qty = requested
             else:
                 _bump(state, "rejects")
-                out.append(
-                    Emit(
-                        "risk.rejects",
-                        self.config.account,
-                        to_reject(
-                            decision,
-                            proposal,
-                            decision_id=it.decision_id,
-                            account=self.config.account,
-                        ),
-                    )
-                )
+                out.append(Emit("risk.rejects", account, to_reject(
+                    decision, proposal, decision_id=it.decision_id, account=account)))
                 if self.config.resize_to_allowed and decision.allowed_quantity >= spec.lot_size:
                     qty = decision.allowed_quantity
             if qty > 0:
-                lg.record_order(led, it.ts_event, self.config.limits)
+                lg.record_order(led, it.ts_event, limits)
                 lg.add_working(led, it.symbol, side, qty)
                 children = schedule(
                     algo=it.algo,
@@ -457,9 +465,9 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                     lot=spec.lot_size,
                     tick_size=spec.tick_size,
                     cfg=self.config.execution,
-                    volume_profile=self._profile(state, it.symbol),
+                    volume_profile=volume_profile(ex.volumes, it.symbol),
                 )
-                state.children.extend(children)
+                ex.children.extend(children)
                 order_ids = tuple(c.client_order_id for c in children)
                 for c in children:
                     if c.release_ts > it.ts_event:
@@ -467,38 +475,14 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
                 _bump(state, "parent_orders")
                 self._advance(state, it.ts_event, out, ctx)
         _bump(state, "decisions")
-        tr = it.trace
-        out.append(
-            Emit(
-                "audit.decisions",
-                it.decision_id,
-                Decision(
-                    ts_event=it.ts_event,
-                    decision_id=it.decision_id,
-                    symbol=it.symbol,
-                    action=action,
-                    quantity=qty,
-                    confidence=float(it.sizing.get("confidence", 0.0)),
-                    regime_probs=tr.regime_probs if tr else {},
-                    strategy_weights=tr.strategy_weights if tr else {},
-                    features=tr.features if tr else {},
-                    model_versions=tr.model_versions if tr else {},
-                    model_outputs=tr.model_outputs if tr else {},
-                    sizing=dict(it.sizing),
-                    risk_checks=flags,
-                    order_ids=order_ids,
-                    contributions=tr.contributions if tr else {},
-                    inputs=tr.inputs if tr else (),
-                ),
-            )
-        )
+        out.append(Emit("audit.decisions", it.decision_id,
+                        decision_record(it, action, qty, flags, order_ids)))
         out.append(self._position(state, it.symbol, it.ts_event, "decision"))
 
     def _end(self, state: AccountOpState, out: list[Emit]) -> None:
         """End of stream: working children expire; every position is marked a last time."""
-        for c in state.children:
-            self._cancel_child(state, c, "expired")
-        state.children = []
+        self._cancel(state, list(state.execution.children), "expired", state.last_ts, out)
+        state.execution.children = []
         for sym in sorted(state.ledger.positions):
             if sym in state.ledger.last_prices:
                 out.append(self._position(state, sym, state.last_ts, "end"))
@@ -511,58 +495,20 @@ class AccountOperator(Operator[AccountOpState, Tick | OrderIntent | Control]):
         return spec
 
     def _venue(self, symbol: str) -> str:
+        """The venue a child in ``symbol`` goes to: the instrument master's, else the default."""
+        spec = self.config.instruments.get(symbol)
+        if spec is not None and spec.venue:
+            return spec.venue
         return self.config.execution.venue
 
     def _position(
         self, state: AccountOpState, symbol: str, ts: int, cause: Literal["fill", "decision", "end"]
     ) -> Emit:
-        led = state.ledger
-        p = lg.position(led, symbol)
-        return Emit(
-            "positions",
-            self.config.account,
-            Position(
-                ts_event=ts,
-                account=self.config.account,
-                symbol=symbol,
-                quantity=p.quantity,
-                avg_price=p.avg_price,
-                realized_pnl=p.realized_pnl,
-                unrealized_pnl=lg.unrealized_pnl(led, symbol),
-                fees=p.fees,
-                equity=lg.equity(led),
-                cause=cause,
-            ),
-        )
+        return Emit("positions", state.account,
+                    position_record(state.ledger, state.account, symbol, ts, cause))
 
     def _roll_session(self, state: AccountOpState, ts: int) -> None:
-        local = datetime.fromtimestamp(ts / 1e9, self._tz)
-        boundary = datetime.combine(local.date(), self._session_time, self._tz)
-        if local >= boundary:
-            boundary = datetime.combine(
-                local.date() + timedelta(days=1), self._session_time, self._tz
-            )
-        state.next_session_ts = int(boundary.timestamp()) * 1_000_000_000
-        lg.start_session(state.ledger, boundary.date().isoformat())
+        state.next_session_ts, session_id = next_session(ts, self._tz, self._session_time)
+        lg.start_session(state.ledger, session_id)
         _bump(state, "sessions")
 
-    def _track_volume(self, state: AccountOpState, t: Tick) -> None:
-        interval = self.config.execution.slice_interval_ns
-        vb = state.volumes.get(t.symbol)
-        start = t.ts_event - t.ts_event % interval
-        if vb is None:
-            vb = state.volumes[t.symbol] = VolumeBuckets(start=start)
-        if start > vb.start:
-            n = self.config.execution.slices
-            gaps = min(n, (start - vb.start) // interval - 1)
-            vb.history.append(vb.current)
-            vb.history.extend([0.0] * gaps)
-            del vb.history[:-n]
-            vb.start = start
-            vb.current = 0.0
-        if start == vb.start:
-            vb.current += t.size
-
-    def _profile(self, state: AccountOpState, symbol: str) -> list[float]:
-        vb = state.volumes.get(symbol)
-        return list(vb.history) if vb is not None else []

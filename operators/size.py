@@ -30,6 +30,12 @@ time (the signal's ``ts_event``, when the bar was closed) emits no order intent,
 ``audit.decisions`` record with ``skipped="stale_bar"``: the first bar after a halt or a quiet
 spell is closed by a tick that can come hours later, and trading on it would act on a price
 the market has long left.
+
+Each configured account (``accounts``) that trades the symbol gets its own intent, sized on its
+own reference equity with its own rebalance band. With one account the intent keeps the
+signal's decision id; with several, each account's decision id is the signal's with
+``@<account>`` appended (``account_decision_id``), so client order ids and audit records stay
+unique per account.
 """
 
 from __future__ import annotations
@@ -45,10 +51,25 @@ from topics.messages import Algo, Decision, OrderIntent, Signal
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    account: str
-    vol: VolConfig
+class SizedAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An account the sizer makes intents for."""
+
+    name: str
     reference_equity: float = 1_000_000.0
+    symbols: tuple[str, ...] = ()
+    """The symbols it trades; empty: every symbol."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("account name must be non-empty")
+        if not (math.isfinite(self.reference_equity) and self.reference_equity > 0):
+            raise ValueError(f"{self.name}: reference_equity must be a positive number, "
+                             f"got {self.reference_equity!r}")
+
+
+class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    vol: VolConfig
+    accounts: tuple[SizedAccount, ...] = (SizedAccount(name="paper"),)
     multiplier: float = 1.0
     lot_size: float = 1.0
     kelly_fraction: float = 0.25
@@ -79,8 +100,10 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     fee_bps: float = 0.0
 
     def __post_init__(self) -> None:
+        names = [a.name for a in self.accounts]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"accounts must be non-empty with unique names, got {names}")
         positive = (
-            "reference_equity",
             "multiplier",
             "lot_size",
             "target_vol_annual",
@@ -114,7 +137,14 @@ class SizeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class SizeState(msgspec.Struct, kw_only=True):
     vol: VolState
-    target: float = 0.0
+    targets: dict[str, float] = {}
+    """The last target per account (the rebalance band compares against it)."""
+
+
+def account_decision_id(decision_id: str, account: str, several: bool) -> str:
+    """The decision id an account's intent carries: the signal's, with ``@account`` when
+    several accounts size the same signal."""
+    return f"{decision_id}@{account}" if several else decision_id
 
 
 def round_to_lot(quantity: float, lot: float) -> float:
@@ -125,7 +155,7 @@ def round_to_lot(quantity: float, lot: float) -> float:
 
 class Size(Operator[SizeState, Signal]):
     UID = "size"
-    STATE_VERSION = 1
+    STATE_VERSION = 2
     State = SizeState
 
     def __init__(self, config: SizeConfig) -> None:
@@ -160,45 +190,55 @@ class Size(Operator[SizeState, Signal]):
         regime = math.fsum(p * cfg.regime_scale.get(r, 1.0) for r, p in event.regime_probs.items())
         frac *= regime * event.confidence
         frac = max(-cfg.max_fraction, min(cfg.max_fraction, frac))
-        contracts = frac * cfg.reference_equity / (event.close * multiplier)
+        several = len(cfg.accounts) > 1
+        out: list[Emit] = []
+        for acct in cfg.accounts:
+            if acct.symbols and event.symbol not in acct.symbols:
+                continue
+            intent = self._intent(state, event, acct, several, multiplier, lot, frac, {
+                "sigma_forecast": sigma,
+                "kelly_fraction_raw": kelly,
+                "vol_cap": vol_cap,
+                "regime_scale": regime,
+                "confidence": event.confidence,
+                "fraction": frac,
+            })
+            out.append(Emit("orders.intents", acct.name, intent))
+        return state, out
+
+    def _intent(self, state: SizeState, event: Signal, acct: SizedAccount, several: bool,
+                multiplier: float, lot: float, frac: float, sizing: dict[str, float]
+                ) -> OrderIntent:
+        """One account's target: the fraction of its equity in contracts, banded and capped."""
+        cfg = self.config
+        equity = acct.reference_equity
+        contracts = frac * equity / (event.close * multiplier)
         contracts = max(-cfg.max_contracts, min(cfg.max_contracts, contracts))
         target = round_to_lot(contracts, lot)
         ideal = target
-        edge = abs(event.signal) * _SQRT_2_OVER_PI * sigma * cfg.edge_horizon_bars
+        prev = state.targets.get(acct.name, 0.0)
+        edge = abs(event.signal) * _SQRT_2_OVER_PI * sizing["sigma_forecast"] \
+            * cfg.edge_horizon_bars
         cost = self._round_trip_cost(event.symbol, event.close, multiplier)
         gated = 0.0
-        if cfg.cost_gate and edge <= cost:
-            held = state.target
-            kept = math.copysign(min(abs(target), abs(held)), held) if target * held > 0 else 0.0
+        if cfg.cost_gate and edge <= cost:  # add no exposure the edge cannot pay for
+            kept = math.copysign(min(abs(target), abs(prev)), prev) if target * prev > 0 else 0.0
             gated = float(kept != target)
             target = kept
         # Turnover control: a move of at most the band (same side) keeps the old target, unless
         # the old one no longer fits under the cap at today's price.
-        cap = round_to_lot(cfg.max_fraction * cfg.reference_equity / (event.close * multiplier),
-                           lot)
-        if (abs(target - state.target) <= cfg.rebalance_band_lots * lot + 1e-9
-                and target * state.target > 0 and abs(state.target) <= cap):
-            target = state.target
-        delta = target - state.target
-        state.target = target
-        sizing = {
-            "sigma_forecast": sigma,
-            "kelly_fraction_raw": kelly,
-            "vol_cap": vol_cap,
-            "regime_scale": regime,
-            "confidence": event.confidence,
-            "fraction": frac,
-            "contracts_raw": contracts,
-            "ideal_position": ideal,
-            "expected_edge": edge,
-            "round_trip_cost": cost,
-            "cost_gated": gated,
-            "target_position": target,
-        }
-        intent = OrderIntent(
+        cap = round_to_lot(cfg.max_fraction * equity / (event.close * multiplier), lot)
+        if (abs(target - prev) <= cfg.rebalance_band_lots * lot + 1e-9
+                and target * prev > 0 and abs(prev) <= cap):
+            target = prev
+        delta = target - prev
+        state.targets[acct.name] = target
+        sizing.update(contracts_raw=contracts, ideal_position=ideal, expected_edge=edge,
+                      round_trip_cost=cost, cost_gated=gated, target_position=target)
+        return OrderIntent(
             ts_event=event.ts_event,
-            decision_id=event.decision_id,
-            account=cfg.account,
+            decision_id=account_decision_id(event.decision_id, acct.name, several),
+            account=acct.name,
             symbol=event.symbol,
             side="BUY" if delta >= 0 else "SELL",
             quantity=abs(delta),
@@ -208,7 +248,6 @@ class Size(Operator[SizeState, Signal]):
             sizing=sizing,
             trace=event.trace,
         )
-        return state, [Emit("orders.intents", cfg.account, intent)]
 
     def _round_trip_cost(self, symbol: str, price: float, multiplier: float) -> float:
         """Expected cost of opening and closing one contract, as a fraction of its notional."""

@@ -37,7 +37,7 @@ from jobs.topic_sink import TopicSink
 from jobs.topology import ChainOptions, chain_stages, opened, tick_graph
 from jobs.train_job import features_pass
 from operators.contract import Operator
-from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.limits import AccountSpec, RiskLimits
 from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, RawRecord
 from topics.messages import Bar
@@ -116,8 +116,8 @@ def chain_run() -> ChainRun:
     # rejects (gated, the models' one-bar edge rarely covers a round trip and nothing trades)
     opts = ChainOptions(models=models, bundle=bundle,
                         instruments=instrument_master(None, bundle.symbols, quiet=True),
-                        limits=LIMITS, account=AccountConfig(), session_tz=EMINI_TZ,
-                        cost_gate=False)
+                        accounts=(AccountSpec(name="paper", limits=LIMITS),),
+                        session_tz=EMINI_TZ, cost_gate=False)
     feats = WindowFeatures(FeaturesConfig(bar_ns=MINUTE_NS))
     graph = tick_graph(norm, feats, chain_stages(opts))
     sink = RecordingSink(graph.output_topics)

@@ -54,6 +54,33 @@ RISK_TOML = "\n".join(
     ["[limits]", *(f"{k} = {v!r}" for k, v in RISK_LIMITS.items()), "", "[account]", ""]
 )
 
+# Three accounts in one run: "tight" trades ES under the tight limits above (one contract),
+# "wide" trades everything with twice the equity under the default limits, and "rates" trades
+# only ZN, which the E-mini sample never prints. The rate limit is set once at the top
+# level and inherited by every account.
+ACCOUNTS_TOML = """
+[limits]
+max_orders_per_window = 3
+rate_window_ns = 600_000_000_000
+
+[accounts.tight]
+symbols = ["ES"]
+[accounts.tight.limits]
+max_concentration = 0.1
+max_order_notional = 100_000.0
+
+[accounts.wide]
+initial_equity = 2_000_000.0
+
+[accounts.rates]
+symbols = ["ZN"]
+fee_per_contract = 0.5
+"""
+INSTRUMENTS_CSV = """symbol,venue,multiplier,tick_size,lot_size,group,session_start
+ES,CME,50,0.25,1,equity-index,17:00
+ZN,CBOT,1000,0.015625,1,rates,17:00
+"""
+
 # The kill switch trips three hours into the trading window and is reset one hour later.
 KILL_AT = TRAIN_END + 3 * 60 * MINUTE
 RESET_AT = KILL_AT + 60 * MINUTE
@@ -75,10 +102,12 @@ RUNS: dict[str, dict[str, Any]] = {
     "iceberg": {"algo": "ICEBERG", **UNGATED},
     "vwap": {"algo": "VWAP", **UNGATED},
     "default": {},
+    "accounts": {"accounts": True, **UNGATED},
 }
 """Replay name -> options beyond the defaults: ``guarded`` trades under the tight limits and
 the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap`` run one execution
-algorithm each; all but ``default`` without the cost gate."""
+algorithm each; ``accounts`` trades three accounts with different limits side by side; all but
+``default`` without the cost gate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +156,10 @@ class ReplayPool:
         self.risk_file.write_text(RISK_TOML)
         self.control_file = base / "control.jsonl"
         self.control_file.write_bytes(b"".join(msgspec.json.encode(c) + b"\n" for c in CONTROLS))
+        self.accounts_file = base / "accounts.toml"
+        self.accounts_file.write_text(ACCOUNTS_TOML)
+        self.instruments_file = base / "instruments.csv"
+        self.instruments_file.write_text(INSTRUMENTS_CSV)
         self._executor = ProcessPoolExecutor(
             max_workers=2, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up)
         self._futures: dict[str, Future[None]] = {}
@@ -136,7 +169,9 @@ class ReplayPool:
         out = self.base / name
         return ReplayOptions(
             out=out, models=self.models, quiet=True, summary_json=out / "summary.json",
-            risk=self.risk_file if spec.get("risk") else None,
+            risk=(self.risk_file if spec.get("risk")
+                  else self.accounts_file if spec.get("accounts") else None),
+            instruments=self.instruments_file if spec.get("accounts") else None,
             control=self.control_file if spec.get("control") else None,
             algo=spec.get("algo", "IMMEDIATE"), cost_gate=spec.get("cost_gate", True))
 

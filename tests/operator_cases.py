@@ -4,8 +4,9 @@
 ``operators/`` and fails until ``CASES`` has an entry for it. Inputs are never hand-made: the
 tick-driven operators get what they consumed in one real replay of the E-mini prefix
 (``tests._chain_fixture.chain_run``), in the order they consumed it; ``bar_features`` gets
-``arch``'s daily S&P 500 bars through the bar-file loader. The only injected messages are the
-account case's two ``control`` commands (a kill switch trip and its reset), so that path runs.
+``arch``'s daily S&P 500 bars through the bar-file loader. The only injected messages are
+``control`` commands (a kill switch trip and its reset) in the account and account feed cases,
+so that path runs.
 
 Each case feeds all of an operator's inputs through one topic (a multi-input operator
 dispatches on type), and sizes its events so the suite's ~10 runs per case stay at seconds.
@@ -26,6 +27,7 @@ from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.account import AccountOperator
+from operators.account_feed import AccountFeedRouter
 from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.contract import Operator
 from operators.features import WindowFeatures
@@ -34,13 +36,21 @@ from operators.normalize import Normalize
 from operators.regime_blend import RegimeBlend
 from operators.size import Size, SizeConfig
 from tests._chain_fixture import DAY_NS, chain_run, sp500_bars
-from topics.messages import Control, OrderIntent, Prediction, RiskReject, Signal
+from topics.messages import (
+    AccountFeed,
+    Control,
+    OrderIntent,
+    Prediction,
+    RiskReject,
+    Signal,
+)
 
 NORMALIZE_RECORDS = 20_000
 FEATURE_TICKS = 60_000
 INFER_VECTORS = 1_200
 BLEND_MESSAGES = 5_000
 ACCOUNT_WINDOW = 30_000
+FEED_TICKS = 20_000
 """Caps on each case's events (the prefix holds 60,000 ticks and 1,182 bars): one run of any
 case takes ~0.1 s, so the suite's ~10 runs per case stay near a second."""
 FEATURE_LATENESS_NS = 90_000_000_000
@@ -186,32 +196,54 @@ def size_case() -> OperatorCase:
                     else ["non-zero targets after trade_from_ns"])
 
 
-@cache
-def _account_events() -> list[msgspec.Struct]:
-    consumed = chain_run().consumed(("md.ticks", "orders.intents", "control"))
-    first = next(i for i, m in enumerate(consumed) if isinstance(m, OrderIntent))
-    events = consumed[max(0, first - ACCOUNT_LEAD_TICKS):][:ACCOUNT_WINDOW]
-    account = _op("account").config.account
+def _commands(events: list[msgspec.Struct], wrap: Callable[[Control], msgspec.Struct]
+              ) -> list[msgspec.Struct]:
+    """``events`` with a kill switch trip and its reset inserted (each wrapped by ``wrap``)."""
+    events = list(events)
     kill, reset = int(len(events) * KILL_AT), int(len(events) * RESET_AT)
     # The later one first, so the earlier index still points at the same message.
     commands: tuple[tuple[int, Literal["RESET", "KILL"]], ...] = ((reset, "RESET"), (kill, "KILL"))
     for at, command in commands:
         ts = events[at].ts_event  # type: ignore[attr-defined]
-        events.insert(at, Control(ts_event=ts, command=command, account=account,
-                                  reason="operator contract case"))
+        events.insert(at, wrap(Control(ts_event=ts, command=command,
+                                       reason="operator contract case")))
     return events
 
 
+def account_feed_case() -> OperatorCase:
+    """The prefix's first trades with a kill switch trip and reset for every account."""
+    cfg = _op("account_feed").config
+    ticks = chain_run().consumed(("md.ticks",))[:FEED_TICKS]
+    events = _commands(ticks, lambda c: c)
+    case = OperatorCase(make=lambda: AccountFeedRouter(cfg), events=_fixed(events),
+                        input_topic="md.ticks", output_topics=("account.feed",),
+                        wm_topic="md.ticks")
+    feeds = [f for f in _outputs(case)["account.feed"] if isinstance(f, AccountFeed)]
+    return _require(case, [k for k, n in (("ticks", sum(f.tick is not None for f in feeds)),
+                                          ("controls", sum(f.control is not None for f in feeds)))
+                           if not n])
+
+
+@cache
+def _account_events() -> list[msgspec.Struct]:
+    consumed = chain_run().consumed(("account.feed", "orders.intents"))
+    first = next(i for i, m in enumerate(consumed) if isinstance(m, OrderIntent))
+    events = consumed[max(0, first - ACCOUNT_LEAD_TICKS):][:ACCOUNT_WINDOW]
+    account = _op("account").config.accounts[0].name
+    return _commands(events, lambda c: AccountFeed(ts_event=c.ts_event, account=account,
+                                                   control=c))
+
+
 def account_case() -> OperatorCase:
-    """The trading window's ticks and sized intents under a tight concentration limit, with
+    """The trading window's trades and sized intents under a tight concentration limit, with
     the kill switch tripped and reset in the middle; the watermark trails by 1 s, so
-    buffered ticks and intents sit in state (with their timers) across every cut."""
+    buffered trades and intents sit in state (with their timers) across every cut."""
     cfg = _op("account").config
     case = OperatorCase(make=lambda: AccountOperator(cfg), events=_account_events,
-                        input_topic="md.ticks",
+                        input_topic="account.feed",
                         output_topics=("orders", "fills", "risk.rejects", "positions",
                                        "audit.decisions"),
-                        lateness_ns=ACCOUNT_LATENESS_NS, wm_topic="md.ticks")
+                        lateness_ns=ACCOUNT_LATENESS_NS, wm_topic="account.feed")
     out = _outputs(case)
     codes = Counter(r.code for rj in out["risk.rejects"] if isinstance(rj, RiskReject)
                     for r in rj.reasons)
@@ -227,5 +259,6 @@ CASES: dict[str, Callable[[], OperatorCase]] = {
     "infer": infer_case,
     "regime_blend": regime_blend_case,
     "size": size_case,
+    "account_feed": account_feed_case,
     "account": account_case,
 }

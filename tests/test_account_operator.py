@@ -1,9 +1,9 @@
-"""The account operator (pre-trade check, routing, paper broker) driven on its own.
+"""The account operator (pre-trade gate, execution, simulated venue) driven on its own.
 
-A one-stage graph on the embedded ``LocalRunner``: real E-mini trades on ``md.ticks`` (parsed
-here with pandas, independently of ``normalize``), crafted ``OrderIntent``s and ``Control``s
-fed beside them. Expectations come from the trades themselves and the documented rules
-(docs/risk.md), read from the operator's output topics.
+The account feed router and the account operator on the embedded ``LocalRunner``: real E-mini
+trades on ``md.ticks`` (parsed here with pandas, independently of ``normalize``), crafted
+``OrderIntent``s and ``Control``s fed beside them. Expectations come from the trades themselves
+and the documented rules (docs/risk.md), read from the operator's output topics.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -22,10 +23,22 @@ from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.account import AccountOpConfig, AccountOperator
+from operators.account_feed import AccountFeedConfig, AccountFeedRouter
 from operators.domain.execution import ExecConfig, client_order_id
 from operators.domain.ledger import InstrumentSpec
-from operators.domain.limits import AccountConfig, RiskLimits
-from topics.messages import Algo, Control, Fill, Order, OrderIntent, Position, RiskReject, Tick
+from operators.domain.limits import AccountConfig, AccountSpec, RiskLimits
+from topics.messages import (
+    Algo,
+    Control,
+    Fill,
+    Order,
+    OrderCancel,
+    OrderIntent,
+    Position,
+    RiskReject,
+    Tick,
+    VenueReport,
+)
 
 NS = 1_000_000_000
 OUTPUTS = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
@@ -73,20 +86,27 @@ def tape(emini_ticks_path: Path) -> Tape:
                 size=df["Volume"].to_numpy(np.float64))
 
 
-def account(limits: RiskLimits = LOOSE, equity: float = START_EQUITY) -> AccountOperator:
+def account(limits: RiskLimits = LOOSE, equity: float = START_EQUITY, es: InstrumentSpec = ES,
+            venue: Any = "simulated") -> AccountOperator:
     return AccountOperator(AccountOpConfig(
-        account="paper", instruments={"ES": ES}, limits=limits,
-        account_cfg=AccountConfig(initial_equity=equity), execution=ExecConfig(),
+        accounts=(AccountSpec(name="paper", limits=limits,
+                              settings=AccountConfig(initial_equity=equity)),),
+        instruments={"ES": es}, execution=ExecConfig(), venue=venue,
         session_start="17:00", session_tz="America/Chicago"))
 
 
 class Desk:
-    """The account operator alone on a ``LocalRunner``, fed ticks, intents and controls."""
+    """The account operator behind its feed router on a ``LocalRunner``, fed ticks, intents
+    and controls."""
 
     def __init__(self, op: AccountOperator) -> None:
-        graph = Graph("md.ticks", (Stage(op, ("orders.intents", "md.ticks", "control"),
-                                         OUTPUTS),), external=("orders.intents", "control"))
-        self.sink = TopicSink(None, OUTPUTS, capture=True)
+        router = AccountFeedRouter(AccountFeedConfig.of(op.config.accounts))
+        graph = Graph("md.ticks", (
+            Stage(router, ("md.ticks", "control"), ("account.feed",)),
+            Stage(op, ("orders.intents", "account.feed", "venue.reports"),
+                  (*OUTPUTS, "orders.cancels")),
+        ), external=("orders.intents", "control", "venue.reports"))
+        self.sink = TopicSink(None, (*OUTPUTS, "orders.cancels"), capture=True)
         self.runner = LocalRunner(graph, self.sink)
         self.n = 0
 
@@ -318,7 +338,7 @@ def test_a_blocked_parent_is_rejected_once_however_many_slices_were_due() -> Non
                     volume_profile=[])
     assert [k.quantity for k in kids] == [2.0, 2.0, 2.0, 2.0]
     lg.add_working(state.ledger, "ES", "BUY", 8.0)
-    state.children = kids
+    state.execution.children = kids
     lg.set_reduce_only(state.ledger, True, "DAILY_LOSS_LIMIT")
     state, out = op.on_timer(state, t0 + 50 * NS, SimpleContext(watermark=t0 + 50 * NS))
     rejects = [e.value for e in out if e.topic == "risk.rejects"]
@@ -326,5 +346,67 @@ def test_a_blocked_parent_is_rejected_once_however_many_slices_were_due() -> Non
     assert rejects[0].reasons[0].code == "REDUCE_ONLY"
     assert rejects[0].requested_quantity == 8.0
     assert not [e for e in out if e.topic == "orders"]
-    assert state.children == []
+    assert state.execution.children == []
     assert lg.position(state.ledger, "ES").working_buy == 0.0
+
+
+# ------------------------------------------------------------------------------ venues
+
+
+def test_orders_and_fills_name_the_venue_of_the_instrument_master(tape: Tape) -> None:
+    t0 = utc("2013-09-03 14:00")
+    venues = {}
+    for name, es in (("CME", msgspec.structs.replace(ES, venue="XCME")), ("none", ES)):
+        desk = Desk(account(es=es))
+        desk.feed(tape.window(t0 - 60 * NS, t0))
+        did = desk.intent(t0, 2)
+        desk.feed(tape.window(t0, t0 + 60 * NS))
+        assert desk.filled(did) == 2
+        venues[name] = ({o.venue for o in desk.orders_of(did)},
+                        {f.venue for f in desk.out("fills")})
+    assert venues["CME"] == ({"XCME"}, {"XCME"})  # the instrument's venue
+    assert venues["none"] == ({"PAPER"}, {"PAPER"})  # no venue listed: the default
+
+
+def _report(ts: int, kind: Any, cid: str, qty: float, price: float = 0.0,
+            side: Any = "BUY") -> VenueReport:
+    return VenueReport(ts_event=ts, kind=kind, account="paper", client_order_id=cid,
+                       symbol="ES", side=side, venue="XCME", quantity=qty, price=price,
+                       fee=0.85 * qty, fill_id=f"X-{ts}" if kind == "FILL" else "")
+
+
+def test_a_live_venue_fills_from_its_reports_and_is_sent_cancels(tape: Tape) -> None:
+    t0 = utc("2013-09-03 14:00")
+    desk = Desk(account(es=msgspec.structs.replace(ES, venue="XCME"), venue="external"))
+    desk.feed(tape.window(t0 - 60 * NS, t0))
+    buy = desk.intent(t0, 3)
+    desk.feed(tape.window(t0, t0 + NS))  # the watermark passes the intent: the order goes out
+    (first,) = desk.orders_of(buy)
+    inject = desk.runner.inject
+    inject("venue.reports", _report(t0 + NS, "ACK", first.client_order_id, 0.0))
+    px = tape.window(t0, t0 + NS)[-1].price
+    inject("venue.reports", _report(t0 + 2 * NS, "FILL", first.client_order_id, 2.0, px))
+    flat = desk.intent(t0 + 5 * NS, 0)  # supersedes: the working lot is cancelled at the venue
+    desk.feed(tape.window(t0 + NS, t0 + 10 * NS))
+
+    assert desk.filled(buy) == 2  # only what the venue reported; the tape fills nothing
+    (fill,) = desk.out("fills")
+    assert (fill.price, fill.fee, fill.venue, fill.fill_id) == (px, 1.7, "XCME", f"X-{t0 + 2 * NS}")
+    (cancel,) = desk.out("orders.cancels")
+    assert isinstance(cancel, OrderCancel)
+    assert (cancel.client_order_id, cancel.reason, cancel.venue) == (
+        first.client_order_id, "superseded", "XCME")
+    (sell,) = desk.orders_of(flat)  # aims as if the cancel succeeds: sells the 2 held
+    assert (sell.side, sell.quantity) == ("SELL", 2.0)
+    state = desk.runner.states("account")["paper"]
+    assert state.ledger.positions["ES"].working_buy == 1.0  # until the venue confirms
+
+    inject("venue.reports", _report(t0 + 11 * NS, "CANCELLED", first.client_order_id, 1.0))
+    inject("venue.reports", _report(t0 + 12 * NS, "FILL", sell.client_order_id, 2.0, px,
+                                    side="SELL"))
+    inject("venue.reports", _report(t0 + 13 * NS, "EXPIRED", "C-unknown", 1.0))
+    desk.feed(tape.window(t0 + 10 * NS, t0 + 20 * NS))
+    book = state.ledger.positions["ES"]
+    assert (book.quantity, book.working_buy, book.working_sell) == (0.0, 0.0, 0.0)
+    assert [p.quantity for p in desk.out("positions") if p.cause == "fill"] == [2.0, 0.0]
+    assert state.counters["unknown_reports"] == 1 and state.execution.children == []

@@ -31,7 +31,7 @@ Array = npt.NDArray[np.float64]
 
 ES_MULTIPLIER = 50.0
 EQUITY = 1_000_000.0
-DEFAULTS = SizeConfig(account="paper", vol=VolConfig(backcast=1.0))  # the sizing defaults
+DEFAULTS = SizeConfig(vol=VolConfig(backcast=1.0))  # the sizing defaults
 
 
 @pytest.fixture(scope="module")

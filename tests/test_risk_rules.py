@@ -30,6 +30,15 @@ from operators.domain.ledger import (
     start_session,
 )
 from operators.domain.limits import AccountConfig, RiskLimits
+from operators.domain.risk_gate import (
+    RiskDecision,
+    check_order,
+    daily_loss_breached,
+    reduces_risk,
+    risk_check_flags,
+    to_reject,
+    trip_reduce_only,
+)
 from operators.domain.risk_rules import (
     CONCENTRATION_LIMIT,
     DAILY_LOSS_LIMIT,
@@ -47,13 +56,6 @@ from operators.domain.risk_rules import (
     SHORT_SALE,
     TRADING_HALTED,
     OrderProposal,
-    RiskDecision,
-    check_order,
-    daily_loss_breached,
-    reduces_risk,
-    risk_check_flags,
-    to_reject,
-    trip_reduce_only,
 )
 from topics.messages import Side
 
@@ -434,12 +436,12 @@ def test_audit_flags_name_every_rule_and_mark_the_failing_ones() -> None:
 
 
 def test_public_predicates_each_report_their_own_rule() -> None:
-    assert [c for c, _ in RULES] == list(RULE_CODES)
+    assert [r.code for r in RULES] == list(RULE_CODES)
     st = book({"ES": 3.0})
     set_halted(st, True)
     lim = RiskLimits(restricted_symbols=("ES",))
     o = order("ES", "BUY", 1.0)
-    failing = [code for code, pred in RULES if pred(o, st, lim, SPECS["ES"]) is not None]
+    failing = [rule.code for rule in RULES if rule(o, st, lim, SPECS["ES"]) is not None]
     assert failing == [KILL_SWITCH, RESTRICTED, CONCENTRATION_LIMIT]
 
 
@@ -500,7 +502,7 @@ def test_allowed_quantity_passes_and_one_more_lot_fails_on_random_accounts() -> 
         spec = SPECS[o.symbol]
         d = check_order(o, st, lim, spec)
         # the decision agrees with the rules run one by one
-        expected = tuple(r for _, pred in RULES if (r := pred(o, st, lim, spec)) is not None)
+        expected = tuple(r for rule in RULES if (r := rule(o, st, lim, spec)) is not None)
         assert d.reasons == expected
         if d.approved:
             assert d.allowed_quantity == o.quantity

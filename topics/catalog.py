@@ -27,6 +27,9 @@ class TopicSpec:
     compacted: bool
     audience: str
     doc: str
+    internal: bool = False
+    """A repartition of other topics inside the graph: a Kafka host keeps it like any topic,
+    the local runner's file sinks do not write it (its content is in the topics it re-keys)."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name.strip() != self.name:
@@ -76,6 +79,13 @@ _SPECS: tuple[TopicSpec, ...] = (
               "Online-learning updates, drift alarms and rollbacks."),
     TopicSpec("control", m.Control, "account", 1, None, False, "operators",
               "Kill switch and halts; read by the pre-trade check."),
+    TopicSpec("account.feed", m.AccountFeed, "account", 8, DAY_MS, False, "pipeline",
+              "Trades and commands re-keyed by account: one copy per account trading the "
+              "symbol (or named by the command).", internal=True),
+    TopicSpec("venue.reports", m.VenueReport, "account", 8, None, False, "venues",
+              "Execution reports of a live venue (acks, fills, expiries) for the account."),
+    TopicSpec("orders.cancels", m.OrderCancel, "account", 8, None, False, "venues",
+              "Cancels of working child orders sent to a live venue."),
 )
 
 CATALOG: dict[str, TopicSpec] = {spec.name: spec for spec in _SPECS}

@@ -348,3 +348,54 @@ class Control(Message, frozen=True, kw_only=True):
     account: str = "*"
     symbol: str | None = None
     reason: str = ""
+
+
+class AccountFeed(Message, frozen=True, kw_only=True):
+    """``account.feed``: one account's copy of a trade or a command, keyed by that account.
+
+    Market data is keyed by symbol and commands may name every account (``*``); the account
+    operator is keyed by account, so a router re-keys each trade once per account trading its
+    symbol and each command once per account it names (exactly one of ``tick`` and
+    ``control`` is set).
+    """
+
+    account: str
+    tick: Tick | None = None
+    control: Control | None = None
+
+
+ReportKind = Literal["ACK", "FILL", "EXPIRED", "CANCELLED", "REJECTED"]
+
+
+class VenueReport(Message, frozen=True, kw_only=True):
+    """``venue.reports``: what a venue says about one child order (an execution report).
+
+    ``ACK``: the venue holds the order; ``FILL``: ``quantity`` traded at ``price`` with
+    ``fee`` (``fill_id`` unique per fill); ``EXPIRED`` (time in force ran out), ``CANCELLED``
+    (on request) and ``REJECTED``: the order is done and ``quantity`` (its unfilled rest)
+    goes away. The simulated venue answers inside the account; a live venue's reports arrive
+    on this topic.
+    """
+
+    kind: ReportKind
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    venue: str
+    quantity: float = 0.0
+    price: float = 0.0
+    fee: float = 0.0
+    fill_id: str = ""
+    liquidity: Literal["MAKER", "TAKER"] = "TAKER"
+    reason: str = ""
+
+
+class OrderCancel(Message, frozen=True, kw_only=True):
+    """``orders.cancels``: the account asks a live venue to cancel a working child order."""
+
+    client_order_id: str
+    account: str
+    symbol: str
+    venue: str
+    reason: str

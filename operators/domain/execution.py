@@ -1,4 +1,4 @@
-"""Execution algorithms and the paper fill model, as pure functions over explicit state.
+"""Execution algorithms: a parent order becomes child orders, as pure functions over state.
 
 A parent order becomes a schedule of child orders, each fully determined when the parent is
 accepted (so every client order id is known and reproducible at decision time):
@@ -6,21 +6,21 @@ accepted (so every client order id is known and reproducible at decision time):
 - IMMEDIATE: one market child now;
 - TWAP: ``slices`` equal children (in lots) every ``slice_interval_ns``;
 - VWAP: ``slices`` children every ``slice_interval_ns`` sized by the volume profile of the
-  previous ``slices`` intervals (per symbol, from the ticks this operator has seen);
+  previous ``slices`` intervals (per symbol, from the trades the account has seen:
+  ``track_volume`` / ``volume_profile``);
 - ICEBERG: limit children of ``iceberg_display_lots`` each at the decision's reference price;
-  the next one is released when the visible one is done.
+  the next one is released when the visible one is done (``releases``).
 
-The paper broker fills a working child against later ticks only: a child becomes fillable
-``latency_ns`` after it is sent, and only by ticks released after it. Market children pay
-``slippage_ticks`` ticks; limit children fill at their limit when a trade prints through it.
-Each tick can fill at most ``participation × tick size`` (rounded down to lots) across children,
-which gives partial fills; a child's unfilled remainder expires ``child_ttl_ns`` after it is
-sent.
+Children live in ``ExecState.children`` from acceptance until they are done: scheduled
+(``sent`` False), then working at a venue (``operators.domain.venue``) until filled, expired
+or cancelled. ``ExecConfig`` also carries the simulated venue's settings (latency, slippage,
+participation), since one ``[execution]`` table configures both.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import msgspec
 
@@ -55,7 +55,11 @@ class ExecConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class Child(msgspec.Struct, kw_only=True):
-    """A child order: scheduled (``sent`` False) or working at the paper broker."""
+    """A child order: scheduled (``sent`` False) or working at a venue.
+
+    ``cancelling``: a cancel went to a venue whose answer arrives later (a live venue); the
+    child keeps its working quantity until the venue reports it done.
+    """
 
     client_order_id: str
     parent_order_id: str
@@ -63,6 +67,8 @@ class Child(msgspec.Struct, kw_only=True):
     symbol: str
     side: Side
     quantity: float
+    reference_price: float
+    """The parent's price at acceptance (its pre-trade check price)."""
     filled: float = 0.0
     release_ts: int
     order_type: str = "MARKET"
@@ -71,8 +77,7 @@ class Child(msgspec.Struct, kw_only=True):
     slice_no: int = 1
     slices: int = 1
     sent: bool = False
-    fillable_from: int = 0
-    expires_at: int = 0
+    cancelling: bool = False
 
     @property
     def remaining(self) -> float:
@@ -147,6 +152,7 @@ def schedule(
             symbol=symbol,
             side=side,
             quantity=s,
+            reference_price=reference_price,
             release_ts=t,
             order_type="LIMIT" if algo == "ICEBERG" else "MARKET",
             limit_price=limit,
@@ -158,14 +164,70 @@ def schedule(
     ]
 
 
-def fill_price(
-    child: Child, trade_price: float, tick_size: float, slippage_ticks: float
-) -> float | None:
-    """The paper fill price of ``child`` against a trade, or None if it does not fill."""
-    if child.order_type == "LIMIT":
-        assert child.limit_price is not None
-        if child.side == "BUY":
-            return child.limit_price if trade_price <= child.limit_price else None
-        return child.limit_price if trade_price >= child.limit_price else None
-    slip = slippage_ticks * tick_size
-    return trade_price + slip if child.side == "BUY" else trade_price - slip
+def releases(children: list[Child], now: int, cancelled: set[str]) -> Iterator[Child]:
+    """The scheduled children due at ``now``, in schedule order, decided as the caller goes.
+
+    The caller sends each child it is given (or cancels its parent, adding the parent id to
+    ``cancelled``) before asking for the next, so an iceberg clip is held back while an
+    earlier clip of its parent still works, and the other due slices of a cancelled parent
+    are skipped.
+    """
+    for c in list(children):
+        if c.sent or c.release_ts > now or c.parent_order_id in cancelled:
+            continue
+        if c.algo == "ICEBERG" and any(
+            o.sent and o.parent_order_id == c.parent_order_id and o.remaining > 0
+            for o in children
+        ):
+            continue
+        yield c
+
+
+def unrouted(children: list[Child], symbol: str, side: Side) -> float:
+    """Quantity of ``symbol`` on ``side`` that is scheduled but not yet sent to a venue."""
+    return math.fsum(c.remaining for c in children
+                     if not c.sent and c.symbol == symbol and c.side == side)
+
+
+# -- the VWAP volume profile -------------------------------------------------------------------
+
+
+class VolumeBuckets(msgspec.Struct, kw_only=True):
+    """One symbol's traded volume in slice-interval buckets (the VWAP profile)."""
+
+    start: int = 0
+    current: float = 0.0
+    history: list[float] = []
+
+
+def track_volume(volumes: dict[str, VolumeBuckets], symbol: str, ts: int, size: float,
+                 cfg: ExecConfig) -> None:
+    """Add one trade to its symbol's buckets, keeping the last ``slices`` closed intervals."""
+    interval = cfg.slice_interval_ns
+    vb = volumes.get(symbol)
+    start = ts - ts % interval
+    if vb is None:
+        vb = volumes[symbol] = VolumeBuckets(start=start)
+    if start > vb.start:
+        n = cfg.slices
+        gaps = min(n, (start - vb.start) // interval - 1)
+        vb.history.append(vb.current)
+        vb.history.extend([0.0] * gaps)
+        del vb.history[:-n]
+        vb.start = start
+        vb.current = 0.0
+    if start == vb.start:
+        vb.current += size
+
+
+def volume_profile(volumes: dict[str, VolumeBuckets], symbol: str) -> list[float]:
+    """The closed intervals' volumes, oldest first (fewer than ``slices`` early on)."""
+    vb = volumes.get(symbol)
+    return list(vb.history) if vb is not None else []
+
+
+class ExecState(msgspec.Struct, kw_only=True):
+    """An account's execution state: live children and the per-symbol volume profiles."""
+
+    children: list[Child] = []
+    volumes: dict[str, VolumeBuckets] = {}

@@ -34,9 +34,10 @@ _QTY_EPS = 1e-9
 
 
 class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What the risk check needs of an instrument (mapped from the instrument master).
+    """What the account needs of an instrument (mapped from the instrument master).
 
-    ``group`` is the exposure bucket of the sector limit (e.g. ``equity_index``).
+    ``group`` is the exposure bucket of the sector limit (e.g. ``equity_index``); ``venue``
+    is where its orders go (None: the execution config's default venue).
     """
 
     symbol: str
@@ -44,6 +45,7 @@ class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True):
     tick_size: float
     lot_size: float
     group: str
+    venue: str | None = None
 
     def __post_init__(self) -> None:
         if not self.symbol:

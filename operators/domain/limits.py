@@ -13,8 +13,9 @@ foreign to the next one.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from operators.domain.money import fee_amount
 
@@ -135,3 +136,38 @@ class AccountConfig:
         """Fee in USD of one fill: per-contract plus basis points of notional, computed on the
         decimals and rounded half-up to the cent (``operators.domain.money``)."""
         return fee_amount(quantity, price, multiplier, self.fee_per_contract, self.fee_bps)
+
+
+DEFAULT_ACCOUNT = "paper"
+"""The account a run trades when the risk file configures none."""
+
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """One configured account: its name, its limits, its settings and what it trades.
+
+    Several accounts trade side by side in one run, each with its own ledger, limits and
+    orders; ``symbols`` says which instruments an account trades (empty: every instrument of
+    the run), so market data reaches only the accounts that need it.
+    """
+
+    name: str = DEFAULT_ACCOUNT
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    settings: AccountConfig = field(default_factory=AccountConfig)
+    symbols: tuple[str, ...] = ()
+    """Symbols the account trades (normalised to sorted, unique); empty: all of them."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _ACCOUNT_NAME.match(self.name):
+            raise ValueError(f"account name must be letters, digits, '_', '.' or '-' (not "
+                             f"starting with a punctuation mark), got {self.name!r}")
+        if not isinstance(self.limits, RiskLimits):
+            raise ValueError(f"{self.name}: limits must be RiskLimits")
+        if not isinstance(self.settings, AccountConfig):
+            raise ValueError(f"{self.name}: settings must be AccountConfig")
+        object.__setattr__(self, "symbols", _symbols(f"{self.name}: symbols", self.symbols))
+
+    def trades(self, symbol: str) -> bool:
+        return not self.symbols or symbol in self.symbols

@@ -1,39 +1,36 @@
-"""Pre-trade risk rules: small ordered predicates, and the check that runs them all.
+"""Pre-trade risk rules: one ordered list of small predicates, each returning a denial reason.
 
-Each rule is a function ``(order, state, limits, spec) -> Reason | None`` (``RULES``, in
-order). ``check_order`` runs every rule, so a rejection lists *all* failing codes, and
-computes ``allowed_quantity``: the largest lot multiple, same side and at most the request,
-that every quantity-dependent rule would accept (0 when a quantity-independent rule fails).
+``RULES`` holds every rule in evaluation order; ``CHILD_RULES`` is the named subset checked
+again when each child order of an accepted parent is released (``operators.domain.risk_gate``
+runs both). A rule is ``check(order, quantity, inputs) -> Reason | None``: ``inputs``
+(``prepare``) holds the account figures every rule reads, computed in one pass, and the
+quantity is separate so ``allowed_quantity`` can ask "would this size pass?".
 
 Exposure limits (concentration, leverage, group) never block an order that does not
 increase the exposure they measure: an account pushed over a limit by the market must
 still be able to reduce. Positions are taken as the worst case in the order's direction:
 position plus the working (routed, unfilled) quantity on the order's side, so splitting an
-order into slices cannot get round a limit. The order's own symbol is valued at the order
-price; other symbols at their last trade (their average price before any trade is seen).
+order into slices cannot get round a limit. Quantity the ledger holds for the order itself
+and its unsent sibling slices (``unrouted``) is not "working": a slice being released is
+checked against the position and the slices already at the venue, never against itself.
+The order's own symbol is valued at the order price; other symbols at their last trade
+(their average price before any trade is seen).
 
-``check_order`` reads the state and never changes it; the caller records what follows
-from the decision (``ledger.record_order`` on approval, ``ledger.set_reduce_only`` when
-``daily_loss_breached``).
+The rules read the state and never change it; ``risk_gate`` says what the caller records.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
 
-from operators.domain.ledger import (
-    AccountState,
-    InstrumentSpec,
-    equity,
-    orders_in_window,
-    set_reduce_only,
-)
+from operators.domain.ledger import AccountState, InstrumentSpec, orders_in_window
 from operators.domain.limits import RiskLimits
-from topics.messages import Reason, RiskReject, Side
+from topics.messages import Reason, Side
 
 KILL_SWITCH = "KILL_SWITCH"
 TRADING_HALTED = "TRADING_HALTED"
@@ -52,7 +49,7 @@ _LOT_EPS = 1e-9
 
 
 class OrderProposal(msgspec.Struct, frozen=True):
-    """A parent order to check: ``price`` is its reference (limit or expected fill) price."""
+    """An order to check: ``price`` is its reference (limit or expected fill) price."""
 
     symbol: str
     side: Side
@@ -69,25 +66,7 @@ class OrderProposal(msgspec.Struct, frozen=True):
             raise ValueError(f"price must be finite and > 0, got {self.price!r}")
 
 
-class RiskDecision(msgspec.Struct, frozen=True):
-    """The outcome of ``check_order``.
-
-    ``allowed_quantity`` equals the request when approved. ``daily_loss_breached`` tells the
-    caller to turn the account reduce-only (the check itself does not change state).
-    """
-
-    approved: bool
-    requested_quantity: float
-    allowed_quantity: float
-    reasons: tuple[Reason, ...]
-    daily_loss_breached: bool
-
-    @property
-    def codes(self) -> tuple[str, ...]:
-        return tuple(r.code for r in self.reasons)
-
-
-class _Check(NamedTuple):
+class RuleInputs(NamedTuple):
     """One check's inputs plus the account figures every rule needs, computed in one pass."""
 
     state: AccountState
@@ -101,9 +80,15 @@ class _Check(NamedTuple):
     group_other: float  # the same, summed over the order's group only
 
 
-def _prepare(
-    order: OrderProposal, state: AccountState, limits: RiskLimits, spec: InstrumentSpec
-) -> _Check:
+def prepare(
+    order: OrderProposal,
+    state: AccountState,
+    limits: RiskLimits,
+    spec: InstrumentSpec,
+    unrouted: float = 0.0,
+) -> RuleInputs:
+    """The figures the rules read; ``unrouted`` is the order's own side quantity the ledger
+    books as working but that is not at a venue (the order itself and its unsent siblings)."""
     sym = order.symbol
     group = spec.group
     last = state.last_prices
@@ -134,17 +119,20 @@ def _prepare(
             if pos.group == group:
                 group_other += e
     directed = q + wb if order.side == "BUY" else ws - q
-    return _Check(
+    if unrouted:
+        directed -= unrouted
+    return RuleInputs(
         state, limits, spec, eq, eq - state.start_equity, q, directed, gross_other, group_other
     )
 
 
-def _reducing_cap(x: _Check) -> float:
+def _reducing_cap(x: RuleInputs) -> float:
     """Largest quantity that neither increases |position| nor flips it."""
     return -x.directed if x.directed < 0.0 else 0.0
 
 
-def _loss_breached(x: _Check) -> bool:
+def loss_breached(x: RuleInputs) -> bool:
+    """Whether day PnL is at or below ``-daily_loss_limit`` x start-of-day equity."""
     return x.day_pnl <= -x.limits.daily_loss_limit * x.state.start_equity
 
 
@@ -159,13 +147,14 @@ def _ratio_cap(directed: float, k: float) -> float:
     return max(0.0, k - directed)
 
 
-_Rule = Callable[[OrderProposal, float, _Check], Reason | None]
+RuleCheck = Callable[[OrderProposal, float, RuleInputs], Reason | None]
+"""A rule's body: ``(order, quantity, inputs) -> Reason | None``."""
 
 
 # -- quantity-independent rules -------------------------------------------------------------
 
 
-def _kill_switch(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _kill_switch(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     st = x.state
     if not st.halted:
         return None
@@ -173,7 +162,7 @@ def _kill_switch(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     return Reason(code=KILL_SWITCH, message=f"account kill switch is on{why}")
 
 
-def _trading_halted(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _trading_halted(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     halted = x.state.halted_symbols
     if o.symbol not in halted:
         return None
@@ -181,13 +170,13 @@ def _trading_halted(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     return Reason(code=TRADING_HALTED, message=f"trading in {o.symbol} is halted{why}")
 
 
-def _restricted(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _restricted(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     if o.symbol not in x.limits.restricted_symbols:
         return None
     return Reason(code=RESTRICTED, message=f"{o.symbol} is on the restricted list")
 
 
-def _price_collar(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _price_collar(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     pct = x.limits.price_collar_pct
     last = x.state.last_prices.get(o.symbol)
     if last is None:
@@ -209,7 +198,7 @@ def _price_collar(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     )
 
 
-def _rate_limit(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _rate_limit(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     lim = x.limits
     n = orders_in_window(x.state, o.ts, lim.rate_window_ns)
     if n < lim.max_orders_per_window:
@@ -228,7 +217,7 @@ def _rate_limit(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
 # -- quantity-dependent rules ---------------------------------------------------------------
 
 
-def _reduce_only(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _reduce_only(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     st = x.state
     if not st.reduce_only:
         return None
@@ -248,8 +237,8 @@ def _reduce_only(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     )
 
 
-def _daily_loss_limit(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
-    if not _loss_breached(x):
+def _daily_loss_limit(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
+    if not loss_breached(x):
         return None
     cap = _reducing_cap(x)
     if qty <= cap:
@@ -267,7 +256,7 @@ def _daily_loss_limit(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     )
 
 
-def _short_sale(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _short_sale(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     if x.state.allow_short or o.side == "BUY":
         return None
     cap = _reducing_cap(x)  # for a sell: the long position net of working sells
@@ -281,7 +270,7 @@ def _short_sale(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     )
 
 
-def _max_notional(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _max_notional(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     notional = qty * o.price * x.spec.multiplier
     cap = x.limits.max_order_notional
     if notional <= cap:
@@ -305,7 +294,7 @@ def _ratio_reason(code: str, what: str, after: float, equity: float, limit: floa
     )
 
 
-def _concentration(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _concentration(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     after = abs(x.directed + qty)
     if after <= abs(x.directed):
         return None
@@ -316,7 +305,7 @@ def _concentration(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     return _ratio_reason(CONCENTRATION_LIMIT, f"{o.symbol} position", notional, x.equity, limit)
 
 
-def _leverage(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _leverage(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     after = abs(x.directed + qty)
     if after <= abs(x.directed):
         return None
@@ -327,7 +316,7 @@ def _leverage(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     return _ratio_reason(LEVERAGE_LIMIT, "gross exposure", gross, x.equity, limit)
 
 
-def _sector(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
+def _sector(o: OrderProposal, qty: float, x: RuleInputs) -> Reason | None:
     after = abs(x.directed + qty)
     if after <= abs(x.directed):
         return None
@@ -339,79 +328,58 @@ def _sector(o: OrderProposal, qty: float, x: _Check) -> Reason | None:
     return _ratio_reason(SECTOR_LIMIT, what, gross, x.equity, limit)
 
 
-# (code, rule, depends on quantity) in evaluation order.
-_RULES: tuple[tuple[str, _Rule, bool], ...] = (
-    (KILL_SWITCH, _kill_switch, False),
-    (TRADING_HALTED, _trading_halted, False),
-    (RESTRICTED, _restricted, False),
-    (REDUCE_ONLY, _reduce_only, True),
-    (DAILY_LOSS_LIMIT, _daily_loss_limit, True),
-    (SHORT_SALE, _short_sale, True),
-    (MAX_NOTIONAL, _max_notional, True),
-    (PRICE_COLLAR, _price_collar, False),
-    (CONCENTRATION_LIMIT, _concentration, True),
-    (LEVERAGE_LIMIT, _leverage, True),
-    (SECTOR_LIMIT, _sector, True),
-    (RATE_LIMIT, _rate_limit, False),
-)
+# -- the list ----------------------------------------------------------------------------
 
-RULE_CODES: tuple[str, ...] = tuple(code for code, _, _ in _RULES)
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One pre-trade rule: its code, its check, and whether a smaller order could pass it."""
+
+    code: str
+    check: RuleCheck
+    quantity_dependent: bool
+
+    def __call__(
+        self, order: OrderProposal, state: AccountState, limits: RiskLimits, spec: InstrumentSpec
+    ) -> Reason | None:
+        """The rule alone on ``order``: its Reason if the order fails it, else None."""
+        return self.check(order, order.quantity, prepare(order, state, limits, spec))
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(KILL_SWITCH, _kill_switch, False),
+    Rule(TRADING_HALTED, _trading_halted, False),
+    Rule(RESTRICTED, _restricted, False),
+    Rule(REDUCE_ONLY, _reduce_only, True),
+    Rule(DAILY_LOSS_LIMIT, _daily_loss_limit, True),
+    Rule(SHORT_SALE, _short_sale, True),
+    Rule(MAX_NOTIONAL, _max_notional, True),
+    Rule(PRICE_COLLAR, _price_collar, False),
+    Rule(CONCENTRATION_LIMIT, _concentration, True),
+    Rule(LEVERAGE_LIMIT, _leverage, True),
+    Rule(SECTOR_LIMIT, _sector, True),
+    Rule(RATE_LIMIT, _rate_limit, False),
+)
+"""Every rule, in evaluation order: a parent order runs all of them."""
+
+CHILD_RULE_CODES: tuple[str, ...] = (KILL_SWITCH, TRADING_HALTED, REDUCE_ONLY)
+CHILD_RULES: tuple[Rule, ...] = tuple(r for r in RULES if r.code in CHILD_RULE_CODES)
+"""The subset of ``RULES`` each child order runs when it is released: the account switches
+that can change between the parent's acceptance and a slice's release. The parent passed
+every rule with its whole quantity (and working quantity counted), so the size, price and
+exposure rules hold for its slices, and the rate limit counts parents, not slices."""
+
+RULE_CODES: tuple[str, ...] = tuple(r.code for r in RULES)
 """Every rule's code, in evaluation order."""
 
-QUANTITY_DEPENDENT: frozenset[str] = frozenset(code for code, _, dep in _RULES if dep)
+QUANTITY_DEPENDENT: frozenset[str] = frozenset(r.code for r in RULES if r.quantity_dependent)
 """Codes whose failure leaves a positive ``allowed_quantity`` possible."""
 
 
-# -- public predicates -----------------------------------------------------------------------
-
-Predicate = Callable[[OrderProposal, AccountState, RiskLimits, InstrumentSpec], Reason | None]
+# -- allowed quantity ------------------------------------------------------------------------
 
 
-def _public(rule: _Rule, name: str, code: str) -> Predicate:
-    def predicate(
-        order: OrderProposal, state: AccountState, limits: RiskLimits, spec: InstrumentSpec
-    ) -> Reason | None:
-        return rule(order, order.quantity, _prepare(order, state, limits, spec))
-
-    predicate.__name__ = predicate.__qualname__ = name
-    predicate.__doc__ = f"The {code} rule alone: its Reason if ``order`` fails it, else None."
-    return predicate
-
-
-rule_kill_switch = _public(_kill_switch, "rule_kill_switch", KILL_SWITCH)
-rule_trading_halted = _public(_trading_halted, "rule_trading_halted", TRADING_HALTED)
-rule_restricted = _public(_restricted, "rule_restricted", RESTRICTED)
-rule_reduce_only = _public(_reduce_only, "rule_reduce_only", REDUCE_ONLY)
-rule_daily_loss_limit = _public(_daily_loss_limit, "rule_daily_loss_limit", DAILY_LOSS_LIMIT)
-rule_short_sale = _public(_short_sale, "rule_short_sale", SHORT_SALE)
-rule_max_notional = _public(_max_notional, "rule_max_notional", MAX_NOTIONAL)
-rule_price_collar = _public(_price_collar, "rule_price_collar", PRICE_COLLAR)
-rule_concentration = _public(_concentration, "rule_concentration", CONCENTRATION_LIMIT)
-rule_leverage = _public(_leverage, "rule_leverage", LEVERAGE_LIMIT)
-rule_sector = _public(_sector, "rule_sector", SECTOR_LIMIT)
-rule_rate_limit = _public(_rate_limit, "rule_rate_limit", RATE_LIMIT)
-
-RULES: tuple[tuple[str, Predicate], ...] = (
-    (KILL_SWITCH, rule_kill_switch),
-    (TRADING_HALTED, rule_trading_halted),
-    (RESTRICTED, rule_restricted),
-    (REDUCE_ONLY, rule_reduce_only),
-    (DAILY_LOSS_LIMIT, rule_daily_loss_limit),
-    (SHORT_SALE, rule_short_sale),
-    (MAX_NOTIONAL, rule_max_notional),
-    (PRICE_COLLAR, rule_price_collar),
-    (CONCENTRATION_LIMIT, rule_concentration),
-    (LEVERAGE_LIMIT, rule_leverage),
-    (SECTOR_LIMIT, rule_sector),
-    (RATE_LIMIT, rule_rate_limit),
-)
-"""The rules in evaluation order, each callable on its own."""
-
-
-# -- the check -------------------------------------------------------------------------------
-
-
-def _quantity_passes(o: OrderProposal, qty: float, x: _Check) -> bool:
+def _quantity_passes(o: OrderProposal, qty: float, x: RuleInputs) -> bool:
     """The quantity-dependent rules' conditions without building reasons (search loop).
 
     Mirrors the rule functions above; the tests hold the two to the same answers.
@@ -419,7 +387,7 @@ def _quantity_passes(o: OrderProposal, qty: float, x: _Check) -> bool:
     st = x.state
     lim = x.limits
     if (
-        st.reduce_only or _loss_breached(x) or (not st.allow_short and o.side == "SELL")
+        st.reduce_only or loss_breached(x) or (not st.allow_short and o.side == "SELL")
     ) and qty > _reducing_cap(x):
         return False
     pm = o.price * x.spec.multiplier
@@ -437,7 +405,7 @@ def _quantity_passes(o: OrderProposal, qty: float, x: _Check) -> bool:
     )
 
 
-def _allowed_quantity(o: OrderProposal, x: _Check) -> float:
+def allowed_quantity(o: OrderProposal, x: RuleInputs) -> float:
     """Closed-form cap of every quantity-dependent rule, floored to the lot and verified.
 
     Each rule accepts an interval ``[0, cap]``, so together they accept ``[0, min(caps)]``.
@@ -449,7 +417,7 @@ def _allowed_quantity(o: OrderProposal, x: _Check) -> float:
     pm = o.price * x.spec.multiplier
     d = x.directed
     cap = min(qty, lim.max_order_notional / pm)
-    if x.state.reduce_only or _loss_breached(x) or (not x.state.allow_short and o.side == "SELL"):
+    if x.state.reduce_only or loss_breached(x) or (not x.state.allow_short and o.side == "SELL"):
         cap = min(cap, _reducing_cap(x))
     eq = x.equity
     cap = min(cap, _ratio_cap(d, lim.max_concentration * eq / pm))
@@ -475,88 +443,3 @@ def _allowed_quantity(o: OrderProposal, x: _Check) -> float:
             break
         n += 1
     return size(n) if n > 0 else 0.0
-
-
-def check_order(
-    order: OrderProposal, state: AccountState, limits: RiskLimits, spec: InstrumentSpec
-) -> RiskDecision:
-    """Run every rule on ``order``; the decision carries all failing reasons.
-
-    Reads ``state`` only. ``spec`` must describe ``order.symbol``.
-    """
-    if spec.symbol != order.symbol:
-        raise ValueError(f"spec is for {spec.symbol!r}, order for {order.symbol!r}")
-    x = _prepare(order, state, limits, spec)
-    qty = order.quantity
-    reasons: list[Reason] | None = None
-    blocked = False
-    for _, fn, dep in _RULES:
-        r = fn(order, qty, x)
-        if r is not None:
-            if reasons is None:
-                reasons = [r]
-            else:
-                reasons.append(r)
-            if not dep:
-                blocked = True
-    if reasons is None:
-        return RiskDecision(True, qty, qty, (), _loss_breached(x))
-    allowed = 0.0 if blocked else _allowed_quantity(order, x)
-    return RiskDecision(False, qty, allowed, tuple(reasons), _loss_breached(x))
-
-
-# -- helpers for the caller ------------------------------------------------------------------
-
-
-def reduces_risk(order: OrderProposal, state: AccountState) -> bool:
-    """True when ``order`` neither increases |position| nor flips it.
-
-    Working quantity on the order's side counts as filled, so two reducing slices that
-    together would flip the position are not both "reducing".
-    """
-    pos = state.positions.get(order.symbol)
-    if pos is None:
-        return False
-    if order.side == "BUY":
-        room = -(pos.quantity + pos.working_buy)
-    else:
-        room = pos.quantity - pos.working_sell
-    return order.quantity <= room
-
-
-def daily_loss_breached(state: AccountState, limits: RiskLimits) -> bool:
-    """Whether day PnL is at or below ``-daily_loss_limit * start-of-day equity``."""
-    return equity(state) - state.start_equity <= -limits.daily_loss_limit * state.start_equity
-
-
-def trip_reduce_only(state: AccountState, limits: RiskLimits) -> bool:
-    """Turn the account reduce-only if the daily loss limit is breached (e.g. after marks).
-
-    Returns True when this call set the flag.
-    """
-    if state.reduce_only or not daily_loss_breached(state, limits):
-        return False
-    set_reduce_only(state, True, DAILY_LOSS_LIMIT)
-    return True
-
-
-def risk_check_flags(decision: RiskDecision) -> dict[str, bool]:
-    """One ``<code>_ok`` bool per rule, in rule order (the audit record's ``risk_checks``)."""
-    failed = {r.code for r in decision.reasons}
-    return {f"{code.lower()}_ok": code not in failed for code in RULE_CODES}
-
-
-def to_reject(
-    decision: RiskDecision, order: OrderProposal, *, decision_id: str, account: str
-) -> RiskReject:
-    """The ``risk.rejects`` message for a denied order (event time = the order's)."""
-    return RiskReject(
-        ts_event=order.ts,
-        decision_id=decision_id,
-        account=account,
-        symbol=order.symbol,
-        side=order.side,
-        requested_quantity=decision.requested_quantity,
-        allowed_quantity=decision.allowed_quantity,
-        reasons=decision.reasons,
-    )

@@ -8,6 +8,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.loaders.risk_file import load_risk_file
+from operators.domain.limits import AccountConfig
 from tests._emini_slice import TZ_ARGS, slice_fixtures
 
 
@@ -63,20 +64,28 @@ def test_mistakes_are_named(tmp_path: Path, text: str, match: str) -> None:
 emini_slice, _ = slice_fixtures()
 
 
-@pytest.mark.parametrize(("text", "missing"), [
-    ("", "[limits] and [account]"),
-    ("# limits come later\n", "[limits] and [account]"),
-    ("[account]\nfee_per_contract = 2.5\n", "[limits]"),
-    ("[limits]\nmax_concentration = 0.1\n", "[account]"),
+@pytest.mark.parametrize("text", [
+    "",
+    "# limits come later\n",
+    "[account]\nfee_per_contract = 2.5\n",
 ])
-def test_a_risk_file_without_limits_or_account_is_refused_as_docs_say(
-        tmp_path: Path, emini_slice: Path, text: str, missing: str,
+def test_a_risk_file_without_limits_is_refused_as_docs_say(
+        tmp_path: Path, emini_slice: Path, text: str,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """docs/risk.md: a missing table is an error (an empty table means all defaults), so an
-    empty or ``[account]``-only file never trades on limits nobody wrote down."""
+    """docs/risk.md: a file states its limits ([limits] or [accounts.NAME]; an empty table
+    means all defaults), so an empty or ``[account]``-only file never trades on limits nobody
+    wrote down."""
     risk = tmp_path / "risk.toml"
     risk.write_text(text)
     code = main(["run", "--ticks", str(emini_slice), *TZ_ARGS, "--risk", str(risk), "--out",
                  str(tmp_path / "out"), "--quiet"])
     assert code == 2
-    assert f"no {missing} table" in capsys.readouterr().err
+    assert "no [limits] table" in capsys.readouterr().err
+
+
+def test_a_limits_only_risk_file_takes_the_default_account(tmp_path: Path) -> None:
+    risk = tmp_path / "risk.toml"
+    risk.write_text("[limits]\nmax_concentration = 0.1\n")
+    rf = load_risk_file(risk)
+    assert rf.limits.max_concentration == 0.1
+    assert rf.account == AccountConfig()

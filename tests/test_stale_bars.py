@@ -75,7 +75,7 @@ def test_the_age_limit_is_configurable_and_can_be_switched_off(base: Replay,
                          if s.ts_event >= TRAIN_END and s.trace is not None
                          and s.trace.bar_ts == LAST_BAR_BEFORE_HALT)
     age = stale.ts_event - LAST_BAR_BEFORE_HALT
-    cfg = SizeConfig(account="paper", vol=replays.bundle.vol, multiplier=50.0,
+    cfg = SizeConfig(vol=replays.bundle.vol, multiplier=50.0,
                      trade_from_ns=TRAIN_END, max_bar_age_ns=MAX_AGE)
 
     def emitted(config: SizeConfig) -> list[str]:
@@ -87,4 +87,4 @@ def test_the_age_limit_is_configurable_and_can_be_switched_off(base: Replay,
     assert emitted(msgspec.structs.replace(cfg, max_bar_age_ns=age)) == ["orders.intents"]
     assert emitted(msgspec.structs.replace(cfg, max_bar_age_ns=None)) == ["orders.intents"]
     with pytest.raises(ValueError, match="max_bar_age_ns"):
-        SizeConfig(account="paper", vol=VolConfig(backcast=1.0), max_bar_age_ns=-1)
+        SizeConfig(vol=VolConfig(backcast=1.0), max_bar_age_ns=-1)

@@ -1,0 +1,247 @@
+"""The stage host: one operator's runtime, the same in every engine.
+
+It owns what the operator contract leaves to the runtime for one stage: keyed state access
+through a small ``StateStore`` (a dict locally; a Flink ``ValueState`` or a Faust table
+later), the stage's timers (``jobs.core.timers``), the watermark the stage last received, the
+``Context`` handed to the operator (the host itself: ``watermark``, ``now``,
+``register_timer`` for the current key) and, for a multi-input stage, the event-time merge of
+its inputs (``jobs.core.merge``).
+
+Calls:
+
+- ``process(value)``: one event of its key, outputs returned (the caller dispatches them);
+- ``process_run(key, values)``: one key's run of events, one ``process_batch`` call (the keyed
+  batch contract: the shape Flink and Faust can host);
+- ``fire(watermark)``: the watermark reached the stage: due timers fire in ``(ts, key)`` order
+  (interleaved with the merge's releases, events first at equal ``(ts, key)``), outputs
+  returned together;
+- ``snapshot()`` / ``restore()``: the stage's part of a checkpoint, one envelope per operator.
+
+The per-event path is kept lean: bound methods are looked up once, no allocation beyond what
+the operator returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from operator import itemgetter
+from typing import Any, Protocol
+
+from jobs.core.checkpoint import KeyState, OperatorCheckpoint
+from jobs.core.merge import EventTimeMerge
+from jobs.core.timers import TimerService
+from operators.contract import MIN_WATERMARK, Emit, Operator
+
+_KEY = itemgetter(0)
+
+
+class StateStore(Protocol):
+    """Keyed state as a host stores it; a ``dict`` is one."""
+
+    def get(self, key: str, /) -> Any:
+        """The key's state, or None if the key has none yet."""
+        ...
+
+    def __setitem__(self, key: str, state: Any, /) -> None: ...
+
+    def items(self) -> Iterable[tuple[str, Any]]: ...
+
+    def clear(self) -> None: ...
+
+
+class EncodedStore:
+    """Each key's state kept as its codec's bytes between calls (Flink ``ValueState[bytes]``,
+    a Faust table): proves an operator keeps nothing but what its codec encodes."""
+
+    __slots__ = ("_data", "_decode", "_encode")
+
+    def __init__(self, op: Operator[Any, Any]) -> None:
+        self._data: dict[str, bytes] = {}
+        self._encode = op.encode_state
+        self._decode = op.decode_state
+
+    def get(self, key: str, /) -> Any:
+        raw = self._data.get(key)
+        return None if raw is None else self._decode(raw)
+
+    def __setitem__(self, key: str, state: Any, /) -> None:
+        self._data[key] = self._encode(state)
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        return [(k, self._decode(v)) for k, v in self._data.items()]
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+def _overrides_process_batch(op: Operator[Any, Any]) -> bool:
+    return type(op).process_batch is not Operator.process_batch
+
+
+class StageHost:
+    """One operator with its keyed state, timers, watermark and merge (see module doc)."""
+
+    __slots__ = ("_clock", "_get", "_key_of", "_new", "_on_timer", "_pop", "_process",
+                 "_process_batch", "_put", "_register", "cross_key_batch", "heap", "key",
+                 "merge", "merge_heap", "op", "states", "timers", "uid", "watermark")
+
+    def __init__(
+        self,
+        op: Operator[Any, Any],
+        *,
+        store: StateStore | None = None,
+        merge_inputs: Sequence[str] | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.op = op
+        self.uid = op.UID
+        self.states: StateStore = {} if store is None else store
+        self.timers = TimerService()
+        self.heap = self.timers.heap
+        self.merge = EventTimeMerge(merge_inputs) if merge_inputs else None
+        self.merge_heap: list[tuple[int, str]] = (
+            self.merge.timers.heap if self.merge is not None else [])
+        self.watermark = MIN_WATERMARK
+        self.key = ""
+        self._clock = clock
+        # bound once: the per-event path does no attribute lookups on the operator
+        self._key_of = op.key
+        self._new = op.new_state
+        self._process = op.process
+        self._process_batch = op.process_batch
+        self._on_timer = op.on_timer
+        self._get = self.states.get
+        self._put = self.states.__setitem__
+        self._register = self.timers.register
+        self._pop = self.timers.pop
+        self.cross_key_batch: Callable[..., list[Emit]] | None = None
+        """An operator's batch call over several keys at once (``process_many``), used only
+        when it does not override ``process_batch``; kept for operators that predate the
+        keyed batch contract."""
+        if not _overrides_process_batch(op):
+            self.cross_key_batch = getattr(op, "process_many", None)
+
+    # -- Context ------------------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self._clock()
+
+    def register_timer(self, ts: int) -> None:
+        self._register(ts, self.key)
+
+    # -- events -------------------------------------------------------------------------------
+    def inlet(self, topic: str) -> Callable[[Any], list[Emit]]:
+        """How events of ``topic`` enter: processed at once, or buffered by the merge."""
+        if self.merge is None:
+            return self.process
+        if topic not in self.merge.inputs:
+            raise ValueError(f"{self.uid}: {topic!r} is not one of its merged inputs")
+        return partial(self._buffer, topic)
+
+    def process(self, value: Any) -> list[Emit]:
+        key = self._key_of(value)
+        self.key = key
+        state = self._get(key)
+        if state is None:
+            state = self._new(key)
+        state, outs = self._process(state, value, self)
+        self._put(key, state)
+        return outs
+
+    def process_run(self, key: str, values: list[Any]) -> list[Emit]:
+        """One key's run of events (a single event goes through ``process``)."""
+        self.key = key
+        state = self._get(key)
+        if state is None:
+            state = self._new(key)
+        if len(values) == 1:
+            state, outs = self._process(state, values[0], self)
+        else:
+            state, outs = self._process_batch(state, values, self)
+        self._put(key, state)
+        return outs
+
+    def runs(self, values: Iterable[Any]) -> dict[str, list[Any]]:
+        """``values`` split per key, keys in order of first appearance, each run in order."""
+        key_of = self._key_of
+        groups: dict[str, list[Any]] = {}
+        for v in values:
+            k = key_of(v)
+            run = groups.get(k)
+            if run is None:
+                groups[k] = [v]
+            else:
+                run.append(v)
+        return groups
+
+    def _buffer(self, topic: str, value: Any) -> list[Emit]:
+        assert self.merge is not None
+        self.merge.add(self._key_of(value), topic, value)
+        return []
+
+    # -- time ---------------------------------------------------------------------------------
+    def due(self, watermark: int) -> bool:
+        heap, mheap = self.heap, self.merge_heap
+        return bool(heap and heap[0][0] <= watermark) or bool(mheap and mheap[0][0] <= watermark)
+
+    def fire(self, watermark: int) -> list[Emit]:
+        """The stage receives ``watermark``: everything due, in order; the outputs together."""
+        self.watermark = watermark
+        out: list[Emit] = []
+        heap = self.heap
+        if self.merge is None:
+            while heap and heap[0][0] <= watermark:
+                ts, key = self._pop()
+                out += self._timer(key, ts)
+            return out
+        merge = self.merge
+        mheap = self.merge_heap
+        mpop = merge.timers.pop
+        while True:
+            if mheap and mheap[0][0] <= watermark and not (heap and heap[0] < mheap[0]):
+                ts, key = mpop()  # events at (ts, key) before the timer at (ts, key)
+                events = merge.release(key, ts)
+                if events:
+                    out += self.process_run(key, events)
+            elif heap and heap[0][0] <= watermark:
+                ts, key = self._pop()
+                out += self._timer(key, ts)
+            else:
+                return out
+
+    def _timer(self, key: str, ts: int) -> list[Emit]:
+        self.key = key
+        state = self._get(key)
+        if state is None:
+            state = self._new(key)
+        state, outs = self._on_timer(state, ts, self)
+        self._put(key, state)
+        return outs
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def snapshot(self) -> OperatorCheckpoint:
+        enc = self.op.encode_state
+        return OperatorCheckpoint(
+            envelope=self.op.envelope(),
+            watermark=self.watermark,
+            states=[KeyState(k, enc(v)) for k, v in sorted(self.states.items(), key=_KEY)],
+            timers=self.timers.snapshot(),
+            merge=self.merge.snapshot() if self.merge is not None else [],
+        )
+
+    def restore(self, cp: OperatorCheckpoint) -> None:
+        """Load this stage's part of a checkpoint; the envelope is checked once."""
+        op = self.op
+        op.check_envelope(cp.envelope)
+        self.states.clear()
+        dec = op.decode_state
+        for ks in cp.states:
+            self._put(ks.key, dec(ks.state))
+        self.timers.restore(cp.timers)
+        if self.merge is not None:
+            self.merge.restore(cp.merge)
+        elif cp.merge:
+            raise ValueError(f"{self.uid}: checkpoint has merge buffers, the stage merges none")
+        self.watermark = cp.watermark

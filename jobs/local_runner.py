@@ -50,8 +50,11 @@ class LocalRunner:
         self.lateness_ns = lateness_ns
         self.watermark_topic = watermark_topic
         self._tracker = WatermarkTracker(1, lateness_ns=lateness_ns)
-        self._core = GraphDispatcher(graph, sink.emit, watermark_topic=watermark_topic,
+        self._folded = MIN_WATERMARK  # the newest event time the tracker has been given
+        self._core = GraphDispatcher(graph, sink, watermark_topic=watermark_topic,
                                      clock=clock)
+        self._source_inlets = self._core.inlets(graph.source_topic)
+        self._source_is_wm = graph.source_topic == watermark_topic
         self.watermark = MIN_WATERMARK
         self.offset = 0
         """Source records fed so far (the source offset a checkpoint records)."""
@@ -62,16 +65,22 @@ class LocalRunner:
     def feed(self, value: msgspec.Struct) -> None:
         """One source record: process it through the graph, then advance the watermark."""
         core = self._core
-        core.source(value)
+        # core.source(value), inlined: this is the per-record hot path
+        if self._source_is_wm and value.ts_event > core.seen:  # type: ignore[attr-defined]
+            core.seen = value.ts_event  # type: ignore[attr-defined]
+        for inlet in self._source_inlets:
+            for e in inlet(value):
+                core.deliver(e.topic, e.value)
         self.offset += 1
-        seen = core.seen
-        if seen != MIN_WATERMARK:
-            core.seen = MIN_WATERMARK
+        seen = core.seen  # one partition: the dispatcher's running maximum is the partition's
+        if seen > self._folded:
+            self._folded = seen
             wm = self._tracker.observe(PARTITION, seen)
-            if wm > self.watermark:
-                self.advance_watermark(wm)
-        elif self._tracker.current > self.watermark:
-            self.advance_watermark(self._tracker.current)
+        else:
+            wm = self._tracker.current
+        if wm > self.watermark:
+            self.watermark = wm
+            core.advance(wm)
 
     def inject(self, topic: str, value: msgspec.Struct) -> None:
         """Deliver a message produced outside the graph's source (batched paths, control)."""
@@ -99,10 +108,10 @@ class LocalRunner:
 
     def _fold(self) -> int:
         """Take what the watermark topic showed since the last fold into the tracker."""
-        core = self._core
-        if core.seen != MIN_WATERMARK:
-            self._tracker.observe(PARTITION, core.seen)
-            core.seen = MIN_WATERMARK
+        seen = self._core.seen
+        if seen > self._folded:
+            self._folded = seen
+            self._tracker.observe(PARTITION, seen)
         return self._tracker.current
 
     # -- state access (checkpoints, tests) -----------------------------------------------------
@@ -127,6 +136,7 @@ class LocalRunner:
         cp = decode_checkpoint(data)
         self._core.restore(cp.operators)
         self._tracker.restore(cp.partitions)
+        self._folded = self._core.seen = cp.partitions[PARTITION].max_ts
         self.watermark = cp.watermark
         self.offset = next((o.offset for o in cp.source_offsets
                             if (o.topic, o.partition) == (self.graph.source_topic, PARTITION)), 0)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -37,27 +37,32 @@ from jobs.core.stage import StageHost
 from jobs.graph import Graph
 from operators.contract import MIN_WATERMARK, Emit
 
-EmitFn = Callable[[str, msgspec.Struct], None]
+
+class Output(Protocol):
+    """Where produced messages go (a ``TopicSink``, a Kafka producer)."""
+
+    def emit(self, topic: str, value: msgspec.Struct, /) -> None: ...
+
 Inlet = Callable[[Any], list[Emit]]
 
 
 class GraphDispatcher:
-    """Runs a graph's stages in process; ``emit`` receives every produced message."""
+    """Runs a graph's stages in process; ``output`` receives every produced message."""
 
-    __slots__ = ("_batch_consumers", "_consumers", "_emit", "_heaps", "_source", "_source_is_wm",
-                 "by_uid", "graph", "hosts", "seen", "watermark_topic")
+    __slots__ = ("_batch_consumers", "_consumers", "_heaps", "_source", "_source_is_wm",
+                 "by_uid", "graph", "hosts", "output", "seen", "watermark_topic")
 
     def __init__(
         self,
         graph: Graph,
-        emit: EmitFn,
+        output: Output,
         *,
         watermark_topic: str,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.graph = graph
         self.watermark_topic = watermark_topic
-        self._emit = emit
+        self.output = output
         self.hosts = tuple(
             StageHost(st.operator, merge_inputs=st.inputs if st.merge_inputs else None,
                       clock=clock)
@@ -75,30 +80,30 @@ class GraphDispatcher:
         self.seen = MIN_WATERMARK
 
     # -- messages -----------------------------------------------------------------------------
+    def inlets(self, topic: str) -> tuple[Inlet, ...]:
+        """The consuming stages' entry points for ``topic`` (what ``deliver`` calls)."""
+        return self._consumers.get(topic, ())
+
     def source(self, value: Any) -> None:
         """One source record (not re-emitted: the source topic is the host's input)."""
         if self._source_is_wm:
             ts = value.ts_event
             if ts > self.seen:
                 self.seen = ts
-        deliver = self.deliver
         for inlet in self._source:
             for e in inlet(value):
-                deliver(e.topic, e.value)
+                self.deliver(e.topic, e.value)
 
     def deliver(self, topic: str, value: Any) -> None:
         """A message on ``topic``: emitted, observed, then consumed depth first."""
-        self._emit(topic, value)
+        self.output.emit(topic, value)
         if topic == self.watermark_topic:
             ts = value.ts_event
             if ts > self.seen:
                 self.seen = ts
-        inlets = self._consumers.get(topic)
-        if inlets:
-            deliver = self.deliver
-            for inlet in inlets:
-                for e in inlet(value):
-                    deliver(e.topic, e.value)
+        for inlet in self._consumers.get(topic, ()):
+            for e in inlet(value):
+                self.deliver(e.topic, e.value)
 
     def deliver_many(self, emits: Sequence[Emit]) -> None:
         """Messages produced together (one watermark step): emitted, then topic by topic."""
@@ -106,7 +111,7 @@ class GraphDispatcher:
             e = emits[0]
             self.deliver(e.topic, e.value)
             return
-        emit = self._emit
+        emit = self.output.emit
         wm_topic = self.watermark_topic
         by_topic: dict[str, list[Any]] = {}
         for e in emits:

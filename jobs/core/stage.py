@@ -17,8 +17,7 @@ Calls:
   returned together;
 - ``snapshot()`` / ``restore()``: the stage's part of a checkpoint, one envelope per operator.
 
-The per-event path is kept lean: bound methods are looked up once, no allocation beyond what
-the operator returns.
+The per-event path is kept lean: no allocation beyond what the operator returns.
 """
 
 from __future__ import annotations
@@ -83,9 +82,8 @@ def _overrides_process_batch(op: Operator[Any, Any]) -> bool:
 class StageHost:
     """One operator with its keyed state, timers, watermark and merge (see module doc)."""
 
-    __slots__ = ("_clock", "_get", "_key_of", "_new", "_on_timer", "_pop", "_process",
-                 "_process_batch", "_put", "_register", "cross_key_batch", "heap", "key",
-                 "merge", "merge_heap", "op", "states", "timers", "uid", "watermark")
+    __slots__ = ("_clock", "cross_key_batch", "heap", "merge", "merge_heap", "op",
+                 "register_timer", "states", "timers", "uid", "watermark")
 
     def __init__(
         self,
@@ -104,18 +102,9 @@ class StageHost:
         self.merge_heap: list[tuple[int, str]] = (
             self.merge.timers.heap if self.merge is not None else [])
         self.watermark = MIN_WATERMARK
-        self.key = ""
         self._clock = clock
-        # bound once: the per-event path does no attribute lookups on the operator
-        self._key_of = op.key
-        self._new = op.new_state
-        self._process = op.process
-        self._process_batch = op.process_batch
-        self._on_timer = op.on_timer
-        self._get = self.states.get
-        self._put = self.states.__setitem__
-        self._register = self.timers.register
-        self._pop = self.timers.pop
+        self.register_timer: Callable[[int], None] = self.timers.register_timer
+        """``Context.register_timer``: a timer at ts for the key being processed."""
         self.cross_key_batch: Callable[..., list[Emit]] | None = None
         """An operator's batch call over several keys at once (``process_many``), used only
         when it does not override ``process_batch``; kept for operators that predate the
@@ -128,8 +117,14 @@ class StageHost:
     def now(self) -> int:
         return self._clock()
 
-    def register_timer(self, ts: int) -> None:
-        self._register(ts, self.key)
+    @property
+    def key(self) -> str:
+        """The key of the call in progress (timers registered now are this key's)."""
+        return self.timers.current_key
+
+    @key.setter
+    def key(self, key: str) -> None:
+        self.timers.current_key = key
 
     # -- events -------------------------------------------------------------------------------
     def inlet(self, topic: str) -> Callable[[Any], list[Emit]]:
@@ -141,31 +136,36 @@ class StageHost:
         return partial(self._buffer, topic)
 
     def process(self, value: Any) -> list[Emit]:
-        key = self._key_of(value)
-        self.key = key
-        state = self._get(key)
+        # Method calls go through ``self.op`` rather than bound methods kept in slots: CPython
+        # specializes ``op.process(...)`` but not a call of a callable stored in a slot.
+        op = self.op
+        key = op.key(value)
+        self.timers.current_key = key
+        states = self.states
+        state = states.get(key)
         if state is None:
-            state = self._new(key)
-        state, outs = self._process(state, value, self)
-        self._put(key, state)
+            state = op.new_state(key)
+        state, outs = op.process(state, value, self)
+        states[key] = state
         return outs
 
     def process_run(self, key: str, values: list[Any]) -> list[Emit]:
         """One key's run of events (a single event goes through ``process``)."""
-        self.key = key
-        state = self._get(key)
+        op = self.op
+        self.timers.current_key = key
+        state = self.states.get(key)
         if state is None:
-            state = self._new(key)
+            state = op.new_state(key)
         if len(values) == 1:
-            state, outs = self._process(state, values[0], self)
+            state, outs = op.process(state, values[0], self)
         else:
-            state, outs = self._process_batch(state, values, self)
-        self._put(key, state)
+            state, outs = op.process_batch(state, values, self)
+        self.states[key] = state
         return outs
 
     def runs(self, values: Iterable[Any]) -> dict[str, list[Any]]:
         """``values`` split per key, keys in order of first appearance, each run in order."""
-        key_of = self._key_of
+        key_of = self.op.key
         groups: dict[str, list[Any]] = {}
         for v in values:
             k = key_of(v)
@@ -178,7 +178,7 @@ class StageHost:
 
     def _buffer(self, topic: str, value: Any) -> list[Emit]:
         assert self.merge is not None
-        self.merge.add(self._key_of(value), topic, value)
+        self.merge.add(self.op.key(value), topic, value)
         return []
 
     # -- time ---------------------------------------------------------------------------------
@@ -192,32 +192,40 @@ class StageHost:
         out: list[Emit] = []
         heap = self.heap
         if self.merge is None:
+            op, timers, states = self.op, self.timers, self.states
             while heap and heap[0][0] <= watermark:
-                ts, key = self._pop()
-                out += self._timer(key, ts)
+                ts, key = timers.pop()
+                timers.current_key = key
+                state = states.get(key)
+                if state is None:
+                    state = op.new_state(key)
+                state, outs = op.on_timer(state, ts, self)
+                states[key] = state
+                out += outs
             return out
         merge = self.merge
         mheap = self.merge_heap
-        mpop = merge.timers.pop
+        mtimers, timers = merge.timers, self.timers
         while True:
             if mheap and mheap[0][0] <= watermark and not (heap and heap[0] < mheap[0]):
-                ts, key = mpop()  # events at (ts, key) before the timer at (ts, key)
+                ts, key = mtimers.pop()  # events at (ts, key) before the timer at (ts, key)
                 events = merge.release(key, ts)
                 if events:
                     out += self.process_run(key, events)
             elif heap and heap[0][0] <= watermark:
-                ts, key = self._pop()
+                ts, key = timers.pop()
                 out += self._timer(key, ts)
             else:
                 return out
 
     def _timer(self, key: str, ts: int) -> list[Emit]:
-        self.key = key
-        state = self._get(key)
+        op = self.op
+        self.timers.current_key = key
+        state = self.states.get(key)
         if state is None:
-            state = self._new(key)
-        state, outs = self._on_timer(state, ts, self)
-        self._put(key, state)
+            state = op.new_state(key)
+        state, outs = op.on_timer(state, ts, self)
+        self.states[key] = state
         return outs
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -238,7 +246,7 @@ class StageHost:
         self.states.clear()
         dec = op.decode_state
         for ks in cp.states:
-            self._put(ks.key, dec(ks.state))
+            self.states[ks.key] = dec(ks.state)
         self.timers.restore(cp.timers)
         if self.merge is not None:
             self.merge.restore(cp.merge)

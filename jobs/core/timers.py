@@ -15,19 +15,31 @@ from heapq import heapify, heappop, heappush
 
 
 class TimerService:
-    """Pending ``(ts, key)`` timers; ``heap[0]`` is the next to fire."""
+    """Pending ``(ts, key)`` timers; ``heap[0]`` is the next to fire.
 
-    __slots__ = ("heap", "pending")
+    Like Flink's timer service it has a current key (set by the host before each call into
+    the operator): ``register_timer(ts)`` is what ``Context.register_timer`` does.
+    """
+
+    __slots__ = ("current_key", "heap", "pending")
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, str]] = []
         self.pending: set[tuple[int, str]] = set()
+        self.current_key = ""
 
     def __len__(self) -> int:
         return len(self.heap)
 
     def register(self, ts: int, key: str) -> None:
         item = (ts, key)
+        if item not in self.pending:
+            self.pending.add(item)
+            heappush(self.heap, item)
+
+    def register_timer(self, ts: int) -> None:
+        """A timer at ``ts`` for the current key."""
+        item = (ts, self.current_key)
         if item not in self.pending:
             self.pending.add(item)
             heappush(self.heap, item)

@@ -23,7 +23,7 @@ from operators.contract import END_OF_STREAM, MIN_WATERMARK
 class WatermarkTracker:
     """Per-partition watermark inputs and their minimum (``current``, a plain attribute)."""
 
-    __slots__ = ("_ended", "_heartbeat", "_max", "current", "lateness_ns")
+    __slots__ = ("_ended", "_heartbeat", "_max", "_wm", "current", "lateness_ns")
 
     def __init__(self, partitions: int = 1, *, lateness_ns: int = 0) -> None:
         if partitions < 1:
@@ -34,6 +34,7 @@ class WatermarkTracker:
         self._max = [MIN_WATERMARK] * partitions
         self._heartbeat = [MIN_WATERMARK] * partitions
         self._ended = [False] * partitions
+        self._wm = [MIN_WATERMARK] * partitions  # each partition's watermark, never lowered
         self.current = MIN_WATERMARK
 
     @property
@@ -44,33 +45,30 @@ class WatermarkTracker:
         """An event time seen on the watermark topic from ``partition``; the new watermark."""
         if ts > self._max[partition]:
             self._max[partition] = ts
-            self._combine()
+            wm = ts - self.lateness_ns
+            if wm > self._wm[partition]:  # an ended partition is at END_OF_STREAM already
+                self._wm[partition] = wm
+                self.current = min(self._wm)
         return self.current
 
     def heartbeat(self, partition: int, watermark: int) -> int:
         """A watermark record on ``partition``: time passed there without (on-time) data."""
         if watermark > self._heartbeat[partition]:
             self._heartbeat[partition] = watermark
-            self._combine()
+            if watermark > self._wm[partition]:
+                self._wm[partition] = watermark
+                self.current = min(self._wm)
         return self.current
 
     def end(self, partition: int) -> int:
         """``partition`` will deliver nothing more (end of a file, a closed partition)."""
         self._ended[partition] = True
-        self._combine()
+        self._wm[partition] = END_OF_STREAM
+        self.current = min(self._wm)
         return self.current
 
     def partition_watermark(self, partition: int) -> int:
-        if self._ended[partition]:
-            return END_OF_STREAM
-        mx = self._max[partition]
-        data = MIN_WATERMARK if mx == MIN_WATERMARK else mx - self.lateness_ns
-        return max(data, self._heartbeat[partition])
-
-    def _combine(self) -> None:
-        wm = min(self.partition_watermark(p) for p in range(len(self._max)))
-        if wm > self.current:  # never backwards (a heartbeat behind the data changes nothing)
-            self.current = wm
+        return self._wm[partition]
 
     def snapshot(self) -> list[PartitionWatermark]:
         return [PartitionWatermark(p, self._max[p], self._heartbeat[p], self._ended[p])
@@ -82,8 +80,10 @@ class WatermarkTracker:
             raise ValueError(f"checkpoint has partitions {[p.partition for p in partitions]}, "
                              f"this source has {len(self._max)}")
         for p in partitions:
-            self._max[p.partition] = p.max_ts
-            self._heartbeat[p.partition] = p.heartbeat
-            self._ended[p.partition] = p.ended
-        self.current = MIN_WATERMARK
-        self._combine()
+            i = p.partition
+            self._max[i] = p.max_ts
+            self._heartbeat[i] = p.heartbeat
+            self._ended[i] = p.ended
+            data = MIN_WATERMARK if p.max_ts == MIN_WATERMARK else p.max_ts - self.lateness_ns
+            self._wm[i] = END_OF_STREAM if p.ended else max(data, p.heartbeat)
+        self.current = min(self._wm)

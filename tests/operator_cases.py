@@ -181,7 +181,7 @@ def size_case() -> OperatorCase:
 
 
 @cache
-def _account_events() -> list[msgspec.Struct]:
+def account_events() -> list[msgspec.Struct]:
     consumed = chain_run().consumed(("md.ticks", "orders.intents", "control"))
     first = next(i for i, m in enumerate(consumed) if isinstance(m, OrderIntent))
     events = consumed[max(0, first - ACCOUNT_LEAD_TICKS):][:ACCOUNT_WINDOW]
@@ -201,7 +201,7 @@ def account_case() -> OperatorCase:
     the kill switch tripped and reset in the middle; the watermark trails by 1 s, so
     buffered ticks and intents sit in state (with their timers) across every cut."""
     cfg = _op("account").config
-    case = OperatorCase(make=lambda: AccountOperator(cfg), events=_account_events,
+    case = OperatorCase(make=lambda: AccountOperator(cfg), events=account_events,
                         input_topic="md.ticks",
                         output_topics=("orders", "fills", "risk.rejects", "positions",
                                        "audit.decisions"),

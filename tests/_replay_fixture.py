@@ -64,14 +64,16 @@ CONTROLS = (
 
 RUNS: dict[str, dict[str, Any]] = {
     "base": {},
+    "base_again": {},
     "guarded": {"risk": True, "control": True},
     "guarded_again": {"risk": True, "control": True},
     "twap": {"algo": "TWAP"},
     "iceberg": {"algo": "ICEBERG"},
     "vwap": {"algo": "VWAP"},
 }
-"""Replay name -> options beyond the defaults: ``guarded`` trades under the tight limits and
-the kill switch (twice, for determinism); the others run one execution algorithm each."""
+"""Replay name -> options beyond the defaults: ``base`` is ``streamquant run`` with defaults
+(twice, for the golden acceptance replay); ``guarded`` trades under the tight limits and the
+kill switch (twice, for determinism); the others run one execution algorithm each."""
 
 
 @dataclass(frozen=True, slots=True)

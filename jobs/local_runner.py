@@ -65,7 +65,6 @@ class LocalRunner:
     def feed(self, value: msgspec.Struct) -> None:
         """One source record: process it through the graph, then advance the watermark."""
         core = self._core
-        # core.source(value), inlined: this is the per-record hot path
         if self._source_is_wm and value.ts_event > core.seen:  # type: ignore[attr-defined]
             core.seen = value.ts_event  # type: ignore[attr-defined]
         for inlet in self._source_inlets:

@@ -49,8 +49,8 @@ Inlet = Callable[[Any], list[Emit]]
 class GraphDispatcher:
     """Runs a graph's stages in process; ``output`` receives every produced message."""
 
-    __slots__ = ("_batch_consumers", "_consumers", "_heaps", "_source", "_source_is_wm",
-                 "by_uid", "graph", "hosts", "output", "seen", "watermark_topic")
+    __slots__ = ("_batch_consumers", "_consumers", "_heaps", "by_uid", "graph", "hosts",
+                 "output", "seen", "watermark_topic")
 
     def __init__(
         self,
@@ -74,25 +74,15 @@ class GraphDispatcher:
             for t in topics}
         self._consumers: dict[str, tuple[Inlet, ...]] = {
             t: tuple(inlet for _, inlet in hs) for t, hs in self._batch_consumers.items() if hs}
-        self._source = self._consumers.get(graph.source_topic, ())
-        self._source_is_wm = graph.source_topic == watermark_topic
         self._heaps = tuple((h, h.heap, h.merge_heap) for h in self.hosts)
         self.seen = MIN_WATERMARK
 
     # -- messages -----------------------------------------------------------------------------
     def inlets(self, topic: str) -> tuple[Inlet, ...]:
-        """The consuming stages' entry points for ``topic`` (what ``deliver`` calls)."""
+        """The consuming stages' entry points for ``topic``: a host hands a source record
+        (which it does not re-emit) to each, and dispatches what they return with
+        ``deliver``."""
         return self._consumers.get(topic, ())
-
-    def source(self, value: Any) -> None:
-        """One source record (not re-emitted: the source topic is the host's input)."""
-        if self._source_is_wm:
-            ts = value.ts_event
-            if ts > self.seen:
-                self.seen = ts
-        for inlet in self._source:
-            for e in inlet(value):
-                self.deliver(e.topic, e.value)
 
     def deliver(self, topic: str, value: Any) -> None:
         """A message on ``topic``: emitted, observed, then consumed depth first."""

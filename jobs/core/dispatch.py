@@ -2,8 +2,8 @@
 
 Rules (the same for every host that runs a whole graph in one process):
 
-- **Depth first.** A message produced on a topic goes to the output (``emit``: the topic
-  sink, a Kafka producer), then to each consuming stage in topological order; each output of
+- **Depth first.** A message produced on a topic goes to the ``output`` (the topic sink, a
+  Kafka producer), then to each consuming stage in topological order; each output of
   a ``process`` call is dispatched the same way before the next one. One source record's
   consequences are complete before the next record is read, so the order of every topic is a
   function of the input alone.
@@ -19,9 +19,13 @@ Rules (the same for every host that runs a whole graph in one process):
   Operators that do not override ``process_batch`` but offer the older cross-key
   ``process_many(states, values, ctx)`` get the whole batch in one call and its outputs as
   one step.
-- **Watermark observation.** Every value on the watermark topic raises ``seen`` (the newest
-  event time since the host last took it); the host folds it into its
-  ``jobs.core.watermarks.WatermarkTracker`` for the partition the record came from.
+- **Watermark observation.** Every value on the watermark topic raises ``seen``, the newest
+  event time observed; the host folds it into its ``jobs.core.watermarks.WatermarkTracker``
+  for the partition the record came from (a host reading several partitions resets ``seen``
+  before each record; with one partition it is that partition's maximum).
+
+A source record is handed to ``inlets(source_topic)`` by the host (it is the host's input, not
+re-emitted); everything the stages produce goes through ``deliver`` / ``deliver_many``.
 """
 
 from __future__ import annotations

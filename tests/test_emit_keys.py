@@ -35,7 +35,10 @@ BROADCAST = {("md.ticks", "account")}
 
 def _observed(op: Operator[Any, Any], log: list[tuple[str, Emit]]) -> None:
     """Record every Emit the operator returns (its methods wrapped on this instance only)."""
-    for name in ("process", "on_timer", "process_batch"):
+    names = ["process", "on_timer"]
+    if type(op).process_batch is not Operator.process_batch:  # the default calls process
+        names.append("process_batch")
+    for name in names:
         inner: Callable[..., tuple[Any, list[Emit]]] = getattr(op, name)
 
         def wrapped(*args: Any, _inner: Any = inner) -> tuple[Any, list[Emit]]:

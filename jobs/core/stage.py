@@ -182,10 +182,6 @@ class StageHost:
         return []
 
     # -- time ---------------------------------------------------------------------------------
-    def due(self, watermark: int) -> bool:
-        heap, mheap = self.heap, self.merge_heap
-        return bool(heap and heap[0][0] <= watermark) or bool(mheap and mheap[0][0] <= watermark)
-
     def fire(self, watermark: int) -> list[Emit]:
         """The stage receives ``watermark``: everything due, in order; the outputs together."""
         self.watermark = watermark

@@ -20,6 +20,9 @@ class Stage:
     operator: Operator[Any, Any]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    merge_inputs: bool = False
+    """Deliver the inputs in event-time order (``jobs.core.merge``): rank = position in
+    ``inputs``."""
 
     @property
     def uid(self) -> str:

@@ -23,6 +23,7 @@ import msgspec
 
 from jobs.bar_files import load_bars
 from jobs.data import EMINI_SYMBOL, EMINI_TZ, EMINI_VENUE, fetch_emini
+from jobs.graph import Graph
 from jobs.loaders.instruments import instrument_master
 from jobs.local_runner import LocalRunner
 from jobs.sources import (
@@ -77,6 +78,8 @@ class ChainRun:
     bundle: StrategyBundle
     operators: dict[str, Operator[Any, Any]]
     """The run's operators by UID (their ``config`` rebuilds identical fresh instances)."""
+    graph: Graph
+    """The run's graph (its stages hold the run's operator instances)."""
 
     def consumed(self, topics: Iterable[str]) -> list[msgspec.Struct]:
         """The messages of ``topics`` in the order the run dispatched them."""
@@ -128,7 +131,7 @@ def chain_run() -> ChainRun:
             runner.feed(rec)
         runner.end_of_stream()
     return ChainRun(workdir=workdir, records=records, log=tuple(sink.log), bundle=bundle,
-                    operators={st.uid: st.operator for st in graph.stages})
+                    operators={st.uid: st.operator for st in graph.stages}, graph=graph)
 
 
 @cache

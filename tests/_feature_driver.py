@@ -1,18 +1,16 @@
 """Test-local drivers for the window-features operator (the real runner lives in jobs/).
 
-``EventDriver`` is the minimal per-event runtime the operator contract describes: the
-watermark before an event is ``max event time seen - lateness`` over the events before it;
-after each event, timers whose time the new watermark reached fire in ``(ts, key)`` order; at
-the end the watermark jumps to ``END_OF_STREAM``. ``run_batches`` drives the batched path over
+``EventDriver`` drives the operator per event through the runtime core: the watermark before
+an event is ``max event time seen - lateness`` over the events before it; after each event,
+timers whose time the new watermark reached fire in ``(ts, key)`` order; at the end the
+watermark jumps to ``END_OF_STREAM``. ``run_batches`` drives the batched path over
 chunks. Both return the emitted messages so tests compare whole sequences.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -22,8 +20,11 @@ import pandas as pd
 
 from jobs.accel.features_columns import FeaturesColumns
 from jobs.accel.tick_columns import TickColumns, bounded_watermarks
+from jobs.core.checkpoint import decode_checkpoint, encode_checkpoint, make_checkpoint
+from jobs.core.stage import StageHost
+from jobs.core.watermarks import WatermarkTracker
 from jobs.data import EMINI_SYMBOL, EMINI_TZ, EMINI_VENUE
-from operators.contract import END_OF_STREAM, MIN_WATERMARK, Emit, SimpleContext
+from operators.contract import END_OF_STREAM, Emit
 from operators.features import FeatureState, WindowFeatures
 from topics.messages import Tick
 
@@ -63,44 +64,36 @@ def state_bytes(op: WindowFeatures, states: dict[str, FeatureState]) -> dict[str
     return {k: op.snapshot(v) for k, v in states.items()}
 
 
-@dataclass
 class EventDriver:
-    """Feeds events one by one; fires timers in ``(ts, key)`` order as the watermark passes."""
+    """Feeds events one by one through the runtime core (``jobs.core``): one stage host and a
+    one-partition watermark tracker, as a per-operator host (a Flink wrapper) drives a stage."""
 
-    op: WindowFeatures
-    lateness: int = 0
-    states: dict[str, FeatureState] = field(default_factory=dict)
-    timers: list[tuple[int, str]] = field(default_factory=list)
-    max_ts: int | None = None
-    out: list[Emit] = field(default_factory=list)
+    def __init__(self, op: WindowFeatures, lateness: int = 0) -> None:
+        self.op = op
+        self.lateness = lateness
+        self.host = StageHost(op)
+        self.tracker = WatermarkTracker(1, lateness_ns=lateness)
+        self.out: list[Emit] = []
+
+    @property
+    def states(self) -> dict[str, FeatureState]:
+        states: dict[str, FeatureState] = self.host.states  # type: ignore[assignment]
+        return states
+
+    @property
+    def timers(self) -> list[tuple[int, str]]:
+        """Pending ``(ts, key)`` timers, sorted."""
+        return self.host.timers.snapshot()
 
     @property
     def watermark(self) -> int:
-        return MIN_WATERMARK if self.max_ts is None else self.max_ts - self.lateness
+        return self.tracker.current
 
     def feed(self, tick: Tick) -> None:
-        key = self.op.key(tick)
-        state = self.states.get(key)
-        if state is None:
-            state = self.op.new_state(key)
-        ctx = SimpleContext(watermark=self.watermark)
-        state, outs = self.op.process(state, tick, ctx)
-        self.states[key] = state
-        self.out.extend(outs)
-        for ts in ctx.timers or ():
-            if (ts, key) not in self.timers:
-                heapq.heappush(self.timers, (ts, key))
-        if self.max_ts is None or tick.ts_event > self.max_ts:
-            self.max_ts = tick.ts_event
-        self.advance(self.watermark)
-
-    def advance(self, watermark: int) -> None:
-        while self.timers and self.timers[0][0] <= watermark:
-            ts, key = heapq.heappop(self.timers)
-            ctx = SimpleContext(watermark=watermark)
-            state, outs = self.op.on_timer(self.states[key], ts, ctx)
-            self.states[key] = state
-            self.out.extend(outs)
+        self.out += self.host.process(tick)
+        wm = self.tracker.observe(0, tick.ts_event)
+        if wm > self.host.watermark:
+            self.out += self.host.fire(wm)
 
     def feed_all(self, ticks: Iterable[Tick]) -> EventDriver:
         for t in ticks:
@@ -108,23 +101,23 @@ class EventDriver:
         return self
 
     def finish(self) -> list[Emit]:
-        self.advance(END_OF_STREAM)
+        self.tracker.end(0)
+        self.out += self.host.fire(END_OF_STREAM)
         return self.out
 
-    def checkpoint(self) -> tuple[dict[str, bytes], list[tuple[int, str]], int | None]:
-        """What a runtime persists: operator snapshots, its timers, its watermark input."""
-        return state_bytes(self.op, self.states), list(self.timers), self.max_ts
+    def checkpoint(self) -> bytes:
+        """The core's checkpoint of this one-stage host: states, timers, watermark inputs."""
+        return encode_checkpoint(make_checkpoint(
+            watermark=self.host.watermark, partitions=self.tracker.snapshot(),
+            operators=[self.host.snapshot()]))
 
     @classmethod
-    def resume(
-        cls,
-        op: WindowFeatures,
-        lateness: int,
-        checkpoint: tuple[dict[str, bytes], list[tuple[int, str]], int | None],
-    ) -> EventDriver:
-        snaps, timers, max_ts = checkpoint
-        states = {k: op.restore(v) for k, v in snaps.items()}
-        return cls(op, lateness, states, list(timers), max_ts)
+    def resume(cls, op: WindowFeatures, lateness: int, checkpoint: bytes) -> EventDriver:
+        cp = decode_checkpoint(checkpoint)
+        driver = cls(op, lateness)
+        driver.host.restore(cp.operators[0])
+        driver.tracker.restore(cp.partitions)
+        return driver
 
 
 def run_events(

@@ -102,10 +102,12 @@ RUNS: dict[str, dict[str, Any]] = {
     "iceberg": {"algo": "ICEBERG", **UNGATED},
     "vwap": {"algo": "VWAP", **UNGATED},
     "default": {},
+    "default_again": {},
     "accounts": {"accounts": True, **UNGATED},
 }
-"""Replay name -> options beyond the defaults: ``guarded`` trades under the tight limits and
-the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap`` run one execution
+"""Replay name -> options beyond the defaults: ``default`` is ``streamquant run`` as shipped
+(the golden acceptance replay reads it and ``default_again``); ``guarded`` trades under the
+tight limits and the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap`` run one execution
 algorithm each; ``accounts`` trades three accounts with different limits side by side; all but
 ``default`` without the cost gate."""
 

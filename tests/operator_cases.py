@@ -225,7 +225,7 @@ def account_feed_case() -> OperatorCase:
 
 
 @cache
-def _account_events() -> list[msgspec.Struct]:
+def account_events() -> list[msgspec.Struct]:
     consumed = chain_run().consumed(("account.feed", "orders.intents"))
     first = next(i for i, m in enumerate(consumed) if isinstance(m, OrderIntent))
     events = consumed[max(0, first - ACCOUNT_LEAD_TICKS):][:ACCOUNT_WINDOW]
@@ -239,7 +239,7 @@ def account_case() -> OperatorCase:
     the kill switch tripped and reset in the middle; the watermark trails by 1 s, so
     buffered trades and intents sit in state (with their timers) across every cut."""
     cfg = _op("account").config
-    case = OperatorCase(make=lambda: AccountOperator(cfg), events=_account_events,
+    case = OperatorCase(make=lambda: AccountOperator(cfg), events=account_events,
                         input_topic="account.feed",
                         output_topics=("orders", "fills", "risk.rejects", "positions",
                                        "audit.decisions"),

@@ -1,7 +1,10 @@
-"""The contract every operator passes, run automatically over every operator in ``operators/``.
+"""The contract every operator passes, run automatically over every operator in ``operators/``
+and once per host in ``tests/contract_hosts.py``.
 
 Modelled on River's estimator checks: a new operator class is picked up by discovery and the
-suite fails until it has a case in ``tests/operator_cases.py`` with real input.
+suite fails until it has a case in ``tests/operator_cases.py`` with real input. A new runtime
+joins by adding a host: every check then runs on it, and its output bytes must equal the
+reference host's.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ import numpy as np
 import pytest
 
 import operators
-from jobs.graph import Graph, Stage
-from jobs.local_runner import LocalRunner
-from jobs.topic_sink import TopicSink
 from operators.contract import Operator, SimpleContext, StateMismatchError
+from tests.contract_hosts import HOSTS, REFERENCE, ContractHost
 from tests.operator_cases import CASES, OperatorCase
 
 
@@ -36,31 +37,36 @@ def _all_operator_classes() -> list[type[Operator[Any, Any]]]:
     return sorted(found, key=lambda c: c.UID)
 
 
-def _run(case: OperatorCase, events: list[Any], runner: LocalRunner | None = None) -> LocalRunner:
-    if runner is None:
-        runner = _runner(case)
+Host = tuple[str, OperatorCase]
+"""A host name and the case it runs (the two parametrized fixtures, joined)."""
+
+
+def _host(run: Host) -> ContractHost:
+    name, case = run
+    return HOSTS[name](case)
+
+
+def _run(run: Host, events: list[Any], host: ContractHost | None = None) -> ContractHost:
+    if host is None:
+        host = _host(run)
     for ev in events:
-        runner.feed(ev)
-    return runner
+        host.feed(ev)
+    return host
 
 
-def _runner(case: OperatorCase) -> LocalRunner:
-    op = case.make()
-    graph = Graph(case.input_topic, (Stage(op, (case.input_topic,), case.output_topics),))
-    sink = TopicSink(None, case.output_topics, capture=True)
-    return LocalRunner(graph, sink, lateness_ns=case.lateness_ns, watermark_topic=case.wm_topic)
+def _full_run(run: Host) -> dict[str, bytes]:
+    h = _run(run, run[1].events())
+    h.end_of_stream()
+    return h.outputs()
 
 
-def _outputs(runner: LocalRunner) -> dict[str, bytes]:
-    assert runner.sink.captured is not None
-    enc = msgspec.json.Encoder()
-    return {t: b"\n".join(enc.encode(v) for v in vs) for t, vs in runner.sink.captured.items()}
+_REFERENCE_OUTPUTS: dict[str, dict[str, bytes]] = {}
 
 
-def _full_run(case: OperatorCase) -> dict[str, bytes]:
-    r = _run(case, case.events())
-    r.end_of_stream()
-    return _outputs(r)
+def _reference_outputs(case_name: str, case: OperatorCase) -> dict[str, bytes]:
+    if case_name not in _REFERENCE_OUTPUTS:
+        _REFERENCE_OUTPUTS[case_name] = _full_run((REFERENCE, case))
+    return _REFERENCE_OUTPUTS[case_name]
 
 
 def test_every_operator_class_has_a_contract_case() -> None:
@@ -75,15 +81,34 @@ def case(request: pytest.FixtureRequest) -> OperatorCase:
     return CASES[request.param]()
 
 
-def test_case_produces_output(case: OperatorCase) -> None:
-    out = _full_run(case)
+@pytest.fixture(params=sorted(HOSTS), scope="module")
+def host(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def run(host: str, case: OperatorCase) -> Host:
+    return host, case
+
+
+def test_case_produces_output(run: Host) -> None:
+    out = _full_run(run)
     assert sum(len(v) for v in out.values()) > 0, "a contract case must exercise real outputs"
 
 
-def test_state_snapshot_round_trips(case: OperatorCase) -> None:
-    r = _run(case, case.events())
+def test_host_writes_the_reference_hosts_bytes(run: Host, request: pytest.FixtureRequest
+                                               ) -> None:
+    case_name = request.node.callspec.params["case"]
+    reference = _reference_outputs(case_name, run[1])
+    assert _full_run(run) == reference, f"host {run[0]!r} differs from {REFERENCE!r}"
+
+
+def test_state_snapshot_round_trips(run: Host) -> None:
+    case = run[1]
+    r = _run(run, case.events())
     op = case.make()
-    states = r.states(op.UID)
+    states = r.states()
     assert states, "no keyed state after the case's events"
     for state in states.values():
         blob = op.snapshot(state)
@@ -92,10 +117,11 @@ def test_state_snapshot_round_trips(case: OperatorCase) -> None:
         assert msgspec.msgpack.encode(restored) == msgspec.msgpack.encode(state)
 
 
-def test_snapshot_from_other_operator_or_version_is_refused(case: OperatorCase) -> None:
-    r = _run(case, case.events()[:50])
+def test_snapshot_from_other_operator_or_version_is_refused(run: Host) -> None:
+    case = run[1]
+    r = _run(run, case.events()[:50])
     op = case.make()
-    state = next(iter(r.states(op.UID).values()))
+    state = next(iter(r.states().values()))
     blob = op.snapshot(state)
 
     class Bumped(type(op)):  # type: ignore[misc]
@@ -107,34 +133,35 @@ def test_snapshot_from_other_operator_or_version_is_refused(case: OperatorCase) 
         bumped.restore(blob)
 
 
-def test_split_and_restored_run_equals_uninterrupted(case: OperatorCase) -> None:
-    events = case.events()
-    whole = _full_run(case)
+def test_split_and_restored_run_equals_uninterrupted(run: Host) -> None:
+    events = run[1].events()
+    whole = _full_run(run)
     rng = np.random.default_rng(7)
     for cut in sorted({1, len(events) // 2, *rng.integers(1, len(events), 3).tolist()}):
-        first = _run(case, events[:cut])
+        first = _run(run, events[:cut])
         blob = first.checkpoint()
-        second = _runner(case)
+        second = _host(run)
         second.restore(blob)
-        _run(case, events[cut:], second)
+        _run(run, events[cut:], second)
         second.end_of_stream()
-        a, b = _outputs(first), _outputs(second)
+        a, b = first.outputs(), second.outputs()
         joined = {t: b"\n".join(x for x in (a[t], b[t]) if x) for t in whole}
         assert joined == whole, f"split at {cut} differs from the uninterrupted run"
 
 
-def test_two_runs_are_identical(case: OperatorCase) -> None:
-    assert _full_run(case) == _full_run(case)
+def test_two_runs_are_identical(run: Host) -> None:
+    assert _full_run(run) == _full_run(run)
 
 
-def test_process_is_pure_given_state_and_event(case: OperatorCase) -> None:
+def test_process_is_pure_given_state_and_event(run: Host) -> None:
     """Same (state, event, watermark) twice from a snapshot: same outputs, same next state."""
+    case = run[1]
     events = case.events()
-    r = _run(case, events[: len(events) // 2])
+    r = _run(run, events[: len(events) // 2])
     op = case.make()
     nxt = events[len(events) // 2]
     key = op.key(nxt)
-    base = r.states(op.UID).get(key) or op.new_state(key)
+    base = r.states().get(key) or op.new_state(key)
     blob = op.snapshot(base)
     results = []
     for _ in range(2):
@@ -145,10 +172,10 @@ def test_process_is_pure_given_state_and_event(case: OperatorCase) -> None:
     assert results[0] == results[1]
 
 
-def test_events_are_not_mutated(case: OperatorCase) -> None:
-    events = case.events()
+def test_events_are_not_mutated(run: Host) -> None:
+    events = run[1].events()
     before = [msgspec.msgpack.encode(e) for e in events]
-    r = _run(case, events)
+    r = _run(run, events)
     r.end_of_stream()
     assert [msgspec.msgpack.encode(e) for e in events] == before
     assert all(type(e).__struct_config__.frozen for e in events)

@@ -1,0 +1,68 @@
+"""Golden acceptance replay: ``streamquant run`` on the E-mini sample gives exactly these figures.
+
+The session's bundle is trained by ``tests._replay_fixture`` with ``streamquant train``'s
+defaults; training is deterministic (the models and ``strategy.json`` are byte-identical to a
+separate ``streamquant train`` run's, checked when these figures were taken), so the replay is
+``streamquant run --models`` with the default options. It runs twice; both runs must write the
+same bytes and the pinned figures. A change to any figure is a behaviour change: it needs a
+documented reason and new constants here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests._replay_fixture import ReplayPool, pool_fixture
+
+replays = pool_fixture()
+
+# From `streamquant train --out M && streamquant run --models M --summary-json S` (defaults:
+# batch mode, the cost gate on, stale bars skipped) on main after issues 6 and 7 merged.
+# Before issue 7 the same replay gave 584 orders, 1,352 fills, 571 rejects and -12,075.25 net;
+# the GARCH fit, the leak-free regime fit, the stale-bar skip and above all the cost gate
+# (1,138 decisions held back) explain the change (docs/decision-chain.md).
+DECISIONS = 1_237
+ORDERS = 15
+FILLS = 29
+REJECTS_BY_CODE = {"CONCENTRATION_LIMIT": 7}
+NET_PNL = -134.0
+FEES = 34.0
+FINAL_EQUITY = 999_866.0
+STALE_BARS = 2
+COST_GATED = 1_138
+
+
+def test_the_emini_replay_pins_decisions_orders_fills_rejects_and_pnl(replays: ReplayPool
+                                                                      ) -> None:
+    s = replays.get("default").summary
+    assert s["decisions"] == DECISIONS
+    assert s["orders"] == ORDERS
+    assert s["fills"] == FILLS
+    assert s["rejects_by_code"] == REJECTS_BY_CODE
+    assert s["rejects"] == sum(REJECTS_BY_CODE.values())
+    assert s["pnl"] == NET_PNL
+    assert s["fees"] == FEES
+    assert s["final_equity"] == FINAL_EQUITY
+    assert s["stale_bars"] == STALE_BARS
+    assert s["cost_gated"] == COST_GATED
+    run = replays.get("default")
+    assert len(run.topic("audit.decisions")) == DECISIONS
+    assert len(run.topic("orders")) == ORDERS
+    assert len(run.topic("fills")) == FILLS
+    assert len(run.topic("risk.rejects")) == sum(REJECTS_BY_CODE.values())
+
+
+def test_the_golden_replay_writes_the_same_bytes_twice(replays: ReplayPool) -> None:
+    first, again = replays.get("default"), replays.get("default_again")
+
+    def files(out: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted((out / "topics").glob("*.jsonl"))}
+
+    a, b = files(first.out), files(again.out)
+    assert set(a) >= {"orders.jsonl", "fills.jsonl", "risk.rejects.jsonl", "positions.jsonl",
+                      "audit.decisions.jsonl", "signals.jsonl", "predictions.jsonl"}
+    assert a == b
+    timing = {"wall_s", "ticks_per_s", "bars_per_s", "train_s"}
+    sa = {k: v for k, v in first.summary.items() if k not in timing}
+    sb = {k: v for k, v in again.summary.items() if k not in timing}
+    assert sa == sb

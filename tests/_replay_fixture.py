@@ -107,9 +107,9 @@ RUNS: dict[str, dict[str, Any]] = {
 }
 """Replay name -> options beyond the defaults: ``default`` is ``streamquant run`` as shipped
 (the golden acceptance replay reads it and ``default_again``); ``guarded`` trades under the
-tight limits and the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap`` run one execution
-algorithm each; ``accounts`` trades three accounts with different limits side by side; all but
-``default`` without the cost gate."""
+tight limits and the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap``
+run one execution algorithm each; ``accounts`` trades three accounts with different limits side
+by side; all but ``default`` run without the cost gate."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,5 +13,5 @@ what happens in between, so every host gives the same bytes:
 - ``checkpoint``: the versioned checkpoint (envelopes, raw key states, timers, watermarks,
   source offsets, output positions) and its atomic file write.
 
-See ``docs/time.md`` for the rules and ``docs/architecture-core.md`` for how hosts use them.
+See ``docs/time.md`` for the rules and ``docs/architecture.md`` for how hosts use them.
 """

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -54,9 +54,12 @@ S = TypeVar("S")
 E = TypeVar("E")
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """An output message tagged with its topic and partitioning key."""
+class Emit(NamedTuple):
+    """An output message tagged with its topic and partitioning key.
+
+    A named tuple rather than a frozen dataclass: it is built once per output message on the
+    per-tick path, and a tuple is the cheapest immutable record CPython builds.
+    """
 
     topic: str
     key: str

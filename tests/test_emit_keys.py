@@ -26,6 +26,7 @@ from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.contract import Emit, Operator
+from operators.infer import Infer
 from tests._chain_fixture import chain_run
 from topics.catalog import topic
 
@@ -56,7 +57,12 @@ def replay() -> tuple[Graph, list[tuple[str, Emit]]]:
     log: list[tuple[str, Emit]] = []
     stages = []
     for st in run.graph.stages:
-        op = type(st.operator)(st.operator.config)  # type: ignore[call-arg, attr-defined]
+        old = st.operator
+        if isinstance(old, Infer):  # infer needs its model provider and is opened by its host
+            op: Any = Infer(old.config, old.model_provider)
+            op.open()
+        else:
+            op = type(old)(old.config)  # type: ignore[call-arg, attr-defined]
         _observed(op, log)
         stages.append(Stage(op, st.inputs, st.outputs, st.merge_inputs))
     graph = Graph(run.graph.source_topic, tuple(stages), run.graph.external)

@@ -189,7 +189,8 @@ def size_case() -> OperatorCase:
     cfg: SizeConfig = _op("size").config
     signals = chain_run().consumed(("signals",))
     case = OperatorCase(make=lambda: Size(cfg), events=_fixed(signals),
-                        input_topic="signals", output_topics=("orders.intents",),
+                        input_topic="signals",
+                        output_topics=("orders.intents", "audit.decisions"),  # stale-bar skips
                         wm_topic="signals")
     intents = [i for i in _outputs(case)["orders.intents"] if isinstance(i, OrderIntent)]
     return _require(case, [] if any(i.target_position != 0 for i in intents)

@@ -58,7 +58,7 @@ class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{self.symbol}: {name} must be finite and > 0, got {v!r}")
 
 
-class Position(msgspec.Struct, frozen=True, kw_only=True):
+class Holding(msgspec.Struct, frozen=True, kw_only=True):
     """One symbol's position; ``quantity`` is signed (short < 0), ``avg_price`` 0 when flat.
 
     ``working_buy`` / ``working_sell`` are routed but unfilled child quantities: the risk
@@ -98,7 +98,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     cash_units: int
     start_equity: float
     session_id: str = ""
-    positions: dict[str, Position] = msgspec.field(default_factory=dict)
+    positions: dict[str, Holding] = msgspec.field(default_factory=dict)
     last_prices: dict[str, float] = msgspec.field(default_factory=dict)
     halted: bool = False
     halt_reason: str = ""
@@ -113,7 +113,7 @@ class AccountState(msgspec.Struct, kw_only=True):
         return from_units(self.cash_units)
 
 
-FLAT = Position()
+FLAT = Holding()
 
 
 def new_account(config: AccountConfig, session_id: str = "") -> AccountState:
@@ -137,7 +137,7 @@ def copy_state(state: AccountState) -> AccountState:
     )
 
 
-def position(state: AccountState, symbol: str) -> Position:
+def position(state: AccountState, symbol: str) -> Holding:
     """The position in ``symbol`` (a flat one if never traded)."""
     return state.positions.get(symbol, FLAT)
 
@@ -150,7 +150,7 @@ def register_instrument(state: AccountState, spec: InstrumentSpec) -> AccountSta
     """
     pos = state.positions.get(spec.symbol)
     if pos is None:
-        state.positions[spec.symbol] = Position(multiplier=spec.multiplier, group=spec.group)
+        state.positions[spec.symbol] = Holding(multiplier=spec.multiplier, group=spec.group)
         return state
     if pos.multiplier != spec.multiplier:
         raise ValueError(
@@ -195,7 +195,7 @@ def apply_fill(
 
     pos = state.positions.get(symbol)
     if pos is None:
-        pos = Position(multiplier=multiplier, group=group or symbol)
+        pos = Holding(multiplier=multiplier, group=group or symbol)
     elif pos.multiplier != multiplier:
         raise ValueError(f"{symbol}: fill multiplier {multiplier} != {pos.multiplier} on book")
 
@@ -277,7 +277,7 @@ def mark_price(state: AccountState, symbol: str) -> float:
     return px
 
 
-def market_value_units(state: AccountState, symbol: str, pos: Position) -> int:
+def market_value_units(state: AccountState, symbol: str, pos: Holding) -> int:
     """``q × mark × multiplier`` of one position in money units (at cost if never traded)."""
     px = state.last_prices.get(symbol)
     if px is None:

@@ -26,6 +26,7 @@ from jobs.topic_sink import TopicSink
 from operators.contract import END_OF_STREAM, Emit
 from operators.features import WindowFeatures
 from operators.normalize import Normalize
+from topics import names as tn
 from topics.messages import Control, LateTick, Tick
 
 CHUNK = 65_536
@@ -48,22 +49,22 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     fcols = FeaturesColumns(feats)
     result = ncols.validate(cols, lateness_ns=lateness_ns)
     valid = cols.select(result.valid)
-    need_ticks = bool(chain) or sink.writes("md.ticks") or sink.writes("md.ticks.late")
+    need_ticks = bool(chain) or sink.writes(tn.MD_TICKS) or sink.writes(tn.MD_TICKS_LATE)
     ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) if need_ticks else None
     for dl in result.dead_letters:
-        sink.emit("md.ticks.dlq", dl)
+        sink.emit(tn.MD_TICKS_DLQ, dl)
     bt = _tick_columns(valid, src, ticks)
     runner: LocalRunner | None = None
     if chain:
-        graph = Graph("md.ticks", chain, external=("features", "control"))
+        graph = Graph(tn.MD_TICKS, chain, external=(tn.FEATURES, tn.CONTROL))
         runner = LocalRunner(graph, sink, lateness_ns=lateness_ns)
         for c in controls:
-            runner.inject("control", c)
+            runner.inject(tn.CONTROL, c)
     elif ticks is not None:
         for t in ticks:
-            sink.emit("md.ticks", t)
+            sink.emit(tn.MD_TICKS, t)
     else:
-        sink.counts["md.ticks"] += len(valid)
+        sink.counts[tn.MD_TICKS] += len(valid)
     states: dict[str, Any] = {}
     max_seen: int | None = None
     for start in range(0, len(bt), CHUNK):
@@ -80,9 +81,9 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         _emit_all(sink, final.emits())
     else:
         for bar in final.bars:
-            sink.emit("md.bars", bar)
+            sink.emit(tn.MD_BARS, bar)
         if final.features:
-            runner.inject_many("features", final.features)
+            runner.inject_many(tn.FEATURES, final.features)
         runner.end_of_stream()
     return n
 
@@ -114,18 +115,18 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
         nonlocal j
         k = j
         while j < nb and close_after[j] <= row:
-            sink.emit("md.bars", res.bars[j])
+            sink.emit(tn.MD_BARS, res.bars[j])
             j += 1
         if j > k:
-            runner.inject_many("features", res.features[k:j])
+            runner.inject_many(tn.FEATURES, res.features[k:j])
 
     closing(-1)  # closed by the watermark carried into this batch
     for i in range(len(chunk)):
         t = ticks[i]
-        inject("md.ticks", t)
+        inject(tn.MD_TICKS, t)
         w = late.get(i)
         if w is not None:
-            sink.emit("md.ticks.late", LateTick(ts_event=t.ts_event, tick=t, watermark=w))
+            sink.emit(tn.MD_TICKS_LATE, LateTick(ts_event=t.ts_event, tick=t, watermark=w))
         if j < nb and close_after[j] == i:
             closing(i)
         wa = wm_after[i]

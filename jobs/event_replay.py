@@ -15,6 +15,7 @@ from operators.features import (
     WindowFeatures,
 )
 from operators.normalize import Normalize
+from topics import names as tn
 from topics.messages import (
     Control,
 )
@@ -29,7 +30,7 @@ def run_event_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     n = 0
     with opened(graph.stages):
         for c in controls:
-            runner.inject("control", c)
+            runner.inject(tn.CONTROL, c)
         for rec in iter_records(src):
             runner.feed(rec)
             n += 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from operators.contract import Operator
+from topics import names as tn
 from topics.catalog import CATALOG
 
 
@@ -55,7 +56,7 @@ class Graph:
 
     @property
     def output_topics(self) -> tuple[str, ...]:
-        out: list[str] = [t for t in self.external if t != "control"]
+        out: list[str] = [t for t in self.external if t != tn.CONTROL]
         for st in self.stages:
             out.extend(t for t in st.outputs if t not in out)
         return tuple(out)

@@ -28,6 +28,7 @@ from jobs.core.watermarks import WatermarkTracker
 from jobs.graph import Graph
 from jobs.topic_sink import TopicSink
 from operators.contract import END_OF_STREAM, MIN_WATERMARK, Emit
+from topics import names as tn
 
 PARTITION = 0
 """The local runner reads its source as one partition."""
@@ -42,7 +43,7 @@ class LocalRunner:
         sink: TopicSink,
         *,
         lateness_ns: int = 0,
-        watermark_topic: str = "md.ticks",
+        watermark_topic: str = tn.MD_TICKS,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.graph = graph

@@ -71,6 +71,7 @@ from operators.features import (
 )
 from operators.infer import Device, Infer
 from operators.normalize import Normalize
+from topics import names as tn
 from topics.messages import (
     DeadLetter,
     Decision,
@@ -97,7 +98,7 @@ class _Run:
     chain: ChainOptions | None = None
 
 
-_KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")
+_KEEP = (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS)
 
 
 def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_ns: int,
@@ -147,24 +148,24 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     chain_opts = _chain_for(opts, stats, bf.feature_version, bar_ns, opts.tz, device,
                             child_ttl_ns=5 * bar_ns)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
-    graph = Graph("md.bars", (Stage(bf, ("md.bars",), ("features",)), *chain),
-                  external=("md.ticks", "control") if chain else ())
-    sink = TopicSink(topics_dir, ("md.ticks.dlq", "md.bars", *graph.output_topics),
+    graph = Graph(tn.MD_BARS, (Stage(bf, (tn.MD_BARS,), (tn.FEATURES,)), *chain),
+                  external=(tn.MD_TICKS, tn.CONTROL) if chain else ())
+    sink = TopicSink(topics_dir, (tn.MD_TICKS_DLQ, tn.MD_BARS, *graph.output_topics),
                      capture=_KEEP if chain else False)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
-                         watermark_topic="md.ticks" if chain else "md.bars")
+                         watermark_topic=tn.MD_TICKS if chain else tn.MD_BARS)
     with opened(graph.stages):
         for c in load_controls(opts.control):
-            runner.inject("control", c)
+            runner.inject(tn.CONTROL, c)
         for item, _ in items:
             if isinstance(item, DeadLetter):
-                sink.emit("md.ticks.dlq", item)
+                sink.emit(tn.MD_TICKS_DLQ, item)
                 continue
-            sink.emit("md.bars", item)
+            sink.emit(tn.MD_BARS, item)
             runner.feed(item)
             stats.bars_in += 1
             if chain:
-                runner.inject("md.ticks", bar_tick(item))
+                runner.inject(tn.MD_TICKS, bar_tick(item))
                 runner.advance_to_data()
         runner.end_of_stream()
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
@@ -362,10 +363,10 @@ def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> R
     reports: dict[str, Report] = {}
     for a in chain.accounts:
         name = a.name
-        audit = of("audit.decisions", Decision, name)
+        audit = of(tn.AUDIT_DECISIONS, Decision, name)
         report = build_report(
-            positions=of("positions", Position, name), fills=of("fills", Fill, name),
-            orders=of("orders", Order, name), rejects=of("risk.rejects", RiskReject, name),
+            positions=of(tn.POSITIONS, Position, name), fills=of(tn.FILLS, Fill, name),
+            orders=of(tn.ORDERS, Order, name), rejects=of(tn.RISK_REJECTS, RiskReject, name),
             decisions=audit, initial_equity=a.settings.initial_equity,
             multipliers={s: i.multiplier for s, i in chain.instruments.items()},
             periods_per_year=chain.periods_per_year, start_ts=chain.bundle.train_end,
@@ -399,7 +400,7 @@ def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:
             "trading from": format_ns(chain.bundle.train_end), "chart times": "UTC"}
     write_report_html(opts.out / "report.html", figures=report.figures, ts=report.ts,
                       equity=report.equity,
-                      positions=_captured(captured, "positions", Position),
-                      decisions=_captured(captured, "audit.decisions", Decision),
-                      fills=_captured(captured, "fills", Fill),
+                      positions=_captured(captured, tn.POSITIONS, Position),
+                      decisions=_captured(captured, tn.AUDIT_DECISIONS, Decision),
+                      fills=_captured(captured, tn.FILLS, Fill),
                       title=f"streamquant backtest: {run.input_path.name}", meta=meta)

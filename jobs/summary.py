@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.topic_sink import TopicSink
+from topics import names as tn
 
 
 @dataclass(slots=True)
@@ -20,17 +21,17 @@ class RunStats:
 
 def build_summary(sink: TopicSink, stats: RunStats, dlq: Counter[str]) -> dict[str, Any]:
     c = sink.counts
-    ticks = c.get("md.ticks", 0)
+    ticks = c.get(tn.MD_TICKS, 0)
     replay_s = stats.wall_s - stats.train_s
     return {
         "ticks_in": stats.ticks_in,
         "ticks_valid": ticks if stats.bars_in == 0 else 0,  # bar replays: derived prints only
         "dlq": sum(dlq.values()),
         "dlq_by_reason": dict(sorted(dlq.items())),
-        "late_ticks": c.get("md.ticks.late", 0),
+        "late_ticks": c.get(tn.MD_TICKS_LATE, 0),
         "bars_in": stats.bars_in,
-        "bars": c.get("md.bars", 0) if stats.bars_in == 0 else stats.bars_in,
-        "features": c.get("features", 0),
+        "bars": c.get(tn.MD_BARS, 0) if stats.bars_in == 0 else stats.bars_in,
+        tn.FEATURES: c.get(tn.FEATURES, 0),
         "wall_s": round(stats.wall_s, 3),
         "train_s": round(stats.train_s, 3),
         # replay throughput: training (when run trains first) is reported apart

@@ -32,6 +32,7 @@ from operators.normalize import Normalize
 from operators.regime_blend import BlendConfig, RegimeBlend
 from operators.size import Size as SizeOp
 from operators.size import SizeConfig, SizedAccount
+from topics import names as tn
 from topics.messages import (
     Algo,
 )
@@ -101,21 +102,21 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
             track_volume=opts.algo == "VWAP"),
         session_start=session, session_tz=opts.session_tz))
     return (
-        Stage(infer, ("features",), ("predictions",)),
-        Stage(blend, ("features", "predictions"), ("regimes", "signals")),
-        Stage(size, ("signals",), ("orders.intents", "audit.decisions")),
-        Stage(feed, ("md.ticks", "control"), ("account.feed",)),
-        Stage(account, ("orders.intents", "account.feed"),
-              ("orders", "fills", "risk.rejects", "positions", "audit.decisions")),
+        Stage(infer, (tn.FEATURES,), (tn.PREDICTIONS,)),
+        Stage(blend, (tn.FEATURES, tn.PREDICTIONS), (tn.REGIMES, tn.SIGNALS)),
+        Stage(size, (tn.SIGNALS,), (tn.ORDERS_INTENTS, tn.AUDIT_DECISIONS)),
+        Stage(feed, (tn.MD_TICKS, tn.CONTROL), (tn.ACCOUNT_FEED,)),
+        Stage(account, (tn.ORDERS_INTENTS, tn.ACCOUNT_FEED),
+              (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS)),
     )
 
 
 def tick_graph(norm: Normalize, feats: WindowFeatures, chain: tuple[Stage, ...] = ()) -> Graph:
-    return Graph("md.ticks.raw", (
-        Stage(norm, ("md.ticks.raw",), ("md.ticks", "md.ticks.dlq")),
-        Stage(feats, ("md.ticks",), ("md.bars", "features", "md.ticks.late")),
+    return Graph(tn.MD_TICKS_RAW, (
+        Stage(norm, (tn.MD_TICKS_RAW,), (tn.MD_TICKS, tn.MD_TICKS_DLQ)),
+        Stage(feats, (tn.MD_TICKS,), (tn.MD_BARS, tn.FEATURES, tn.MD_TICKS_LATE)),
         *chain,
-    ), external=("control",) if chain else ())
+    ), external=(tn.CONTROL,) if chain else ())
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from operators.features import (
     features_from_bars,
 )
 from operators.normalize import Normalize
+from topics import names as tn
 from topics.messages import (
     Bar,
     FeatureVector,
@@ -40,14 +41,15 @@ def features_pass(src: TickInput, norm: Normalize, bar_ns: int, lateness_ns: int
                   *, quiet: bool = True) -> list[FeatureVector]:
     """Feature vectors of the whole input (batched, nothing written): the training data."""
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=lateness_ns))
-    sink = TopicSink(None, ("md.ticks", "md.ticks.dlq", "md.bars", "features", "md.ticks.late"),
-                     capture=("features",))
+    sink = TopicSink(None, (tn.MD_TICKS, tn.MD_TICKS_DLQ, tn.MD_BARS, tn.FEATURES,
+                            tn.MD_TICKS_LATE),
+                     capture=(tn.FEATURES,))
     progress = Progress("training features", data_lines(src.path, header=src.spec.fmt == "csv"),
                         enabled=not quiet)
     run = run_batch_ticks if src.spec.fmt == "csv" else run_event_ticks
     run(src, norm, feats, (), sink, lateness_ns, [], progress)
     assert sink.captured is not None
-    return [fv for fv in sink.captured["features"] if isinstance(fv, FeatureVector)]
+    return [fv for fv in sink.captured[tn.FEATURES] if isinstance(fv, FeatureVector)]
 
 
 def train_end_for(bundled: bool, vectors: list[FeatureVector], train_fraction: float) -> int:

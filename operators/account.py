@@ -57,6 +57,7 @@ from operators.domain.risk_rules import DAILY_LOSS_LIMIT, OrderProposal
 from operators.domain.sessions import next_session
 from operators.domain.venue import ExternalVenue, SimulatedVenue, Venue, VenueBook
 from operators.event_buffer import Buffered, take_due
+from topics import names as tn
 from topics.messages import (
     AccountFeed,
     Control,
@@ -270,7 +271,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         expires_at = sent_at + cfg.child_ttl_ns
         ctx.register_timer(expires_at)
         order = order_record(c, account, sent_at, cfg, self._venue(c.symbol))
-        out.append(Emit("orders", account, order))
+        out.append(Emit(tn.ORDERS, account, order))
         _bump(state, "child_orders")
         reports = self._venues[account].send(state.venue, order, expires_at)
         if reports:
@@ -298,7 +299,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
             reports = venue.cancel(state.venue, c.client_order_id, now, why)
             if venue.external:
                 c.cancelling = True
-                out.append(Emit("orders.cancels", state.account, cancel_record(
+                out.append(Emit(tn.ORDERS_CANCELS, state.account, cancel_record(
                     c, state.account, now, self._venue(c.symbol), why)))
             if reports:
                 self._apply_reports(state, reports, out)
@@ -310,7 +311,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         pid = first.parent_order_id
         victims = [c for c in state.execution.children if c.parent_order_id == pid]
         cancelled = self._cancel(state, victims, "cancelled", now, out)
-        out.append(Emit("risk.rejects", state.account,
+        out.append(Emit(tn.RISK_REJECTS, state.account,
                         parent_reject_record(first, state.account, now, cancelled, reasons)))
 
     @staticmethod
@@ -357,7 +358,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         lg.apply_fill(state.ledger, r.symbol, c.side, r.quantity, r.price, r.fee,
                       spec.multiplier, spec.group)
         _bump(state, "fills")
-        out.append(Emit("fills", state.account, fill_record(r, c, state.account)))
+        out.append(Emit(tn.FILLS, state.account, fill_record(r, c, state.account)))
         out.append(self._position(state, r.symbol, r.ts_event, "fill"))
 
     # -- inputs -------------------------------------------------------------------------------
@@ -447,7 +448,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                 qty = requested
             else:
                 _bump(state, "rejects")
-                out.append(Emit("risk.rejects", account, to_reject(
+                out.append(Emit(tn.RISK_REJECTS, account, to_reject(
                     decision, proposal, decision_id=it.decision_id, account=account)))
                 if self.config.resize_to_allowed and decision.allowed_quantity >= spec.lot_size:
                     qty = decision.allowed_quantity
@@ -475,7 +476,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                 _bump(state, "parent_orders")
                 self._advance(state, it.ts_event, out, ctx)
         _bump(state, "decisions")
-        out.append(Emit("audit.decisions", it.decision_id,
+        out.append(Emit(tn.AUDIT_DECISIONS, it.decision_id,
                         decision_record(it, action, qty, flags, order_ids)))
         out.append(self._position(state, it.symbol, it.ts_event, "decision"))
 
@@ -504,7 +505,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
     def _position(
         self, state: AccountOpState, symbol: str, ts: int, cause: Literal["fill", "decision", "end"]
     ) -> Emit:
-        return Emit("positions", state.account,
+        return Emit(tn.POSITIONS, state.account,
                     position_record(state.ledger, state.account, symbol, ts, cause))
 
     def _roll_session(self, state: AccountOpState, ts: int) -> None:

@@ -13,9 +13,10 @@ import msgspec
 
 from operators.contract import Context, Emit, Operator
 from operators.domain.limits import AccountSpec
+from topics import names as tn
 from topics.messages import AccountFeed, Control, Tick
 
-FEED_TOPIC = "account.feed"
+FEED_TOPIC = tn.ACCOUNT_FEED
 
 
 class AccountFeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

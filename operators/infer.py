@@ -42,10 +42,11 @@ from operators.contract import (
     stable_hash,
 )
 from operators.model_provider import ModelEntry, ModelProvider, verified
+from topics import names as tn
 from topics.messages import ExecutionDevice, FeatureVector, Prediction
 
 AB_BUCKETS = 10_000
-PREDICTIONS_TOPIC = "predictions"
+PREDICTIONS_TOPIC = tn.PREDICTIONS
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _QUIET = 3  # onnxruntime log severity: errors only (no warnings about missing providers)

@@ -20,6 +20,7 @@ import msgspec
 
 from operators.contract import Context, Emit, Operator
 from operators.domain.regime_filter import HmmParams, HmmState, RegimeFilter, entropy
+from topics import names as tn
 from topics.messages import DecisionTrace, FeatureVector, Prediction, Regime, Signal
 
 REGIMES = ("bull", "bear", "sideways")
@@ -144,7 +145,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
         decided_at = fv.ts_closed
         out = [
             Emit(
-                "regimes",
+                tn.REGIMES,
                 fv.symbol,
                 Regime(
                     ts_event=fv.ts_event,
@@ -196,7 +197,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
             inputs=fv.inputs,
             device=preds[0].device if preds else msgspec.UNSET,
         )
-        out.append(Emit("signals", fv.symbol, Signal(
+        out.append(Emit(tn.SIGNALS, fv.symbol, Signal(
             ts_event=decided_at, symbol=fv.symbol, decision_id=did, signal=2.0 * prob_up - 1.0,
             prob_up=prob_up, confidence=confidence, close=fv.close, bar_return=ret,
             weights=weight_map, regime_probs=regime_probs, fallback=fallback, trace=trace)))

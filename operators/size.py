@@ -46,6 +46,7 @@ import msgspec
 
 from operators.contract import Context, Emit, Operator
 from operators.domain.volatility import VolConfig, VolForecaster, VolState
+from topics import names as tn
 from topics.messages import Algo, Decision, OrderIntent, Signal
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -203,7 +204,7 @@ class Size(Operator[SizeState, Signal]):
                 "confidence": event.confidence,
                 "fraction": frac,
             })
-            out.append(Emit("orders.intents", acct.name, intent))
+            out.append(Emit(tn.ORDERS_INTENTS, acct.name, intent))
         return state, out
 
     def _intent(self, state: SizeState, event: Signal, acct: SizedAccount, several: bool,
@@ -260,7 +261,7 @@ class Size(Operator[SizeState, Signal]):
         """The audit record of a decision that emits no order intent."""
         tr = event.trace
         assert tr is not None
-        return Emit("audit.decisions", event.decision_id, Decision(
+        return Emit(tn.AUDIT_DECISIONS, event.decision_id, Decision(
             ts_event=event.ts_event, decision_id=event.decision_id, symbol=event.symbol,
             action="HOLD", quantity=0.0, confidence=event.confidence,
             regime_probs=tr.regime_probs, strategy_weights=tr.strategy_weights,

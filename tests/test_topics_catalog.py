@@ -111,3 +111,30 @@ def test_committed_kafka_manifests_match_the_catalog() -> None:
         assert f"  partitions: {spec.partitions}\n" in doc
         assert f'cleanup.policy: "{spec.cleanup_policy}"' in doc
     assert 'retention.ms: "-1"' in docs[list(CATALOG).index("orders")]
+
+
+def test_topic_name_constants_are_exactly_the_catalog() -> None:
+    """Code names topics through ``topics.names``; every constant is a catalog topic and every
+    catalog topic has its constant."""
+    from topics import names
+
+    spelled = {v for k, v in vars(names).items() if k.isupper()}
+    assert spelled == set(CATALOG)
+
+
+def test_stage_operators_name_no_topic_by_a_string_literal() -> None:
+    """The graph and the operators that emit use the constants (``topics/names.py``)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = [*root.glob("operators/*.py"), root / "jobs" / "topology.py",
+             root / "jobs" / "batch_replay.py", root / "jobs" / "event_replay.py"]
+    found = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Emit", "Stage"):
+                for arg in ast.walk(node):
+                    if isinstance(arg, ast.Constant) and arg.value in CATALOG:
+                        found.append(f"{f.name}:{arg.lineno} {arg.value!r}")
+    assert not found

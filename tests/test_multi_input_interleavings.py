@@ -2,11 +2,11 @@
 
 A Kafka host reads each input topic from its own partitions: the order within a stream is kept,
 the interleaving between streams is not. The regime blend (feature vectors and predictions) and
-the account (ticks, sized intents, control commands) run here as multi-input stages of a real
-graph on the local runner, fed the recorded chain replay's messages (``tests._chain_fixture``)
-in the recorded order and in random interleavings (``tests._interleavings``, fixed seeds);
-every output topic must be byte-identical. The core's own merge is tested the same way in
-``tests/test_event_time_merge.py``.
+the account (its feed of trades and commands, sized intents) run here as multi-input stages of
+a real graph on the local runner, fed the recorded chain replay's messages
+(``tests._chain_fixture``) in the recorded order and in random interleavings
+(``tests._interleavings``, fixed seeds); every output topic must be byte-identical. The core's
+own merge is tested the same way in ``tests/test_event_time_merge.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from operators.regime_blend import RegimeBlend
 from tests._chain_fixture import chain_run
 from tests._interleavings import interleave
 from tests.operator_cases import ACCOUNT_LATENESS_NS, BLEND_MESSAGES, account_events
-from topics.messages import Control, FeatureVector, OrderIntent, Prediction, Tick
+from topics.messages import AccountFeed, FeatureVector, OrderIntent, Prediction
 
 SEEDS = (1, 2, 3)
 MINUTE = 60_000_000_000
@@ -87,37 +87,37 @@ def test_regime_blend_outputs_ignore_the_interleaving_of_vectors_and_predictions
 
 # ------------------------------------------------------------------------------ account
 
-ACCOUNT_INPUTS = ("md.ticks", "orders.intents", "control")
+ACCOUNT_INPUTS = ("account.feed", "orders.intents")
 
 
 @pytest.fixture(scope="module")
-def account_streams() -> tuple[list[Any], list[Any], list[Any]]:
+def account_streams() -> tuple[list[Any], list[Any]]:
     events = account_events()
-    streams = ([e for e in events if isinstance(e, Tick)],
-               [e for e in events if isinstance(e, OrderIntent)],
-               [e for e in events if isinstance(e, Control)])
-    assert streams[1] and len(streams[2]) == 2
+    streams = ([e for e in events if isinstance(e, AccountFeed)],
+               [e for e in events if isinstance(e, OrderIntent)])
+    assert streams[1] and sum(f.control is not None for f in streams[0]) == 2
     return streams
 
 
 def _account_graph() -> Graph:
     account = AccountOperator(chain_run().operators["account"].config)  # type: ignore[attr-defined]
-    return Graph("md.ticks", (Stage(account, ("orders.intents", "md.ticks", "control"),
-                                    ACCOUNT_OUTPUTS),),
-                 external=("orders.intents", "control"))
+    return Graph("account.feed", (Stage(account, ("orders.intents", "account.feed"),
+                                        ACCOUNT_OUTPUTS),),
+                 external=("orders.intents",))
 
 
-def test_account_outputs_ignore_the_interleaving_of_ticks_intents_and_control(
-        account_streams: tuple[list[Any], list[Any], list[Any]]) -> None:
+def test_account_outputs_ignore_the_interleaving_of_its_feed_and_intents(
+        account_streams: tuple[list[Any], list[Any]]) -> None:
     events = account_events()
-    topic_of = {Tick: "md.ticks", OrderIntent: "orders.intents", Control: "control"}
-    recorded = [(topic_of[type(e)], e) for e in events]
+    recorded = [("orders.intents" if isinstance(e, OrderIntent) else "account.feed", e)
+                for e in events]
     reference = _run(_account_graph(), ACCOUNT_OUTPUTS, recorded, ACCOUNT_LATENESS_NS,
-                     "md.ticks")
+                     "account.feed")
     assert reference["orders"] and reference["fills"] and reference["risk.rejects"]
     for seed in SEEDS:
         order = [(ACCOUNT_INPUTS[s], v)
                  for s, v in interleave(account_streams, ACCOUNT_LATENESS_NS, seed)]
         assert order != recorded
-        got = _run(_account_graph(), ACCOUNT_OUTPUTS, order, ACCOUNT_LATENESS_NS, "md.ticks")
+        got = _run(_account_graph(), ACCOUNT_OUTPUTS, order, ACCOUNT_LATENESS_NS,
+                   "account.feed")
         assert got == reference, seed

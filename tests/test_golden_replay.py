@@ -52,6 +52,25 @@ def test_the_emini_replay_pins_decisions_orders_fills_rejects_and_pnl(replays: R
     assert len(run.topic("risk.rejects")) == sum(REJECTS_BY_CODE.values())
 
 
+# The same replay without the cost gate (`--no-cost-gate`: the busy tape the mechanics tests
+# trade), taken the same way on the same code.
+UNGATED = {
+    "decisions": 1_237, "orders": 580, "fills": 1_320,
+    "rejects_by_code": {"CONCENTRATION_LIMIT": 578},
+    "pnl": -12_943.75, "fees": 1_925.0, "final_equity": 987_056.25, "cost_gated": 0,
+}
+
+
+def test_the_ungated_emini_replay_pins_its_figures(replays: ReplayPool) -> None:
+    run = replays.get("base")
+    s = run.summary
+    assert {k: s[k] for k in UNGATED} == UNGATED
+    assert s["rejects"] == sum(UNGATED["rejects_by_code"].values())  # type: ignore[arg-type]
+    assert len(run.topic("orders")) == UNGATED["orders"]
+    assert len(run.topic("fills")) == UNGATED["fills"]
+    assert len(run.topic("risk.rejects")) == s["rejects"]
+
+
 def test_the_golden_replay_writes_the_same_bytes_twice(replays: ReplayPool) -> None:
     first, again = replays.get("default"), replays.get("default_again")
 

@@ -2,8 +2,9 @@
 
 Two symbols built from the real E-mini trades (alternate rows) close their bars on the same
 watermark. The keyed batch contract hands `infer` one key's run at a time (`process_batch`
-with that key's state); the runner still calls the deprecated `process_many` shim, which groups
-per key and keeps the event order.
+with that key's state): the runtime core splits a watermark step's vectors per key. The
+deprecated `process_many` shim (no longer called by the runtime) groups per key and keeps the
+event order.
 """
 
 from __future__ import annotations

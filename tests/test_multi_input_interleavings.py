@@ -2,11 +2,11 @@
 
 A Kafka host reads each input topic from its own partitions: the order within a stream is kept,
 the interleaving between streams is not. The regime blend (feature vectors and predictions) and
-the account (ticks, sized intents, control commands) run here as multi-input stages of a real
-graph on the local runner, fed the recorded chain replay's messages (``tests._chain_fixture``)
-in the recorded order and in random interleavings (``tests._interleavings``, fixed seeds);
-every output topic must be byte-identical. The core's own merge is tested the same way in
-``tests/test_event_time_merge.py``.
+the account (its feed of trades and commands, sized intents) run here as multi-input stages of
+a real graph on the local runner, fed the recorded chain replay's messages
+(``tests._chain_fixture``) in the recorded order and in random interleavings
+(``tests._interleavings``, fixed seeds); every output topic must be byte-identical. The core's
+own merge is tested the same way in ``tests/test_event_time_merge.py``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ ACCOUNT_INPUTS = ("account.feed", "orders.intents")
 
 @pytest.fixture(scope="module")
 def account_streams() -> tuple[list[Any], list[Any]]:
-    """The account's two inputs: its feed (trades and commands, keyed by account) and intents."""
     events = account_events()
     streams = ([e for e in events if isinstance(e, AccountFeed)],
                [e for e in events if isinstance(e, OrderIntent)])
@@ -107,11 +106,11 @@ def _account_graph() -> Graph:
                  external=("orders.intents",))
 
 
-def test_account_outputs_ignore_the_interleaving_of_trades_intents_and_control(
+def test_account_outputs_ignore_the_interleaving_of_its_feed_and_intents(
         account_streams: tuple[list[Any], list[Any]]) -> None:
     events = account_events()
-    topic_of = {AccountFeed: "account.feed", OrderIntent: "orders.intents"}
-    recorded = [(topic_of[type(e)], e) for e in events]
+    recorded = [("orders.intents" if isinstance(e, OrderIntent) else "account.feed", e)
+                for e in events]
     reference = _run(_account_graph(), ACCOUNT_OUTPUTS, recorded, ACCOUNT_LATENESS_NS,
                      "account.feed")
     assert reference["orders"] and reference["fills"] and reference["risk.rejects"]

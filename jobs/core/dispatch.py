@@ -16,9 +16,6 @@ Rules (the same for every host that runs a whole graph in one process):
   split per key (keys in order of first appearance, each key's values in order) and each key's
   run is one ``process_batch`` call (``process`` for a run of one); its outputs are dispatched
   depth first before the next run. A stage that merges its inputs buffers them instead.
-  Operators that do not override ``process_batch`` but offer the older cross-key
-  ``process_many(states, values, ctx)`` get the whole batch in one call and its outputs as
-  one step.
 - **Watermark observation.** Every value on the watermark topic raises ``seen``, the newest
   event time observed; the host folds it into its ``jobs.core.watermarks.WatermarkTracker``
   for the partition the record came from (a host reading several partitions resets ``seen``
@@ -131,10 +128,6 @@ class GraphDispatcher:
         if host.merge is not None:
             for v in values:
                 inlet(v)
-            return
-        if host.cross_key_batch is not None:
-            host.key = ""
-            self.deliver_many(host.cross_key_batch(host.states, values, host))
             return
         deliver = self.deliver
         for key, run in host.runs(values).items():

@@ -75,14 +75,10 @@ class EncodedStore:
         self._data.clear()
 
 
-def _overrides_process_batch(op: Operator[Any, Any]) -> bool:
-    return type(op).process_batch is not Operator.process_batch
-
-
 class StageHost:
     """One operator with its keyed state, timers, watermark and merge (see module doc)."""
 
-    __slots__ = ("_clock", "cross_key_batch", "heap", "merge", "merge_heap", "op",
+    __slots__ = ("_clock", "heap", "merge", "merge_heap", "op",
                  "register_timer", "states", "timers", "uid", "watermark")
 
     def __init__(
@@ -105,12 +101,6 @@ class StageHost:
         self._clock = clock
         self.register_timer: Callable[[int], None] = self.timers.register_timer
         """``Context.register_timer``: a timer at ts for the key being processed."""
-        self.cross_key_batch: Callable[..., list[Emit]] | None = None
-        """An operator's batch call over several keys at once (``process_many``), used only
-        when it does not override ``process_batch``; kept for operators that predate the
-        keyed batch contract."""
-        if not _overrides_process_batch(op):
-            self.cross_key_batch = getattr(op, "process_many", None)
 
     # -- Context ------------------------------------------------------------------------------
     @property

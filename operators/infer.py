@@ -25,7 +25,7 @@ decision id, never from ``hash()``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -388,36 +388,6 @@ class Infer(Operator[InferState, FeatureVector]):
             )
         decision_id = decision_id_for(event)
         return _Scored(event, decision_id, arm_for(decision_id, self.config.ab_split), row)
-
-    def process_many(
-        self,
-        states: MutableMapping[str, InferState],
-        events: Sequence[FeatureVector],
-        ctx: Context,
-    ) -> list[Emit]:
-        """Deprecated: the pre-keyed batch API, kept until the local runner calls
-        :meth:`process_batch` per key.
-
-        Groups ``events`` by key, runs :meth:`process_batch` once per key with that key's
-        state, and returns the outputs in event order (an event's predictions share its
-        decision id), exactly as before the keyed contract.
-        """
-        runs: dict[str, list[int]] = {}
-        for i, ev in enumerate(events):
-            runs.setdefault(self.key(ev), []).append(i)
-        tagged: list[tuple[int, int, Emit]] = []
-        for key, idx in runs.items():
-            state = states.get(key)
-            state, emits = self.process_batch(
-                state if state is not None else self.new_state(key), [events[i] for i in idx],
-                ctx)
-            states[key] = state
-            at = {decision_id_for(events[i]): i for i in idx}
-            for n, e in enumerate(emits):
-                assert isinstance(e.value, Prediction)
-                tagged.append((at[e.value.decision_id], n, e))
-        tagged.sort(key=lambda t: (t[0], t[1]))
-        return [e for _, _, e in tagged]
 
     # -- batch path --------------------------------------------------------------------------
     def predict_batch(

@@ -2,9 +2,7 @@
 
 Two symbols built from the real E-mini trades (alternate rows) close their bars on the same
 watermark. The keyed batch contract hands `infer` one key's run at a time (`process_batch`
-with that key's state): the runtime core splits a watermark step's vectors per key. The
-deprecated `process_many` shim (no longer called by the runtime) groups per key and keeps the
-event order.
+with that key's state): the runtime core splits a watermark step's vectors per key.
 """
 
 from __future__ import annotations
@@ -129,16 +127,3 @@ def test_process_batch_of_one_keys_run_equals_process_per_event(two_symbols: dic
         assert encode_many([e.value for e in got]) == encode_many([e.value for e in want])
         assert state == expected_states[key]
         assert state.warmup_skipped > 0 and state.decisions > 0
-
-
-def test_process_many_shim_groups_per_key_and_keeps_event_order(two_symbols: dict[str, Path]
-                                                                 ) -> None:
-    op = _served(two_symbols["models"])
-    features = _features(two_symbols["batch"])
-    expected, expected_states = _one_at_a_time(op, features)
-    states: dict[str, InferState] = {}
-    got: list[Emit] = []
-    for start in range(0, len(features), 16):  # 16 interleaved vectors of both symbols a call
-        got.extend(op.process_many(states, features[start:start + 16], SimpleContext()))
-    assert encode_many([e.value for e in got]) == encode_many([e.value for e in expected])
-    assert states == expected_states

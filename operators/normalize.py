@@ -176,7 +176,13 @@ class Normalize(Operator[DedupeState, RawRecord]):
 
     # -- partitioning --------------------------------------------------------------------
     def key(self, event: RawRecord) -> str:
-        """The symbol as ``process`` will see it ("" when it cannot be decoded)."""
+        """The symbol as ``process`` will see it ("" when it cannot be decoded).
+
+        A CSV without a symbol column keys every record by the default symbol: no need to
+        parse the line twice (once here, once in ``process``) to learn what is fixed.
+        """
+        if self._ncols and self._col_of[_SYMBOL] < 0 and event.fields is None:
+            return self.config.default_symbol or ""
         try:
             vals = self._values(event)
         except Exception:

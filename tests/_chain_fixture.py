@@ -41,6 +41,7 @@ from operators.contract import Operator
 from operators.domain.limits import AccountSpec, RiskLimits
 from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, RawRecord
+from tests._sp500 import write_sp500_bars
 from topics.messages import Bar
 
 MINUTE_NS = 60_000_000_000
@@ -137,14 +138,8 @@ def chain_run() -> ChainRun:
 @cache
 def sp500_bars() -> tuple[Bar, ...]:
     """The first daily S&P 500 bars of ``arch``'s sample, read by the ``--bars`` file loader."""
-    from arch.data import sp500
-
-    df = sp500.load().iloc[:SP500_BARS]
     path = Path(_workdir().name) / "sp500.csv"
-    rows = ["ts,symbol,open,high,low,close,volume"]
-    rows += [f"{ts:%Y-%m-%d},SPX,{r.Open!r},{r.High!r},{r.Low!r},{r.Close!r},{r.Volume!r}"
-             for ts, r in zip(df.index, df.itertuples(), strict=True)]
-    path.write_text("\n".join(rows) + "\n")
+    df = write_sp500_bars(path, SP500_BARS)
     items, bar_ns = load_bars(path, bar_ns=DAY_NS, tz=None, default_symbol=None)
     bars = tuple(item for item, _ in items if isinstance(item, Bar))
     if bar_ns != DAY_NS or len(bars) != len(df):

@@ -7,7 +7,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import arch.data.sp500
 import msgspec
 import onnxruntime as ort
 import pytest
@@ -19,6 +18,7 @@ from operators.contract import SimpleContext
 from operators.infer import CPU, CUDA, Infer
 from operators.regime_blend import RegimeBlend
 from tests._chain_fixture import chain_run
+from tests._sp500 import write_sp500_bars
 from topics.messages import Prediction, Signal
 from topics.serde import decode, encode
 
@@ -62,13 +62,8 @@ def test_a_cuda_config_never_runs_silently_on_the_cpu() -> None:
 
 
 def test_the_manifest_records_the_resolved_device_and_the_served_models(tmp_path: Path) -> None:
-    df = arch.data.sp500.load().iloc[:600]
     bars = tmp_path / "sp500.csv"
-    lines = ["ts,symbol,open,high,low,close,volume"]
-    for ts, r in df.iterrows():
-        cells = [repr(float(v)) for v in (r.Open, r.High, r.Low, r.Close, r.Volume)]
-        lines.append(f"{ts.date().isoformat()},SPX," + ",".join(cells))
-    bars.write_text("\n".join(lines) + "\n")
+    write_sp500_bars(bars, 600)
     out = tmp_path / "out"
     assert main(["run", "--bars", str(bars), "--device", "auto", "--out", str(out),
                  "--quiet"]) == 0

@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import arch.data.sp500
 import empyrical
 import numpy as np
 import pandas as pd
@@ -29,6 +28,7 @@ from statsmodels.stats.sandwich_covariance import S_hac_simple
 
 from jobs.cli import main
 from tests._replay_fixture import ReplayPool, pool_fixture, read_ticks
+from tests._sp500 import write_sp500_bars
 from topics.messages import Fill, Position
 
 replays = pool_fixture()
@@ -90,12 +90,7 @@ def test_per_bar_sharpe_interval_is_lo_2002_with_newey_west_moments(replays: Rep
 
 
 def _sp500_bars(path: Path, rows: int) -> Path:
-    df = arch.data.sp500.load().iloc[:rows]
-    lines = ["ts,symbol,open,high,low,close,volume"]
-    for ts, r in df.iterrows():
-        cells = [repr(float(v)) for v in (r.Open, r.High, r.Low, r.Close, r.Volume)]
-        lines.append(f"{ts.date().isoformat()},SPX," + ",".join(cells))
-    path.write_text("\n".join(lines) + "\n")
+    write_sp500_bars(path, rows)
     return path
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from jobs.cli import main
 from tests._emini_slice import TZ_ARGS, slice_fixtures
+from tests._sp500 import write_sp500_bars
 
 emini_slice, slice_models = slice_fixtures()
 
@@ -153,14 +154,8 @@ def test_an_input_where_the_run_writes_a_topic_file_is_refused(
 
 def test_features_refuses_to_write_over_its_input_bar_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import arch.data.sp500
-
-    df = arch.data.sp500.load().iloc[:60]
     bars = tmp_path / "sp500.csv"
-    bars.write_text("ts,symbol,open,high,low,close,volume\n" + "".join(
-        f"{ts.date().isoformat()},SPX,"
-        + ",".join(repr(float(v)) for v in (r.Open, r.High, r.Low, r.Close, r.Volume)) + "\n"
-        for ts, r in df.iterrows()))
+    write_sp500_bars(bars, 60)
     assert main(["features", "--bars", str(bars), "--out", str(tmp_path / "f.csv")]) == 0
     sha = _sha(bars)
     assert main(["features", "--bars", str(bars), "--out", str(bars), "--force"]) == 2

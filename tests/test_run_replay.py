@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import arch.data.sp500
 import numpy as np
 import pytest
 import talib
 
 from jobs.cli import main
+from tests._sp500 import write_sp500_bars
 from topics.serde import decode
 
 
@@ -165,14 +165,8 @@ def test_corpus_gives_identical_files_on_both_paths(tmp_path: Path) -> None:
 
 
 def _sp500_csv(tmp_path: Path, rows: int = 600) -> tuple[Path, Any]:
-    df = arch.data.sp500.load().iloc[:rows]
     path = tmp_path / "sp500.csv"
-    rows = ["ts,symbol,open,high,low,close,volume"]
-    for ts, r in df.iterrows():
-        cells = [repr(float(v)) for v in (r.Open, r.High, r.Low, r.Close, r.Volume)]
-        rows.append(f"{ts.date().isoformat()},SPX," + ",".join(cells))
-    path.write_text("\n".join(rows) + "\n")
-    return path, df
+    return path, write_sp500_bars(path, rows)
 
 
 def test_features_cli_matches_talib_on_sp500_daily_bars(tmp_path: Path) -> None:

@@ -79,6 +79,9 @@ _SPECS: tuple[TopicSpec, ...] = (
               "Online-learning updates, drift alarms and rollbacks."),
     TopicSpec("control", m.Control, "account", 1, None, False, "operators",
               "Kill switch and halts; read by the pre-trade check."),
+    TopicSpec("control.applied", m.Control, "account", 1, None, False, "operators",
+              "Each control command as the live pipeline applied it, ts_event stamped with the "
+              "data watermark it took effect at (replayable with run --control)."),
     TopicSpec("account.feed", m.AccountFeed, "account", 8, DAY_MS, False, "pipeline",
               "Trades and commands re-keyed by account: one copy per account trading the "
               "symbol (or named by the command).", internal=True),

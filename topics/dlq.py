@@ -38,6 +38,10 @@ class DlqReason(StrEnum):
     BAD_BAR = "BAD_BAR"  # unparseable row, bad number, or OHLC inconsistent beyond tolerance
     DUPLICATE_BAR = "DUPLICATE_BAR"  # same symbol and start as an earlier bar
     UNSORTED_BAR = "UNSORTED_BAR"  # starts before an earlier bar of its symbol
+    # -- Kafka records (the live path)
+    BAD_HEADER = "BAD_HEADER"  # a source record without readable sq.seq / sq.kind headers
+    UNKNOWN_SCHEMA = "UNKNOWN_SCHEMA"  # sq.schema missing or a version this code does not read
+    BAD_CONTROL = "BAD_CONTROL"  # a control record whose value is not a Control message
 
 
 __all__ = ["DLQ_TOPIC", "DlqReason"]

@@ -10,6 +10,7 @@ from typing import Final
 ACCOUNT_FEED: Final = "account.feed"
 AUDIT_DECISIONS: Final = "audit.decisions"
 CONTROL: Final = "control"
+CONTROL_APPLIED: Final = "control.applied"
 FEATURES: Final = "features"
 FILLS: Final = "fills"
 MD_BARS: Final = "md.bars"

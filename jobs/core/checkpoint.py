@@ -86,6 +86,8 @@ class Checkpoint(msgspec.Struct, frozen=True):
     operators: list[OperatorCheckpoint]
     source_offsets: list[SourceOffset] = []
     output_positions: dict[str, int] = {}
+    host: dict[str, int] = {}
+    """Integers a host keeps for itself (a sequenced source's merge position, ...)."""
 
 
 class _Head(msgspec.Struct):
@@ -103,12 +105,14 @@ def make_checkpoint(
     operators: list[OperatorCheckpoint],
     source_offsets: dict[tuple[str, int], int] | None = None,
     output_positions: dict[str, int] | None = None,
+    host: dict[str, int] | None = None,
 ) -> Checkpoint:
     """A checkpoint of the current format, with offsets and positions in a canonical order."""
     offsets = [SourceOffset(t, p, o) for (t, p), o in sorted((source_offsets or {}).items())]
     positions = dict(sorted((output_positions or {}).items()))
     return Checkpoint(format=CHECKPOINT_FORMAT, watermark=watermark, partitions=partitions,
-                      operators=operators, source_offsets=offsets, output_positions=positions)
+                      operators=operators, source_offsets=offsets, output_positions=positions,
+                      host=dict(sorted((host or {}).items())))
 
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:

@@ -83,10 +83,10 @@ def _topics_create(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     specs = catalog_specs(args.topic or None)
     created = set(create_topics(settings, [s.name for s in specs]))
+    width = max(len(settings.topic(s.name)) for s in specs)
     for spec in specs:
         state = "created" if spec.name in created else "already present"
-        print(f"{settings.topic(spec.name):<{len(settings.topic_prefix) + 17}} "
-              f"{spec.partitions:>2} partitions  {state}")
+        print(f"{settings.topic(spec.name):<{width}} {spec.partitions:>2} partitions  {state}")
     print(f"{len(created)} created, {len(specs) - len(created)} already present on "
           f"{settings.bootstrap}", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ applies them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from jobs.errors import UsageError
@@ -31,6 +32,7 @@ from jobs.live.kafka_client import (
 from topics.catalog import CATALOG, TopicSpec
 
 REQUEST_TIMEOUT_S = 10.0
+REFUSED_GRACE_S = 1.0
 
 
 def cluster_metadata(settings: KafkaSettings, timeout_s: float = 5.0
@@ -38,16 +40,33 @@ def cluster_metadata(settings: KafkaSettings, timeout_s: float = 5.0
     """Metadata of every topic, or :class:`BrokerUnavailable` naming the bootstrap address.
 
     Clients retry an unreachable broker forever; this bounded probe is how the tools fail fast
-    with one line instead of a stream of librdkafka log lines.
+    with one line instead of a stream of librdkafka log lines. A refused connection (every
+    bootstrap broker down) fails after ``REFUSED_GRACE_S``, not the whole timeout.
     """
-    admin = ck_admin.AdminClient(settings.admin_conf(logger=quiet_logger()))
-    try:
-        return admin.list_topics(timeout=timeout_s)
-    except ck.KafkaException as exc:
-        raise BrokerUnavailable(
-            f"no Kafka broker answered at {settings.bootstrap} within {timeout_s:g}s "
-            f"({kafka_error_text(exc)}); "
-            "is it running? ('streamquant broker' starts one for development)") from None
+    down: list[str] = []
+    seen: list[str] = []
+
+    def on_error(err: ck.KafkaError) -> None:
+        if err.code() in (ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._RESOLVE):
+            down.append(err.str())
+        else:
+            seen.append(err.str())
+
+    admin = ck_admin.AdminClient(settings.admin_conf(logger=quiet_logger(), error_cb=on_error))
+    start = time.monotonic()
+    while True:
+        left = timeout_s - (time.monotonic() - start)
+        try:
+            return admin.list_topics(timeout=max(0.05, min(left, 0.25)))
+        except ck.KafkaException as exc:
+            admin.poll(0)  # serve error_cb
+            waited = time.monotonic() - start
+            if waited >= timeout_s or (down and waited >= REFUSED_GRACE_S):
+                why = (seen or down or [kafka_error_text(exc)])[-1]
+                raise BrokerUnavailable(
+                    f"no Kafka broker answered at {settings.bootstrap} within {waited:.1f}s "
+                    f"({why}); is it running? ('streamquant broker' starts one for "
+                    "development)") from None
 
 
 def kafka_error_text(exc: BaseException) -> str:

@@ -139,9 +139,9 @@ class Broker:
         raise BrokerUnavailable(f"tansu on {self.bootstrap} did not answer a metadata request "
                                 f"within {self._start_timeout_s:g}s ({last}): {self.log_tail()}")
 
-    def stop(self, timeout_s: float = 3.0) -> int | None:
+    def stop(self, timeout_s: float = 1.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s`` (tansu waits ~5 s for connected
-        clients; memory storage has nothing to flush). Returns the exit code."""
+        clients to leave; memory storage has nothing to flush). Returns the exit code."""
         proc = self._proc
         if proc is None:
             return None

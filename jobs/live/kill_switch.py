@@ -56,8 +56,10 @@ def kill_switch(settings: KafkaSettings, on: bool, account: str, reason: str,
         if err is not None:
             failed.append(err.str())
 
-    producer = ck.Producer(settings.producer_conf(**{"message.timeout.ms":
-                                                     int(DELIVERY_TIMEOUT_S * 1000)}))
+    # One command, no idempotence: a retried duplicate of a KILL / RESET / HALT changes
+    # nothing, and an idempotent producer first waits ~0.5 s for its producer id.
+    producer = ck.Producer(settings.producer_conf(**{
+        "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000), "enable.idempotence": False}))
     headers: Any = [(wire.SCHEMA, wire.SCHEMA_VERSION_BYTES)]
     producer.produce(settings.topic(tn.CONTROL), encode(msg), account.encode(),
                      headers=headers, on_delivery=delivered)

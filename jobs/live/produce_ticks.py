@@ -55,6 +55,7 @@ _MURMUR_SEED = 0x9747B28C
 _INT_TS_MIN = 10**17  # below this magnitude an epoch integer is read as s/ms/µs, not ns
 PACED_HEARTBEAT_S = 0.05
 SCAN_IDLE_TIMEOUT_S = 30.0
+INTERRUPT_FLUSH_S = 10.0
 
 _TS, _SYMBOL, _PRICE, _SIZE, _VENUE, _TRADE_ID, _BID, _ASK = range(8)
 
@@ -309,9 +310,9 @@ def produce_ticks(settings: KafkaSettings, ticks: TickInput, *, rate: float | No
     partitions = partition_counts(cluster_metadata(settings))[kafka_topic]
     state = scan_source(settings, kafka_topic, partitions)
     if state.ended:
-        raise UsageError(f"{kafka_topic}: the source already ended (end marks on partition(s) "
-                         f"{', '.join(map(str, state.ended))}); delete and recreate the topic "
-                         "to replay again")
+        raise UsageError(f"{kafka_topic}: the source already ended; delete and recreate the "
+                         "topic to replay again (end marks on partition(s) "
+                         f"{', '.join(map(str, state.ended))})")
     first_seq = 0 if state.last_seq is None else state.last_seq + 1
     sender = _Sender(settings, kafka_topic, partitions, first_seq, state.event_time)
     encoder = RowEncoder(ticks)
@@ -324,42 +325,46 @@ def produce_ticks(settings: KafkaSettings, ticks: TickInput, *, rate: float | No
     clock = time.monotonic
     start = last_hb = clock()
     poll = sender.producer.poll
-    for rec in iter_records(ticks):
-        value, key, ts, framed = encoder.encode(rec.payload)
-        if key is None:
-            part = 0
-        else:
-            part = partition_of.get(key, -1)
-            if part < 0:
-                part = partition_of[key] = kafka_partition(key, partitions)
-        if rate is not None:
-            now = clock()
-            while True:  # pace: wait for this record's slot, heartbeating while idle
-                if now - last_hb >= PACED_HEARTBEAT_S:
-                    sender.heartbeat_round()
-                    last_hb, since_hb = now, 0
-                    poll(0)
-                ahead = start + n / rate - now
-                if ahead <= 0.001:
-                    break
-                time.sleep(min(ahead, PACED_HEARTBEAT_S))
+    try:
+        for rec in iter_records(ticks):
+            value, key, ts, framed = encoder.encode(rec.payload)
+            if key is None:
+                part = 0
+            else:
+                part = partition_of.get(key, -1)
+                if part < 0:
+                    part = partition_of[key] = kafka_partition(key, partitions)
+            if rate is not None:
                 now = clock()
-        sender.send(value, key, part)
-        n += 1
-        if not framed:
-            unframed += 1
-        if ts is not None and not is_implausible(ts, sender.event_time, jump, MIN_WATERMARK) \
-                and ts > sender.event_time:
-            sender.event_time = ts
-        since_hb += 1
-        if since_hb >= heartbeat_every:
-            sender.heartbeat_round()
-            since_hb = 0
-            last_hb = clock()
-        if n % 1000 == 0:
-            poll(0)
-            sender.check()
-            meter.update(n)
+                while True:  # pace: wait for this record's slot, heartbeating while idle
+                    if now - last_hb >= PACED_HEARTBEAT_S:
+                        sender.heartbeat_round()
+                        last_hb, since_hb = now, 0
+                        poll(0)
+                    ahead = start + n / rate - now
+                    if ahead <= 0.001:
+                        break
+                    time.sleep(min(ahead, PACED_HEARTBEAT_S))
+                    now = clock()
+            sender.send(value, key, part)
+            n += 1
+            if not framed:
+                unframed += 1
+            if ts is not None and not is_implausible(ts, sender.event_time, jump, MIN_WATERMARK) \
+                    and ts > sender.event_time:
+                sender.event_time = ts
+            since_hb += 1
+            if since_hb >= heartbeat_every:
+                sender.heartbeat_round()
+                since_hb = 0
+                last_hb = clock()
+            if n % 1000 == 0:
+                poll(0)
+                sender.check()
+                meter.update(n)
+    except KeyboardInterrupt:  # deliver what was produced: a rerun continues after it
+        sender.producer.flush(INTERRUPT_FLUSH_S)
+        raise
     sender.heartbeat_round()
     if end:
         sender.end()

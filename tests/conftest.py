@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.data import fetch_emini
+from tests._kafka import broker, kafka_settings, topic_prefix  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -157,9 +157,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from jobs.options import ReplayOptions
     from jobs.replay import run_replay
 
+    args.out_given = args.out is not None
+    if args.out is None:
+        args.out = "out/run"
+    if args.bootstrap is not None:
+        from jobs.live.run import main_live
+
+        return main_live(args, settings_from_args(args))
+    live_only = [f for f, v in (("--checkpoint-dir", args.checkpoint_dir),
+                                ("--until-end", args.until_end),
+                                ("--topic-prefix", args.topic_prefix),
+                                ("--kafka-config", args.kafka_config)) if v]
+    if live_only:
+        raise UsageError(f"{', '.join(live_only)}: only with --bootstrap (a live run)")
     opts = ReplayOptions.from_args(args)
     summary = run_replay(opts)
     return 0 if summary is not None else 1
+
+
+def _live_args(run: argparse.ArgumentParser) -> None:
+    """``run --bootstrap``: the same graph on a Kafka cluster (docs/live.md)."""
+    g = run.add_argument_group(
+        "live (Kafka)", "with --bootstrap the ticks come from md.ticks.raw and control, every "
+        "output topic is produced, and the run continues until SIGTERM/Ctrl-C (or the source "
+        "ends, with --until-end); --models is required")
+    g.add_argument("--bootstrap", metavar="HOST:PORT[,...]",
+                   help="Kafka bootstrap servers: run live instead of replaying a file")
+    g.add_argument("--topic-prefix", default="", metavar="PREFIX",
+                   help="prefix of every topic name on the cluster (default: none)")
+    g.add_argument("--kafka-config", metavar="FILE",
+                   help="librdkafka client properties (name=value; ${ENV_VAR} substituted)")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="where the live run keeps its checkpoint; a restart with the same "
+                        "command line resumes from it")
+    g.add_argument("--until-end", action="store_true",
+                   help="exit once every md.ticks.raw partition has ended (end marks)")
+    g.add_argument("--checkpoint-every", type=int, default=50_000, metavar="N",
+                   help="checkpoint (and commit the outputs) at least every N records read "
+                        "(default: %(default)s)")
+    g.add_argument("--checkpoint-interval", default="1m", metavar="DURATION",
+                   help="... and every DURATION of event time, or 'off' (default: %(default)s)")
+    g.add_argument("--checkpoint-wall", type=float, default=1.0, metavar="SECONDS",
+                   help="... and every SECONDS of wall time while records arrive: bounds how "
+                        "long outputs wait to be visible to read_committed consumers "
+                        "(default: %(default)s)")
+    g.add_argument("--job-id", default="streamquant", metavar="ID",
+                   help="names the transactional producer and consumer group; a second "
+                        "instance with the same id fences the first (default: %(default)s)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -269,9 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CSV or JSONL (optionally .gz) with ts,symbol,price,size "
                           "[,venue,trade_id,bid,ask]")
     src.add_argument("--bars", metavar="PATH", help="CSV with ts,symbol,open,high,low,close,volume")
-    run.add_argument("--out", metavar="DIR", default="out/run",
+    run.add_argument("--out", metavar="DIR", default=None,
                      help="output directory: new, empty, or an earlier run's (an interrupted "
-                          "or failed run is replaced) (default: %(default)s)")
+                          "or failed run is replaced) (default: out/run; a live run writes "
+                          "its manifest and summary there only when given)")
     run.add_argument("--force", action="store_true",
                      help="replace a complete earlier run in --out: only the files its "
                           "manifest lists, never this run's inputs")
@@ -307,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "auto (cuda if usable, else cpu) (default: %(default)s)")
     run.add_argument("--control", metavar="PATH",
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
+    _live_args(run)
     run.set_defaults(func=_cmd_run)
 
     train = sub.add_parser(

@@ -40,7 +40,7 @@ from jobs.core.sequenced import DATA, END, HEARTBEAT, Element, SequenceError
 from jobs.core.sequenced_runner import SequencedRunner
 from jobs.graph import Graph
 from jobs.live import wire
-from jobs.live.kafka_client import KafkaSettings
+from jobs.live.kafka_client import KafkaSettings, ck
 from jobs.live.kafka_output import KafkaOutput
 from operators.contract import END_OF_STREAM, MIN_WATERMARK
 from operators.domain.timeparse import format_ns
@@ -91,12 +91,6 @@ class LiveStats:
     first_output_s: float | None = None  # start -> first order produced (restart latency)
 
 
-def _kafka() -> Any:
-    import confluent_kafka
-
-    return confluent_kafka
-
-
 class KafkaHost:
     """Runs ``graph`` against a broker until the source ends (``until_end``) or a signal."""
 
@@ -135,7 +129,6 @@ class KafkaHost:
         self._t0 = time.perf_counter()
         self._heartbeat_dec = msgspec.json.Decoder(wire.Heartbeat)
         self._control_dec = msgspec.json.Decoder(Control)
-        ck = _kafka()
         self._ck = ck
         self.producer = ck.Producer(settings.producer_conf(**{
             "transactional.id": f"{job_id}.{settings.topic_prefix or 'default'}",
@@ -171,7 +164,7 @@ class KafkaHost:
         consume = self.consumer.consume
         try:
             while not self._stop:
-                msgs = consume(10_000, 0.05)
+                msgs = consume(10_000, 0.005)
                 if msgs:
                     since_cp += self._handle(msgs)
                 if self.until_end and self.runner.ended:
@@ -226,6 +219,8 @@ class KafkaHost:
                    for p in range(self.partitions)]
             tps.append(ck.TopicPartition(self.control_topic, 0, ck.OFFSET_BEGINNING))
         self._eof.clear()
+        for t in {tp.topic for tp in tps}:  # leaders known before the first fetch
+            self.consumer.list_topics(t, timeout=10.0)
         self.consumer.assign(tps)
 
     def _verify_offsets(self, offsets: dict[tuple[str, int], int]) -> None:

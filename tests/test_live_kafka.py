@@ -158,7 +158,7 @@ def test_kill_switch_through_control_halts_trading_within_one_bar_and_replays(
     assert not [o for o in orders if o.ts_event > stamp + bar]
     audit = [json.loads(r.value) for r in read_topic(kafka_settings, tn.AUDIT_DECISIONS)]
     after = [d for d in audit if d["ts_event"] > stamp + bar and d.get("risk_checks")]
-    assert after and all(d["risk_checks"]["KILL_SWITCH_ok"] is False for d in after)
+    assert after and all(d["risk_checks"]["kill_switch_ok"] is False for d in after)
 
     # the recorded command replays: the embedded run with it gives the live run's orders
     control = tmp_path / "control.applied.jsonl"

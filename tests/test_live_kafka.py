@@ -168,3 +168,109 @@ def test_kill_switch_through_control_halts_trading_within_one_bar_and_replays(
     topics = _embedded(tmp_path, both, models, "replayed", "--control", str(control))
     assert file_lines(topics / "orders.jsonl") == [
         r.value for r in read_topic(kafka_settings, tn.ORDERS)]
+
+
+def test_bad_records_go_to_the_dlq_with_their_source_and_the_run_goes_on(
+        kafka_settings: KafkaSettings, tmp_path: Path, workdir: Path, models: Path) -> None:
+    from jobs.live import wire
+    from jobs.live.kafka_client import ck
+
+    create_catalog_topics(kafka_settings)
+    produce(kafka_settings, emini_slice(workdir, 40_000, 45_000), "--no-end")
+    # what a broken or foreign producer might write, in the middle of the stream
+    p = ck.Producer(kafka_settings.producer_conf())
+    raw = kafka_settings.topic(tn.MD_TICKS_RAW)
+    p.produce(raw, b'{"ts": 1, "price": 1}', b"ES", partition=0)  # no headers at all
+    p.produce(raw, b"{}", b"ES", partition=0,
+              headers=[(wire.SCHEMA, b"2"), (wire.SEQ, b"999999")])  # a future schema
+    p.produce(raw, b"not json", b"ES", partition=0,
+              headers=wire.source_headers(1_000_000))  # sequenced, but garbage
+    p.produce(kafka_settings.topic(tn.CONTROL), b'{"command": "EXPLODE"}', b"paper",
+              headers=[(wire.SCHEMA, wire.SCHEMA_VERSION_BYTES)])
+    p.produce(kafka_settings.topic(tn.CONTROL), b'{"command": "KILL"}', b"paper")  # no headers
+    p.flush(10)
+    produce(kafka_settings, emini_slice(workdir, 45_000, 50_000))
+    live = start_live(kafka_settings, models, tmp_path / "ck", "--summary-json",
+                      str(tmp_path / "summary.json"))
+    assert live.wait() == 0, live.stderr()
+    dead = [json.loads(r.value) for r in read_topic(kafka_settings, tn.MD_TICKS_DLQ)]
+    got = {(d["reason"], d["source"]["topic"], d["source"]["partition"]) for d in dead}
+    assert got == {("BAD_HEADER", tn.MD_TICKS_RAW, 0), ("UNKNOWN_SCHEMA", tn.MD_TICKS_RAW, 0),
+                   ("BAD_JSON", tn.MD_TICKS_RAW, 0), ("BAD_CONTROL", tn.CONTROL, 0),
+                   ("BAD_HEADER", tn.CONTROL, 0)}
+    assert all("offset" in d["source"] for d in dead)
+    unknown = next(d for d in dead if d["reason"] == "UNKNOWN_SCHEMA"
+                   and d["source"]["topic"] == tn.MD_TICKS_RAW)
+    assert "unknown schema version '2'" in unknown["detail"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ticks_released"] == 10_001  # every good tick and the garbage one
+    assert summary["dlq_by_reason"]["BAD_JSON"] == 1
+    assert not read_topic(kafka_settings, tn.CONTROL_APPLIED)
+
+
+def test_a_paused_broker_makes_the_run_wait_and_resume_without_loss(
+        tmp_path: Path, ticks: Path, models: Path, embedded: Path) -> None:
+    from jobs.live.broker import Broker
+
+    with Broker(log_path=tmp_path / "tansu.log") as b:
+        settings = KafkaSettings(b.bootstrap, "outage.")
+        create_catalog_topics(settings)
+        produce(settings, ticks)
+        live = start_live(settings, models, tmp_path / "ck", "--checkpoint-wall", "0.5")
+        deadline = time.monotonic() + 120
+        while "orders 1" not in live.stderr():  # trading is under way
+            assert time.monotonic() < deadline and live.proc.poll() is None, live.stderr()
+            time.sleep(0.2)
+        b.pause()  # SIGSTOP: the broker neither answers nor closes connections
+        time.sleep(12)
+        b.resume()
+        assert live.wait() == 0, live.stderr()
+        assert "not answering" in live.stderr()
+        for t in TRADER_TOPICS:
+            copies = first_copies(read_topic(settings, t, committed=False))
+            assert by_position(copies) == file_lines(embedded / f"{t}.jsonl"), t
+
+
+def test_a_broker_that_lost_its_data_stops_the_run_with_a_clear_error(
+        kafka_settings: KafkaSettings, tmp_path: Path, workdir: Path, models: Path) -> None:
+    from jobs.live.admin import delete_topics
+    from topics.catalog import CATALOG
+
+    ck = tmp_path / "ck"
+    missing = start_live(kafka_settings, models, ck)  # no topics yet
+    assert missing.wait() == 1
+    assert "topics create" in missing.stderr()
+    create_catalog_topics(kafka_settings)
+    produce(kafka_settings, emini_slice(workdir, 40_000, 45_000))
+    first = start_live(kafka_settings, models, ck)
+    assert first.wait() == 0, first.stderr()
+    # the broker "restarts" empty: same topics, no records
+    delete_topics(kafka_settings, list(CATALOG))
+    create_catalog_topics(kafka_settings)
+    again = start_live(kafka_settings, models, ck)
+    assert again.wait() == 1
+    assert "lost data" in again.stderr() and "Refusing to reset silently" in again.stderr()
+
+
+def test_sigterm_drains_checkpoints_and_a_restart_adds_nothing(
+        kafka_settings: KafkaSettings, tmp_path: Path, workdir: Path, models: Path) -> None:
+    import signal
+
+    create_catalog_topics(kafka_settings)
+    produce(kafka_settings, emini_slice(workdir, 40_000, 70_000))
+    ck = tmp_path / "ck"
+    live = start_live(kafka_settings, models, ck, until_end=False)
+    deadline = time.monotonic() + 120
+    while "source ended" not in live.stderr() and "caught up" not in live.stderr():
+        assert time.monotonic() < deadline and live.proc.poll() is None, live.stderr()
+        time.sleep(0.2)
+    live.proc.send_signal(signal.SIGTERM)
+    assert live.wait() == 0, live.stderr()
+    assert (ck / "checkpoint.msgpack").is_file()
+    before = {t: len(read_topic(kafka_settings, t, committed=False)) for t in TRADER_TOPICS}
+    assert before[tn.ORDERS] > 0
+    again = start_live(kafka_settings, models, ck)  # --until-end: the source already ended
+    assert again.wait() == 0, again.stderr()
+    assert "resuming from" in again.stderr()
+    after = {t: len(read_topic(kafka_settings, t, committed=False)) for t in TRADER_TOPICS}
+    assert after == before

@@ -276,7 +276,10 @@ class KafkaHost:
                 if e is not None:
                     runner.push(e)
             elif topic == ctl:
-                runner.run_ready()
+                try:
+                    runner.run_ready()  # the command acts on the newest watermark
+                except SequenceError as exc:
+                    raise LiveError(f"{self.src_topic}: {exc}") from None
                 self._control(m)
         if self._outage_since is not None and n:
             self._log(f"broker answering again after {time.monotonic() - self._outage_since:.1f}"
@@ -284,10 +287,10 @@ class KafkaHost:
             self._outage_since = None
         self.stats.consumed += n
         try:
-            released = runner.run_ready()
+            runner.run_ready()
         except SequenceError as exc:
             raise LiveError(f"{self.src_topic}: {exc}") from None
-        self.stats.released += released
+        self.stats.released = runner.records
         self.producer.poll(0)  # serve delivery reports and error callbacks
         return n
 
@@ -306,7 +309,8 @@ class KafkaHost:
                 return Element(seq, HEARTBEAT, p, m.offset(), hb.event_time)
             return Element(seq, END, p, m.offset(), None)
         except wire.HeaderError as exc:
-            reason = (DlqReason.UNKNOWN_SCHEMA if "schema" in str(exc) else DlqReason.BAD_HEADER)
+            reason = (DlqReason.UNKNOWN_SCHEMA if isinstance(exc, wire.UnknownSchemaError)
+                      else DlqReason.BAD_HEADER)
             self._dead_letter(reason, str(exc), value, self.graph.source_topic, p, m.offset())
         except msgspec.DecodeError as exc:
             self._dead_letter(DlqReason.BAD_HEADER, f"heartbeat value: {exc}", value,
@@ -320,7 +324,9 @@ class KafkaHost:
             wire.check_schema(h)
             cmd = self._control_dec.decode(value)
         except wire.HeaderError as exc:
-            self._dead_letter(DlqReason.UNKNOWN_SCHEMA, str(exc), value, tn.CONTROL,
+            reason = (DlqReason.UNKNOWN_SCHEMA if isinstance(exc, wire.UnknownSchemaError)
+                      else DlqReason.BAD_HEADER)
+            self._dead_letter(reason, str(exc), value, tn.CONTROL,
                               m.partition(), m.offset())
             self.runner.control_offset = m.offset() + 1
             return

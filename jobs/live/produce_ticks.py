@@ -142,9 +142,9 @@ def scan_source(settings: KafkaSettings, kafka_topic: str, partitions: int) -> S
                 where = f"{kafka_topic}[{m.partition()}]@{m.offset()}"
                 try:
                     seq, kind = wire.source_mark(headers_of(m))
-                except wire.HeaderError as exc:
-                    raise UsageError(f"{where}: {exc}; produce-ticks continues only a topic "
-                                     "of sequenced records") from None
+                except wire.HeaderError:
+                    continue  # not a sequenced record: the pipeline dead-letters it
+
                 last = seq if last is None else max(last, seq)
                 if kind == "end":
                     ended.add(m.partition() or 0)

@@ -68,7 +68,11 @@ def output_headers(msg_id: str) -> Headers:
 
 
 class HeaderError(ValueError):
-    """A record whose headers this code cannot read (missing, malformed, unknown version)."""
+    """A record whose headers this code cannot read (missing or malformed)."""
+
+
+class UnknownSchemaError(HeaderError):
+    """A record of a schema version this code does not read: refused, never guessed."""
 
 
 def header_map(headers: list[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
@@ -81,7 +85,7 @@ def check_schema(h: dict[str, bytes]) -> None:
     if raw is None:
         raise HeaderError(f"no {SCHEMA} header (not written by a streamquant producer?)")
     if raw != SCHEMA_VERSION_BYTES:
-        raise HeaderError(f"unknown schema version {raw.decode(errors='replace')!r}; this "
+        raise UnknownSchemaError(f"unknown schema version {raw.decode(errors='replace')!r}; this "
                           f"code reads version {SCHEMA_VERSION}")
 
 

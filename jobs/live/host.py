@@ -171,12 +171,7 @@ class KafkaHost:
                     break
                 now = time.monotonic()
                 wm = self.runner.watermark
-                if since_cp and (
-                        since_cp >= self.policy.every_records
-                        or now - last_cp_wall >= self.policy.every_wall_s
-                        or (self.policy.every_event_ns is not None and wm != MIN_WATERMARK
-                            and last_cp_wm != MIN_WATERMARK
-                            and wm - last_cp_wm >= self.policy.every_event_ns)):
+                if since_cp and self._due(since_cp, now - last_cp_wall, last_cp_wm, wm):
                     self.checkpoint()
                     since_cp, last_cp_wall, last_cp_wm = 0, now, wm
                 elif not since_cp:
@@ -191,6 +186,14 @@ class KafkaHost:
         finally:
             self.consumer.close()
         return self.stats
+
+    def _due(self, records: int, wall_s: float, last_wm: int, wm: int) -> bool:
+        """A checkpoint is due (records read, wall time or event time since the last one)."""
+        pol = self.policy
+        if records >= pol.every_records or wall_s >= pol.every_wall_s:
+            return True
+        return (pol.every_event_ns is not None and MIN_WATERMARK not in (wm, last_wm)
+                and wm - last_wm >= pol.every_event_ns)
 
     # -- resume -------------------------------------------------------------------------------
     def _new_runner(self) -> SequencedRunner:
@@ -381,7 +384,7 @@ class KafkaHost:
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, topic: str, value: bytes, key: bytes | None,
-                 headers: list[tuple[str, bytes]]) -> None:
+                 headers: wire.Headers) -> None:
         produce = self.producer.produce
         while True:
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class LiveOptions:
     replay: ReplayOptions
     out: Path | None = None
     until_end: bool = False
-    policy: CheckpointPolicy = CheckpointPolicy()
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     job_id: str = "streamquant"
 
     def __post_init__(self) -> None:

@@ -51,7 +51,8 @@ class EndOfPartition(msgspec.Struct, frozen=True):
     """An ``end`` record's value (empty: the header says it all)."""
 
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
+"""Kafka record headers as confluent-kafka takes them."""
 
 
 def source_headers(seq: int, kind: Kind = "data") -> Headers:

@@ -274,3 +274,35 @@ def test_sigterm_drains_checkpoints_and_a_restart_adds_nothing(
     assert "resuming from" in again.stderr()
     after = {t: len(read_topic(kafka_settings, t, committed=False)) for t in TRADER_TOPICS}
     assert after == before
+
+
+def test_a_command_applied_before_a_crash_is_applied_again_at_its_recorded_time(
+        kafka_settings: KafkaSettings, tmp_path: Path, workdir: Path, models: Path) -> None:
+    create_catalog_topics(kafka_settings)
+    produce(kafka_settings, emini_slice(workdir, 40_000, 100_000), "--no-end")
+    ck = tmp_path / "ck"
+    never = ("--checkpoint-every", "1000000000", "--checkpoint-wall", "3600",
+             "--checkpoint-interval", "off")  # nothing is committed before the crash
+    live = start_live(kafka_settings, models, ck, *never)
+    deadline = time.monotonic() + 120
+    while "released 60,000 " not in live.stderr():
+        assert time.monotonic() < deadline and live.proc.poll() is None, live.stderr()
+        time.sleep(0.2)
+    kill_switch(kafka_settings, True, "paper", "before the crash")
+    while "control KILL" not in live.stderr():
+        assert time.monotonic() < deadline, live.stderr()
+        time.sleep(0.1)
+    live.kill()
+    assert not (ck / "checkpoint.msgpack").exists()
+    again = start_live(kafka_settings, models, ck, *never)
+    produce(kafka_settings, emini_slice(workdir, 100_000, 160_000))
+    assert again.wait() == 0, again.stderr()
+    assert "re-applied at its recorded time" in again.stderr()
+    applied = first_copies(read_topic(kafka_settings, tn.CONTROL_APPLIED, committed=False))
+    assert len(applied) == 1  # applied once; any repeat is the same message
+    control = tmp_path / "control.jsonl"
+    control.write_bytes(next(iter(applied.values())) + b"\n")
+    topics = _embedded(tmp_path, emini_slice(workdir), models, "replayed", "--control",
+                       str(control))
+    orders = by_position(first_copies(read_topic(kafka_settings, tn.ORDERS, committed=False)))
+    assert orders == file_lines(topics / "orders.jsonl")

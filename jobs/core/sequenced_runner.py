@@ -119,13 +119,23 @@ class SequencedRunner:
             self.watermark = wm
             self.core.advance(wm)
 
-    def control(self, command: Control, offset: int) -> Control | None:
-        """Apply a control command read at ``offset`` now; the stamped command, or None when
-        the stream has ended (nothing is left to act on)."""
+    def stamp(self) -> int | None:
+        """The event time a command read now takes effect at (None: the stream has ended)."""
+        return None if self.watermark >= END_OF_STREAM else self.watermark + 1
+
+    def control(self, command: Control, offset: int, stamp: int | None = None
+                ) -> Control | None:
+        """Apply a control command read at ``offset`` at ``stamp`` (default: now, see
+        :meth:`stamp`); the stamped command, or None when the stream has ended.
+
+        A host that recorded a stamp before a crash passes it again: the account orders
+        commands by event time, so applying it early with its recorded time is exact."""
         self.control_offset = offset + 1
-        if self.watermark >= END_OF_STREAM:
-            return None
-        stamped = msgspec.structs.replace(command, ts_event=self.watermark + 1)
+        if stamp is None:
+            stamp = self.stamp()
+            if stamp is None:
+                return None
+        stamped = msgspec.structs.replace(command, ts_event=stamp)
         self.output.emit(tn.CONTROL_APPLIED, stamped)
         self.core.deliver(tn.CONTROL, stamped)
         return stamped

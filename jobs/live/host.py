@@ -51,6 +51,14 @@ from topics.dlq import DlqReason
 from topics.messages import Control, DeadLetter, SourceRef
 
 CHECKPOINT_FILE = "checkpoint.msgpack"
+JOURNAL_FILE = "control.journal"
+
+
+class JournalEntry(msgspec.Struct, frozen=True):
+    """A command as applied (stamped), written before it takes effect (``_control``)."""
+
+    offset: int
+    control: Control
 FAULT_ENV = "STREAMQUANT_FAULT"
 """Fault injection for the recovery tests: ``checkpoint-write:N`` kills the process with
 SIGKILL half-way through writing the N-th checkpoint file; ``after-commit:N`` right after the
@@ -110,6 +118,7 @@ class KafkaHost:
         self.graph = graph
         self.settings = settings
         self.checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
+        self.journal_path = checkpoint_dir / JOURNAL_FILE
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.lateness_ns = lateness_ns
         self.policy = policy or CheckpointPolicy()
@@ -155,8 +164,8 @@ class KafkaHost:
         """Consume, process and produce until the end (``until_end``) or a stop request."""
         self._retry("initialize transactions",
                     lambda: self.producer.init_transactions(10.0))  # fences an old instance
-        self._resume()
         self._retry("begin transaction", self.producer.begin_transaction)
+        self._resume()  # may re-apply journaled commands: inside the transaction
         last_cp_wall = time.monotonic()
         last_cp_wm = self.runner.watermark
         since_cp = 0
@@ -208,6 +217,7 @@ class KafkaHost:
             self.runner = self._new_runner()
             self.output.restore(self.runner.restore(data))
             self.stats.restored_from = len(data)
+            self._replay_journal()
             offsets = self.runner.source_offsets()
             self._verify_offsets(offsets)
             where = ", ".join(f"{p}:{o}" for (t, p), o in sorted(offsets.items())
@@ -217,14 +227,52 @@ class KafkaHost:
                       f"{where}; control {offsets[(tn.CONTROL, 0)]})")
             tps = [ck.TopicPartition(self.settings.topic(t), p, o)
                    for (t, p), o in sorted(offsets.items())]
-        else:
+        else:  # a first start, or a crash before the first checkpoint
+            self._replay_journal()
             tps = [ck.TopicPartition(self.src_topic, p, ck.OFFSET_BEGINNING)
                    for p in range(self.partitions)]
-            tps.append(ck.TopicPartition(self.control_topic, 0, ck.OFFSET_BEGINNING))
+            ctl = self.runner.control_offset
+            tps.append(ck.TopicPartition(self.control_topic, 0, ctl or ck.OFFSET_BEGINNING))
         self._eof.clear()
         for t in {tp.topic for tp in tps}:  # leaders known before the first fetch
             self.consumer.list_topics(t, timeout=10.0)
         self.consumer.assign(tps)
+
+    def _replay_journal(self) -> None:
+        """Commands applied after the checkpoint, before a crash: applied again with their
+        recorded stamps (so the replay after the checkpoint is the run that was lost) and not
+        read again."""
+        if not self.journal_path.exists():
+            return
+        dec = msgspec.json.Decoder(JournalEntry)
+        for line in self.journal_path.read_bytes().splitlines():
+            try:
+                e = dec.decode(line)
+            except msgspec.DecodeError:
+                continue  # a torn last line: that command was never applied
+            if e.offset >= self.runner.control_offset:
+                self.runner.control(e.control, e.offset, e.control.ts_event)
+                self._log(f"control {e.control.command} for {e.control.account} re-applied "
+                          "at its recorded time")
+
+    def _journal(self, entry: JournalEntry) -> None:
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, msgspec.json.encode(entry) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _prune_journal(self) -> None:
+        """Drop the entries the checkpoint just written covers."""
+        if not self.journal_path.exists():
+            return
+        keep = [line for line in self.journal_path.read_bytes().splitlines()
+                if _journal_offset(line) >= self.runner.control_offset]
+        if keep:
+            write_checkpoint(self.journal_path, b"".join(line + b"\n" for line in keep))
+        else:
+            self.journal_path.unlink()
 
     def _verify_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
         """Every offset the checkpoint resumes at must be within the partition's log: the
@@ -338,7 +386,13 @@ class KafkaHost:
                               m.partition(), m.offset())
             self.runner.control_offset = m.offset() + 1
             return
-        stamped = self.runner.control(cmd, m.offset())
+        stamp = self.runner.stamp()
+        stamped = None
+        if stamp is not None:  # recorded before it acts: a restart re-applies it as it was
+            self._journal(JournalEntry(m.offset(), msgspec.structs.replace(cmd, ts_event=stamp)))
+            stamped = self.runner.control(cmd, m.offset(), stamp)
+        else:
+            self.runner.control_offset = m.offset() + 1
         self.stats.controls += 1
         if stamped is None:
             self._log(f"control {cmd.command} for {cmd.account} after the end of the stream: "
@@ -414,6 +468,7 @@ class KafkaHost:
             tmp.write_bytes(data[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
         write_checkpoint(self.checkpoint_path, data)
+        self._prune_journal()
         self.stats.checkpoint_s.append(time.perf_counter() - t)
         self.stats.checkpoint_bytes = len(data)
         self._retry("begin transaction", self.producer.begin_transaction)
@@ -461,6 +516,13 @@ class KafkaHost:
                 f"watermark {_fmt_wm(self.runner.watermark)}, orders "
                 f"{self.output.counts.get(tn.ORDERS, 0):,}, fills "
                 f"{self.output.counts.get(tn.FILLS, 0):,}, checkpoints {s.checkpoints}, {lag}")
+
+
+def _journal_offset(line: bytes) -> int:
+    try:
+        return msgspec.json.decode(line, type=JournalEntry).offset
+    except msgspec.DecodeError:
+        return -1
 
 
 def _fmt_wm(wm: int) -> str:

@@ -25,6 +25,7 @@ broker delivers them in (``jobs.core.sequenced``). Besides data records (``sq.ki
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -80,7 +81,7 @@ def header_map(headers: list[tuple[str, bytes | None]] | None) -> dict[str, byte
     return {k: v for k, v in (headers or ()) if v is not None}
 
 
-def check_schema(h: dict[str, bytes]) -> None:
+def check_schema(h: Mapping[str, bytes | None]) -> None:
     """Refuse a record without a readable ``sq.schema`` of the version this code knows."""
     raw = h.get(SCHEMA)
     if raw is None:
@@ -90,7 +91,7 @@ def check_schema(h: dict[str, bytes]) -> None:
                           f"code reads version {SCHEMA_VERSION}")
 
 
-def source_mark(h: dict[str, bytes]) -> tuple[int, Kind]:
+def source_mark(h: Mapping[str, bytes | None]) -> tuple[int, Kind]:
     """``(seq, kind)`` of a source record; raises :class:`HeaderError` when unreadable."""
     check_schema(h)
     raw = h.get(SEQ)
@@ -101,7 +102,7 @@ def source_mark(h: dict[str, bytes]) -> tuple[int, Kind]:
         seq = int(raw)
     except ValueError:
         raise HeaderError(f"{SEQ} {raw!r} is not an integer") from None
-    kind = h.get(KIND, b"data")
+    kind = h.get(KIND) or b"data"
     if kind not in (b"data", b"heartbeat", b"end"):
         raise HeaderError(f"unknown {KIND} {kind!r}")
     return seq, kind.decode()  # type: ignore[return-value]

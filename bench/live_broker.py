@@ -7,22 +7,24 @@ created from the catalog:
 1. throughput on the full E-mini replay (500k ticks): ``produce_ticks`` unpaced first (its rate
    reported on its own), then ``KafkaHost`` consuming ``md.ticks.raw`` from the beginning until
    the end marks, timed from the host's construction to the end of stream (broker start,
-   producing and graph building excluded): (a) normalize + features only, (b) the whole chain
-   as ``streamquant run --bootstrap`` builds it; the embedded per-event runs of the same graphs
-   from the CSV in the same rounds (interleaved) for the ratios. Where (a)'s time goes: the
-   consumer alone over the same topic, and the ``SequencedRunner`` over the consumed records
-   with outputs encoded but not produced (no broker);
-2. tick -> order latency: the warm-up part of the file produced unpaced, the live host
+   producing, graph building and model loading excluded): (a) normalize + features only,
+   (b) the whole chain as ``streamquant run --bootstrap`` builds it; the embedded per-event
+   runs of the same graphs from the CSV in the same rounds (interleaved) for the ratios;
+2. tick -> order latency: a warm-up slice of the file produced unpaced, the live host
    (``python -m jobs.cli run --bootstrap ... --no-cost-gate``, its own process) caught up, then
-   the slice after the training end produced paced (``produce-ticks --rate``, its own process).
+   the night after the training end produced paced (``produce-ticks --rate``, its own process),
+   once with produce-ticks' default heartbeats and once with a heartbeat round every 10 records.
    An order's closing tick is the first tick (in source order) whose running maximum event time
    reaches the order's ``ts_event`` (``Order.ts_event`` is the decision's time, the
    ``FeatureVector.ts_closed`` of its bar: the event time of the tick whose watermark closed it;
    with lateness 0 the watermark is the maximum event time seen). Latency = the order record's
    Kafka CreateTime minus that tick record's CreateTime (both set at ``produce()`` by the
-   producers; milliseconds, so +-1 ms). Also: when consumers in this process saw the order
-   (read_uncommitted, read_committed), and each tick's ``md.ticks`` copy (produced by the host
-   as it processes the tick: transport + sequenced merge + normalize);
+   producers; milliseconds, so +-1 ms). Its parts: when a consumer in this process saw each
+   tick (transport), when every other source partition had a later mark (the sequenced
+   merge cannot release a tick before: the heartbeat floor), each tick's ``md.ticks`` copy
+   (produced by the host as it processes the tick) and the closing tick's copy -> the order (the
+   chain inside the host). And when consumers here saw the order, read_uncommitted and
+   read_committed (the latter waits for the checkpoint's transaction commit);
 3. checkpoint duration and size (``KafkaHost.stats``; the paced run's summary);
 4. restart after SIGKILL: the live host killed after orders started and a checkpoint exists,
    restarted with the same command line; from the restart's ``Popen`` to the first order record
@@ -31,6 +33,11 @@ created from the catalog:
 
 Two shared cores host the broker, the producers, the live host and this process: every figure
 here moves with the machine's load (printed in the header); nothing asserts on a time.
+
+``--profile`` adds diagnostics (~1.5 min): where (a)'s time goes (the consumer alone, the
+host's per-record decoding, ``SequencedRunner`` with a counting output, ``KafkaOutput``'s
+encoding, each a separate run over the same records) and one live whole-chain run under
+cProfile.
 
 Run: ``python -m bench.live_broker [--models DIR] [--reps N] [--json PATH] [--profile]``.
 """
@@ -49,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,6 +123,7 @@ KILL_SETTLE_S = 1.5 * CHECKPOINT_WALL_S
 """After the orders above, so the live host is in step and has checkpointed since."""
 LATENCY_RUNS = (("default heartbeats", None), ("heartbeat every 10 records", 10))
 PROFILE_TOP = 25
+CONSUME_BATCH = 10_000  # KafkaHost.run's consume(10_000, ...)
 
 _ORDER_DEC = msgspec.json.Decoder(Order)
 _TICK_DEC = msgspec.json.Decoder(RawTick)
@@ -318,12 +327,16 @@ class LiveRun:
     seconds: float
     stats: LiveStats
     counts: dict[str, int]
+    open_s: float
+    """Opening the operators before the clock (the models load here)."""
 
 
 def live_run(graph: Graph, settings: KafkaSettings, ckdir: Path, job_id: str,
              profile: cProfile.Profile | None = None) -> LiveRun:
     """One ``KafkaHost`` over the whole source topic, from an empty checkpoint directory."""
+    t_open = time.perf_counter()
     with opened(graph.stages):
+        open_s = time.perf_counter() - t_open
         gc.collect()
         t0 = time.perf_counter()
         host = KafkaHost(graph, settings, ckdir, until_end=True, progress=False, job_id=job_id)
@@ -337,7 +350,7 @@ def live_run(graph: Graph, settings: KafkaSettings, ckdir: Path, job_id: str,
         host.producer.flush(10.0)
     del host  # the producer goes before the broker does (no disconnect noise at the end)
     gc.collect()
-    return LiveRun(seconds, stats, counts)
+    return LiveRun(seconds, stats, counts, open_s)
 
 
 def consume_only(settings: KafkaSettings) -> tuple[float, list[Any]]:
@@ -375,17 +388,30 @@ def decode_elements(msgs: list[Any]) -> tuple[float, list[Element]]:
     return time.perf_counter() - t0, out
 
 
-def core_only(graph: Graph, elements: list[Element]) -> float:
-    """``SequencedRunner`` over consumed elements, outputs encoded as the host encodes them but
-    produced nowhere: the live core without a broker."""
-    output = KafkaOutput(lambda *_: None, lambda t: t, graph.output_topics)
+class _Counts:
+    """An output that only counts (what the embedded runs' ``TopicSink(None, ...)`` does)."""
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[str, int] = defaultdict(int)
+
+    def emit(self, topic: str, value: msgspec.Struct) -> None:
+        self.counts[topic] += 1
+
+
+def core_only(graph: Graph, elements: list[Element], *, encode: bool) -> float:
+    """``SequencedRunner`` over consumed elements in the host's batches, no broker: outputs
+    encoded as the host encodes them (``KafkaOutput``) but produced nowhere, or only counted."""
+    output: KafkaOutput | _Counts = (
+        KafkaOutput(lambda *_: None, lambda t: t, graph.output_topics) if encode else _Counts())
     with opened(graph.stages):
         runner = SequencedRunner(graph, output, partitions=CATALOG[tn.MD_TICKS_RAW].partitions)
         gc.collect()
         t0 = time.perf_counter()
-        for e in elements:
-            runner.push(e)
-            runner.run_ready()
+        push, run_ready = runner.push, runner.run_ready
+        for start in range(0, len(elements), CONSUME_BATCH):  # as the host's consume batches
+            for e in elements[start:start + CONSUME_BATCH]:
+                push(e)
+            run_ready()
         dt = time.perf_counter() - t0
     return dt
 
@@ -443,13 +469,14 @@ def throughput(bootstrap: str, src: TickInput, models: Path, tmp: Path, reps: in
     times["live (b)"] = [r.seconds for r in runs["live (b)"]]
     res = Throughput(prod, prod.records, times, runs, embedded_orders[0] if embedded_orders
                      else 0)
-    res.build_s = build_s
+    res.build_s = [b + r.open_s for b, r in zip(build_s, runs["live (b)"], strict=True)]
     if profile:
         consume_s, msgs = consume_only(settings)
         decode_s, elements = decode_elements(msgs)
         del msgs
-        res.split = {"consume": consume_s, "decode": decode_s,
-                     "core": core_only(front_end_graph(), elements)}
+        core_s = core_only(front_end_graph(), elements, encode=False)
+        res.split = {"consume": consume_s, "decode": decode_s, "core": core_s,
+                     "encode": core_only(front_end_graph(), elements, encode=True) - core_s}
         del elements
         res.profile = cProfile.Profile()
         graph = build_live_graph(live_options(models, tmp / "out"))[0]
@@ -767,19 +794,21 @@ def report_throughput(tp: Throughput) -> list[Row]:
     print(f"   live (b) / embedded (b) = {rb:.0%} (per-round ratio; target >= "
           f"{TARGET_RATIO:.0%}: {'met' if rb >= TARGET_RATIO else 'NOT met'}); orders "
           f"live {lb.counts.get(tn.ORDERS, 0):,}, embedded {tp.embedded_orders:,}")
-    print(f"   build_live_graph (model load included, untimed above): "
+    print(f"   build_live_graph + opening its operators (the models load; untimed above): "
           f"{float(np.median(tp.build_s)):.2f} s")
     split = tp.split
     rows: list[Row] = []
     if split:
         rest = st["live (a)"].median - sum(split.values())
-        print(f"   where live (a)'s time goes (separate runs, no profiler): consumer alone "
-              f"{split['consume']:.2f} s, the host's header/record decoding "
-              f"{split['decode']:.2f} s, SequencedRunner + output encoding without a broker "
-              f"{split['core']:.2f} s, the rest (producing, transactions, loop) {rest:.2f} s")
+        print(f"   where live (a)'s time goes (separate runs over the same records, no "
+              f"profiler): consumer alone {split['consume']:.2f} s, the host's header/record "
+              f"decoding {split['decode']:.2f} s, SequencedRunner + graph {split['core']:.2f} s, "
+              f"KafkaOutput encoding {split['encode']:.2f} s, the rest (librdkafka produce, "
+              f"transactions, host loop) {rest:.2f} s")
         rows.append(Row(BENCH, "(a) split", f"consume {split['consume']:.2f} s, decode "
-                        f"{split['decode']:.2f} s, core {split['core']:.2f} s, rest "
-                        f"{rest:.2f} s", "n=1", "separate runs over the same records"))
+                        f"{split['decode']:.2f} s, core {split['core']:.2f} s, encode "
+                        f"{split['encode']:.2f} s, rest {rest:.2f} s", "n=1",
+                        "separate runs over the same records (--profile)"))
     how = "KafkaHost construction to end of stream, 500k ticks from md.ticks.raw"
     prod = tp.produce
     return [
@@ -872,7 +901,8 @@ def report_restart(rs: Restart, build_s: float) -> list[Row]:
     before_host = (fo - host_first) if fo is not None and host_first is not None else None
     print(f"   split: start -> KafkaHost init {_s(before_host)} (first order - summary "
           f"first_order_s), of which interpreter + imports ~{rs.imports_s:.2f} s (a fresh "
-          f"process importing the live run) and build_live_graph ~{build_s:.2f} s (section 1); "
+          f"process importing the live run) and build_live_graph + open ~{build_s:.2f} s "
+          f"(section 1); "
           f"start -> 'resuming from' line {_s(rs.to_resume_line_s)} (after init_transactions, "
           f"checkpoint restore, offset checks); KafkaHost init -> first order {_s(host_first)}")
     return [

@@ -132,10 +132,10 @@ _TICK_DEC = msgspec.json.Decoder(RawTick)
 # ----------------------------------------------------------------------------- inputs
 
 
-def live_options(models: Path | None, out: Path, *, cost_gate: bool = True) -> ReplayOptions:
-    """What ``streamquant run --bootstrap`` gets with no other flags (``--no-cost-gate``:
-    ``cost_gate=False``)."""
-    return ReplayOptions(out=out, quiet=True, models=models, cost_gate=cost_gate)
+def live_options(models: Path | None, out: Path) -> ReplayOptions:
+    """What ``streamquant run --bootstrap --models M --quiet`` gets (the cost gate on, as in
+    the embedded runs it is compared with)."""
+    return ReplayOptions(out=out, quiet=True, models=models)
 
 
 def front_end_graph() -> Graph:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from bench.measure import Row, header, print_table, read_rows
 
-BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency")
-NEEDS_MODELS = ("inference_latency", "chain_latency")
+BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency",
+           "live_broker")
+NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,6 +129,7 @@ class KafkaHost:
         self.partitions = CATALOG[graph.source_topic].partitions
         self.src_topic = settings.topic(graph.source_topic)
         self.control_topic = settings.topic(tn.CONTROL)
+        self._orders_topic = settings.topic(tn.ORDERS)
         self.stats = LiveStats()
         self._stop = False
         self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
@@ -170,10 +171,16 @@ class KafkaHost:
         last_cp_wm = self.runner.watermark
         since_cp = 0
         last_progress = time.monotonic()
-        consume = self.consumer.consume
+        consume, poll = self.consumer.consume, self.consumer.poll
         try:
             while not self._stop:
-                msgs = consume(10_000, 0.005)
+                # drain what is queued without waiting; when nothing is, block for one record
+                # (consume(n, t) would wait all of t for fewer than n records)
+                msgs = consume(10_000, 0)
+                if not msgs:
+                    first = poll(0.05)
+                    if first is not None:
+                        msgs = [first, *consume(10_000, 0)]
                 if msgs:
                     since_cp += self._handle(msgs)
                 if self.until_end and self.runner.ended:
@@ -447,7 +454,7 @@ class KafkaHost:
                 break
             except BufferError:  # the local queue is full: let deliveries drain
                 self.producer.poll(0.05)
-        if self.stats.first_output_s is None and topic == self.settings.topic(tn.ORDERS):
+        if self.stats.first_output_s is None and topic == self._orders_topic:
             self.stats.first_output_s = time.perf_counter() - self._t0
 
     # -- checkpoints --------------------------------------------------------------------------

@@ -48,12 +48,12 @@ class KafkaOutput:
         self.dlq_reasons: Counter[str] = Counter()
         self.written: defaultdict[str, int] = defaultdict(int)
         """Records produced per topic by this process."""
-        self._routes: dict[str, tuple[str, Callable[[Any], bytes | None]]] = {}
+        self._routes: dict[str, tuple[str, Callable[[Any], bytes | None], bytes]] = {}
         for t in topics:
             spec = CATALOG[t]
             if spec.internal or t == tn.CONTROL:
                 continue
-            self._routes[t] = (kafka_topic(t), _key_getter(spec.key))
+            self._routes[t] = (kafka_topic(t), _key_getter(spec.key), f"{t}:".encode())
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -64,17 +64,18 @@ class KafkaOutput:
         self.counts.update(positions)
 
     def emit(self, topic: str, value: msgspec.Struct) -> None:
-        n = self.counts[topic]
-        self.counts[topic] = n + 1
+        counts = self.counts
+        n = counts[topic]
+        counts[topic] = n + 1
         route = self._routes.get(topic)
         if route is None:
             return
-        kafka_topic, key = route
+        kafka_topic, key, prefix = route
         if topic == DLQ_TOPIC:
             self.dlq_reasons[value.reason] += 1  # type: ignore[attr-defined]
-            msg_id = f"{topic}:{value.source.describe()}"  # type: ignore[attr-defined]
+            msg_id = f"{topic}:{value.source.describe()}".encode()  # type: ignore[attr-defined]
         else:
-            msg_id = f"{topic}:{n}"
+            msg_id = prefix + str(n).encode()
         self._produce(kafka_topic, self._enc.encode(value), key(value),
-                      wire.output_headers(msg_id))
+                      [(wire.SCHEMA, wire.SCHEMA_VERSION_BYTES), (wire.ID, msg_id)])
         self.written[topic] += 1

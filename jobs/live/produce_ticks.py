@@ -53,7 +53,7 @@ _M32 = 0xFFFFFFFF
 _MURMUR_M = 0x5BD1E995
 _MURMUR_SEED = 0x9747B28C
 _INT_TS_MIN = 10**17  # below this magnitude an epoch integer is read as s/ms/µs, not ns
-PACED_HEARTBEAT_S = 0.05
+PACED_HEARTBEAT_S = 0.005
 SCAN_IDLE_TIMEOUT_S = 30.0
 INTERRUPT_FLUSH_S = 10.0
 

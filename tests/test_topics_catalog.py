@@ -14,7 +14,7 @@ from topics.serde import decode, encode, encode_many, json_schema
 PUBLIC = ("md.ticks.raw", "md.ticks", "md.ticks.dlq", "md.ticks.late", "md.bars", "features",
           "predictions", "regimes", "signals", "orders.intents", "orders", "risk.rejects",
           "fills", "positions", "audit.decisions", "models.updates", "control", "account.feed",
-          "venue.reports", "orders.cancels")
+          "venue.reports", "orders.cancels", "control.applied")
 
 
 def test_catalog_has_exactly_the_public_topic_names() -> None:

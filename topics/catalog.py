@@ -79,9 +79,6 @@ _SPECS: tuple[TopicSpec, ...] = (
               "Online-learning updates, drift alarms and rollbacks."),
     TopicSpec("control", m.Control, "account", 1, None, False, "operators",
               "Kill switch and halts; read by the pre-trade check."),
-    TopicSpec("control.applied", m.Control, "account", 1, None, False, "operators",
-              "Each control command as the live pipeline applied it, ts_event stamped with the "
-              "data watermark it took effect at (replayable with run --control)."),
     TopicSpec("account.feed", m.AccountFeed, "account", 8, DAY_MS, False, "pipeline",
               "Trades and commands re-keyed by account: one copy per account trading the "
               "symbol (or named by the command).", internal=True),
@@ -89,6 +86,9 @@ _SPECS: tuple[TopicSpec, ...] = (
               "Execution reports of a live venue (acks, fills, expiries) for the account."),
     TopicSpec("orders.cancels", m.OrderCancel, "account", 8, None, False, "venues",
               "Cancels of working child orders sent to a live venue."),
+    TopicSpec("control.applied", m.Control, "account", 1, None, False, "operators",
+              "Each control command as the live pipeline applied it, ts_event stamped with the "
+              "data watermark it took effect at (replayable with run --control)."),
 )
 
 CATALOG: dict[str, TopicSpec] = {spec.name: spec for spec in _SPECS}

@@ -49,6 +49,7 @@ from operators.domain.tick_fields import (
     RejectedError,
     clean_trade_id,
     clean_venue,
+    fields_of_cells,
     implausible_detail,
     is_implausible,
     nonnegative_problem,
@@ -273,12 +274,7 @@ class Normalize(Operator[DedupeState, RawRecord]):
             raise RejectedError(DlqReason.BAD_CSV, f"unparseable CSV quoting: {exc}") from None
         if len(cells) != self._ncols:
             raise RejectedError(DlqReason.BAD_CSV, self.cell_count_detail(len(cells)))
-        out: list[Any] = [None] * 8
-        for fi, ci in self._mapped:
-            c = cells[ci].strip()
-            if c or fi == _SYMBOL:  # blank means absent, except for an explicit symbol
-                out[fi] = c
-        return out
+        return fields_of_cells(cells, self._mapped)
 
     def cell_count_detail(self, got: int) -> str:
         return f"{got} cells, expected {self._ncols} {self.config.csv_columns}"

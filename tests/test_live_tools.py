@@ -110,14 +110,14 @@ def test_check_topics_names_missing_topics_and_how_to_create_them(
 # --------------------------------------------------------------------------- partitioning
 
 
-def test_murmur2_matches_kafkas_java_test_vectors() -> None:
+def test_murmur2_matches_kafkas_reference_test_vectors() -> None:
     # org.apache.kafka.common.utils.UtilsTest.testMurmur2 (signed 32-bit results)
     cases = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
              b"a-little-bit-longer-string": -1486304829,
              b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
              b"abc": 479470107}
-    for key, java in cases.items():
-        assert murmur2(key) == java & 0xFFFFFFFF
+    for key, expected in cases.items():
+        assert murmur2(key) == expected & 0xFFFFFFFF
 
 
 def test_kafka_partition_equals_librdkafkas_murmur2_for_random_keys() -> None:

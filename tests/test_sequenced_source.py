@@ -17,10 +17,9 @@ import pytest
 
 from jobs.core.sequenced import DATA, END, HEARTBEAT, Element, SequencedMerge, SequenceError
 from jobs.core.sequenced_runner import SequencedRunner
-from jobs.topic_sink import TopicSink
 from jobs.topology import opened
 from operators.contract import END_OF_STREAM
-from tests._chain_fixture import chain_run
+from tests._chain_fixture import RecordingSink, chain_run
 from topics import names as tn
 
 PARTITIONS = 8
@@ -67,22 +66,12 @@ def _by_topic(log: list[tuple[str, msgspec.Struct]] | tuple[tuple[str, msgspec.S
     return dict(out)
 
 
-class _Log(TopicSink):
-    def __init__(self, topics: tuple[str, ...]) -> None:
-        super().__init__(None, topics)
-        self.log: list[tuple[str, msgspec.Struct]] = []
-
-    def emit(self, topic: str, value: msgspec.Struct) -> None:
-        self.log.append((topic, value))
-        super().emit(topic, value)
-
-
 def _deliver(parts: list[list[Element]], seed: int, checkpoint_every: int | None = None
              ) -> dict[str, list[bytes]]:
     """Deliver the partitions in a random interleaving; optionally checkpoint and restart."""
     graph = chain_run().graph
     rng = random.Random(seed)
-    sink = _Log(graph.output_topics)
+    sink = RecordingSink(graph.output_topics)
     with opened(graph.stages):
         runner = SequencedRunner(graph, sink, partitions=PARTITIONS)
         pos = [0] * PARTITIONS

@@ -43,7 +43,12 @@ from jobs.live.reading import TopicReader, headers_of
 from jobs.progress import Progress, data_lines
 from jobs.sources import TickInput, iter_records
 from operators.contract import MIN_WATERMARK
-from operators.domain.tick_fields import TICK_FIELDS, is_implausible, split_csv_line
+from operators.domain.tick_fields import (
+    TICK_FIELDS,
+    fields_of_cells,
+    is_implausible,
+    split_csv_line,
+)
 from operators.domain.timeparse import TimestampError, TimestampParser, format_ns
 from operators.normalize import MAX_FORWARD_JUMP_NS
 from topics import names as tn
@@ -227,12 +232,7 @@ class RowEncoder:
             return None
         if len(cells) != self._ncols:
             return None
-        out: list[Any] = [None] * 8
-        for fi, ci in self._mapped:
-            c = cells[ci].strip()
-            if c or fi == _SYMBOL:  # blank means absent, except for an explicit symbol
-                out[fi] = c
-        return out
+        return fields_of_cells(cells, self._mapped)
 
 
 class _Sender:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+from typing import Any
 
 from operators.domain.bars import format_duration
 from operators.domain.timeparse import format_ns
@@ -146,3 +147,18 @@ __all__ = [
     "split_csv_line",
     "symbol_problem",
 ]
+
+
+SYMBOL_FIELD = TICK_FIELDS.index("symbol")
+
+
+def fields_of_cells(cells: list[str], mapped: tuple[tuple[int, int], ...]) -> list[Any]:
+    """One CSV row's cells as the eight canonical fields (``TICK_FIELDS`` order; ``mapped``:
+    ``(field index, cell index)`` pairs). A blank cell is an absent field, except an explicit
+    symbol column, whose blank is ``EMPTY_SYMBOL`` rather than a default."""
+    out: list[Any] = [None] * len(TICK_FIELDS)
+    for fi, ci in mapped:
+        c = cells[ci].strip()
+        if c or fi == SYMBOL_FIELD:
+            out[fi] = c
+    return out

@@ -56,11 +56,12 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def kafka_args(p: argparse.ArgumentParser) -> None:
+def kafka_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+               required: bool = True, bootstrap_help: str | None = None) -> None:
     """The flags that say where the Kafka cluster is and how our topics are named on it."""
-    p.add_argument("--bootstrap", required=True, metavar="HOST:PORT[,...]",
-                   help="Kafka bootstrap servers, e.g. 127.0.0.1:9092 ('streamquant broker' "
-                        "starts a development broker)")
+    p.add_argument("--bootstrap", required=required, metavar="HOST:PORT[,...]",
+                   help=bootstrap_help or "Kafka bootstrap servers, e.g. 127.0.0.1:9092 "
+                                          "('streamquant broker' starts a development broker)")
     p.add_argument("--topic-prefix", default="", metavar="PREFIX",
                    help="prefix of every topic name on the cluster, e.g. 'dev.' (default: none)")
     p.add_argument("--kafka-config", metavar="FILE",
@@ -181,12 +182,8 @@ def _live_args(run: argparse.ArgumentParser) -> None:
         "live (Kafka)", "with --bootstrap the ticks come from md.ticks.raw and control, every "
         "output topic is produced, and the run continues until SIGTERM/Ctrl-C (or the source "
         "ends, with --until-end); --models is required")
-    g.add_argument("--bootstrap", metavar="HOST:PORT[,...]",
-                   help="Kafka bootstrap servers: run live instead of replaying a file")
-    g.add_argument("--topic-prefix", default="", metavar="PREFIX",
-                   help="prefix of every topic name on the cluster (default: none)")
-    g.add_argument("--kafka-config", metavar="FILE",
-                   help="librdkafka client properties (name=value; ${ENV_VAR} substituted)")
+    kafka_args(g, required=False, bootstrap_help="Kafka bootstrap servers: run live instead "
+                                                 "of replaying a file")
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="where the live run keeps its checkpoint; a restart with the same "
                         "command line resumes from it")

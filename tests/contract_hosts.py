@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import msgspec
 
 from jobs.core.checkpoint import decode_checkpoint, encode_checkpoint, make_checkpoint
+from jobs.core.sequenced import DATA, END, Element
+from jobs.core.sequenced_runner import SequencedRunner
 from jobs.core.stage import EncodedStore, StageHost
 from jobs.core.watermarks import WatermarkTracker
 from jobs.graph import Graph, Stage
@@ -146,9 +148,65 @@ class StageDriver:
         self.tracker.restore(cp.partitions)
 
 
+class SequencedHost:
+    """The operator as a one-stage graph on the live path's core (``SequencedRunner``): its
+    input as partition 0 of a two-partition sequenced source whose partition 1 has only its
+    end mark, so every record goes through the merge, the look-ahead and the per-partition
+    tracker, as on Kafka."""
+
+    LAST = 1 << 62  # partition 1's end mark: after every record this host will feed
+
+    def __init__(self, case: OperatorCase) -> None:
+        self.case = case
+        op = case.make()
+        graph = Graph(case.input_topic, (Stage(op, (case.input_topic,), case.output_topics),))
+        self.sink = TopicSink(None, case.output_topics, capture=True)
+        self.runner = SequencedRunner(graph, self.sink, partitions=2,
+                                      lateness_ns=case.lateness_ns,
+                                      watermark_topic=case.wm_topic)
+        self.uid = op.UID
+        self._reread()
+
+    def _reread(self) -> None:
+        """What a consumer reads again after a (re)start: partition 1's end mark."""
+        m = self.runner.merge
+        if not m.ended_partitions[1]:
+            self.runner.push(Element(self.LAST, END, 1, m.next_offsets[1]))
+
+    @property
+    def watermark(self) -> int:
+        return self.runner.watermark
+
+    def feed(self, event: msgspec.Struct) -> None:
+        m = self.runner.merge
+        self.runner.push(Element(m.released_seq + 1, DATA, 0, m.next_offsets[0], event))
+        self.runner.run_ready()
+
+    def end_of_stream(self) -> None:
+        m = self.runner.merge
+        self.runner.push(Element(self.LAST - 1, END, 0, m.next_offsets[0]))
+        self.runner.run_ready()
+
+    def outputs(self) -> dict[str, bytes]:
+        assert self.sink.captured is not None
+        return _json_lines(self.sink.captured, self.case.output_topics)
+
+    def states(self) -> dict[str, Any]:
+        states: dict[str, Any] = self.runner.core.by_uid[self.uid].states  # type: ignore[assignment]
+        return states
+
+    def checkpoint(self) -> bytes:
+        return self.runner.checkpoint(dict(self.sink.counts))
+
+    def restore(self, data: bytes) -> None:
+        self.runner.restore(data)
+        self._reread()
+
+
 REFERENCE = "local"
 HOSTS: dict[str, Callable[[OperatorCase], ContractHost]] = {
     "local": LocalHost,
     "stage": StageDriver,
+    "sequenced": SequencedHost,
 }
 """Host name -> factory of a fresh host for a case; the suite runs once per entry."""

@@ -60,6 +60,7 @@ class SequencedRunner:
         self.tracker = WatermarkTracker(partitions, lateness_ns=lateness_ns)
         self.core = GraphDispatcher(graph, output, watermark_topic=watermark_topic, clock=clock)
         self._inlets = self.core.inlets(graph.source_topic)
+        self._source_is_wm = graph.source_topic == watermark_topic
         self.watermark = MIN_WATERMARK
         self.records = 0
         """Data records released into the graph (this process)."""
@@ -98,7 +99,7 @@ class SequencedRunner:
 
     def _feed(self, partition: int, record: msgspec.Struct) -> None:
         core = self.core
-        core.seen = MIN_WATERMARK
+        core.seen = record.ts_event if self._source_is_wm else MIN_WATERMARK  # type: ignore[attr-defined]
         for inlet in self._inlets:
             for e in inlet(record):
                 core.deliver(e.topic, e.value)

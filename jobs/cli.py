@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from jobs.errors import Terminated, UsageError
+from jobs.sinks.options import sink_args
 
 if TYPE_CHECKING:
     from jobs.live.kafka_client import KafkaSettings
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "auto (cuda if usable, else cpu) (default: %(default)s)")
     run.add_argument("--control", metavar="PATH",
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
+    sink_args(run)
     _live_args(run)
     run.set_defaults(func=_cmd_run)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jobs.bar_files import OHLC_TOLERANCE, check_tolerance
 from jobs.errors import UsageError
+from jobs.sinks.options import SinkOptions
 from operators.domain.bars import parse_duration
 from operators.domain.tick_fields import TICK_FIELDS
 from operators.domain.timeparse import load_zone
@@ -52,6 +53,7 @@ class ReplayOptions:
     max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age ("off")
     cost_gate: bool = True
     edge_horizon_bars: float | None = None  # None: the models' label horizon
+    sinks: SinkOptions = field(default_factory=SinkOptions)  # ClickHouse, Redis, Prometheus
 
     @property
     def column_map(self) -> dict[str, str]:
@@ -117,7 +119,7 @@ class ReplayOptions:
             device=getattr(args, "device", "cpu"),
             report_html=not getattr(args, "no_report_html", False),
             max_bar_age_ns=max_bar_age, cost_gate=not getattr(args, "no_cost_gate", False),
-            edge_horizon_bars=edge_horizon)
+            edge_horizon_bars=edge_horizon, sinks=SinkOptions.from_args(args))
 
 
 def parse_columns(text: str | None) -> tuple[tuple[str, str], ...]:

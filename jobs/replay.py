@@ -50,6 +50,8 @@ from jobs.report import (
     write_equity_csv,
 )
 from jobs.round_trips import write_trades_csv
+from jobs.sinks.attach import RunContext, open_taps
+from jobs.sinks.tap import Tap
 from jobs.sources import (
     bar_tick,
     file_format,
@@ -136,7 +138,7 @@ def _finish_config(run: _Run, chain_opts: ChainOptions | None, chain: tuple[Stag
 
 
 def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
-              device: Device) -> _Run:
+              device: Device, taps: list[Tap]) -> _Run:
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
     items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
@@ -151,7 +153,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     graph = Graph(tn.MD_BARS, (Stage(bf, (tn.MD_BARS,), (tn.FEATURES,)), *chain),
                   external=(tn.MD_TICKS, tn.CONTROL) if chain else ())
     sink = TopicSink(topics_dir, (tn.MD_TICKS_DLQ, tn.MD_BARS, *graph.output_topics),
-                     capture=_KEEP if chain else False)
+                     capture=_KEEP if chain else False, taps=taps)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic=tn.MD_TICKS if chain else tn.MD_BARS)
     with opened(graph.stages):
@@ -175,7 +177,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
 
 
 def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
-               device: Device) -> _Run:
+               device: Device, taps: list[Tap]) -> _Run:
     """A tick file (or the bundled sample) through the whole graph, batched or per event."""
     src = resolve_ticks(opts)
     bar_ns = parse_duration(opts.bar or "1m")
@@ -187,7 +189,7 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     controls = load_controls(opts.control)
     sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
-                     capture=_KEEP if chain else False)
+                     capture=_KEEP if chain else False, taps=taps)
     mode = opts.mode
     if mode == "batch" and src.spec.fmt != "csv":
         mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
@@ -246,11 +248,16 @@ def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str,
     t0 = time.perf_counter()
     stats = RunStats()
     topics_dir = opts.out / "topics" if opts.write_topics else None
-    run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir, device)
+    with open_taps(opts.sinks, RunContext(out=opts.out, job=opts.out.name,
+                                          quiet=opts.quiet)) as taps:
+        run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir,
+                                                                   device, taps)
+        run.sink.close()
     sink, report = run.sink, run.report
-    sink.close()
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)
+    if taps:
+        summary["sinks"] = {t.name: t.stats() for t in taps}
     if report is not None:
         summary.update(report.figures)
         write_equity_csv(opts.out / "equity.csv", report.ts, report.equity)

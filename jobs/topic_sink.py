@@ -7,11 +7,13 @@ so a replay's ``orders.jsonl`` can be diffed byte for byte against a Flink run's
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 import msgspec
 
+from jobs.sinks.tap import Tap, routes
 from topics.catalog import CATALOG
 from topics.dlq import DLQ_TOPIC
 
@@ -22,7 +24,8 @@ class TopicSink:
     """Counts every message per topic; optionally writes files and keeps messages in memory.
 
     Without ``write``, every topic but the catalog's internal ones (re-keyed copies of other
-    topics) gets a file.
+    topics) gets a file. ``taps`` (``jobs.sinks.tap``) receive the topics they ask for with
+    each message's position on its topic.
     """
 
     def __init__(
@@ -32,6 +35,7 @@ class TopicSink:
         *,
         capture: bool | tuple[str, ...] = False,
         write: tuple[str, ...] | None = None,
+        taps: Sequence[Tap] = (),
     ) -> None:
         # a defaultdict, not a Counter: it is bumped once per message, and a Counter (a
         # Python-level dict subclass) makes that ~3x slower
@@ -51,17 +55,24 @@ class TopicSink:
             for t in kept_files:
                 self._files[t] = (directory / f"{t}.jsonl").open("wb")
                 self._bufs[t] = bytearray()
+        self.taps = tuple(taps)
+        self._taps = routes(self.taps)
         # topics that are only counted (most of them in a replay): one set lookup per message
         self._count_only = frozenset(
             t for t in topics
-            if t != DLQ_TOPIC and t not in self._bufs
+            if t != DLQ_TOPIC and t not in self._bufs and t not in self._taps
             and (self.captured is None or t not in self.captured))
 
     def emit(self, topic: str, value: msgspec.Struct) -> None:
         if topic in self._count_only:
             self.counts[topic] += 1
             return
-        self.counts[topic] += 1
+        n = self.counts[topic]
+        self.counts[topic] = n + 1
+        taps = self._taps.get(topic)
+        if taps is not None:
+            for tap in taps:
+                tap.accept(topic, n, value)
         if topic == DLQ_TOPIC:
             self.dlq_reasons[value.reason] += 1  # type: ignore[attr-defined]
         if self.captured is not None:
@@ -80,6 +91,7 @@ class TopicSink:
         return topic in self._bufs
 
     def close(self) -> None:
+        """Write what is buffered and close the files (the taps are closed by their owner)."""
         for t, f in self._files.items():
             f.write(self._bufs[t])
             self._bufs[t].clear()

@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from jobs.graph import Graph
 from jobs.live import wire
 from jobs.live.kafka_client import KafkaSettings, ck
 from jobs.live.kafka_output import KafkaOutput
+from jobs.sinks.tap import Tap
 from operators.contract import END_OF_STREAM, MIN_WATERMARK
 from operators.domain.timeparse import format_ns
 from operators.normalize import RawRecord
@@ -114,6 +115,7 @@ class KafkaHost:
         until_end: bool = False,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        taps: Sequence[Tap] = (),
     ) -> None:
         self.graph = graph
         self.settings = settings
@@ -145,7 +147,7 @@ class KafkaHost:
             "error_cb": self._on_error,
         }))
         self.output = KafkaOutput(self._produce, settings.topic,
-                                  (*graph.output_topics, tn.CONTROL_APPLIED))
+                                  (*graph.output_topics, tn.CONTROL_APPLIED), taps=taps)
         self.consumer = ck.Consumer(settings.consumer_conf(**{
             "group.id": job_id, "isolation.level": "read_committed",
             "error_cb": self._on_error,
@@ -477,6 +479,8 @@ class KafkaHost:
             os.kill(os.getpid(), signal.SIGKILL)
         write_checkpoint(self.checkpoint_path, data)
         self._prune_journal()
+        for tap in self.output.taps:  # sinks are idempotent by position: push what is buffered
+            tap.flush()
         self.stats.checkpoint_s.append(time.perf_counter() - t)
         self.stats.checkpoint_bytes = len(data)
         self._retry("begin transaction", self.producer.begin_transaction)

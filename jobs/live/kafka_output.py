@@ -13,12 +13,13 @@ Internal topics (re-keyed copies inside the graph) and the ``control`` input are
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
 from jobs.live import wire
+from jobs.sinks.tap import Tap, routes
 from topics import names as tn
 from topics.catalog import CATALOG
 from topics.dlq import DLQ_TOPIC
@@ -40,8 +41,10 @@ class KafkaOutput:
     """Counts, ids and produces the graph's messages through ``produce`` (a producer's)."""
 
     def __init__(self, produce: Produce, kafka_topic: Callable[[str], str],
-                 topics: Iterable[str]) -> None:
+                 topics: Iterable[str], taps: Sequence[Tap] = ()) -> None:
         self._produce = produce
+        self.taps = tuple(taps)
+        self._taps = routes(self.taps)
         self._enc = msgspec.json.Encoder()
         self.counts: defaultdict[str, int] = defaultdict(int)
         """Messages emitted per topic (also those not written): the output positions."""
@@ -67,6 +70,10 @@ class KafkaOutput:
         counts = self.counts
         n = counts[topic]
         counts[topic] = n + 1
+        taps = self._taps.get(topic)
+        if taps is not None:
+            for tap in taps:
+                tap.accept(topic, n, value)
         route = self._routes.get(topic)
         if route is None:
             return

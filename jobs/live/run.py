@@ -25,6 +25,7 @@ from jobs.live.kafka_client import KafkaSettings
 from jobs.manifest import code_version
 from jobs.options import ReplayOptions
 from jobs.replay import chain_options
+from jobs.sinks.attach import RunContext, open_taps
 from jobs.topology import chain_stages, opened, tick_graph
 from operators.domain.bars import parse_duration
 from operators.features import FeaturesConfig, WindowFeatures
@@ -124,18 +125,23 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
                               "every_wall_s": opts.policy.every_wall_s}}
     _write_manifest(opts.out, manifest)
     t0 = time.perf_counter()
-    host = KafkaHost(graph, settings, opts.checkpoint_dir, lateness_ns=opts.replay.lateness_ns,
-                     policy=opts.policy, job_id=opts.job_id, until_end=opts.until_end,
-                     progress=not opts.replay.quiet)
-    host.install_signals()
     try:
-        with opened(graph.stages):
-            stats = host.run()
+        with open_taps(opts.replay.sinks, RunContext(out=opts.out, job=opts.job_id,
+                                                     quiet=opts.replay.quiet)) as taps:
+            host = KafkaHost(graph, settings, opts.checkpoint_dir,
+                             lateness_ns=opts.replay.lateness_ns, policy=opts.policy,
+                             job_id=opts.job_id, until_end=opts.until_end,
+                             progress=not opts.replay.quiet, taps=taps)
+            host.install_signals()
+            with opened(graph.stages):
+                stats = host.run()
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         _write_manifest(opts.out, manifest)
         raise
     summary = live_summary(stats, host, time.perf_counter() - t0)
+    if taps:
+        summary["sinks"] = {t.name: t.stats() for t in taps}
     manifest.update(status="complete" if host.runner.ended else "stopped")
     _write_manifest(opts.out, manifest)
     if opts.out is not None:

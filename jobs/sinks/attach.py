@@ -1,0 +1,37 @@
+"""The taps a run asked for, opened together and closed together."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.sinks.options import SinkOptions
+from jobs.sinks.tap import Tap
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the taps need to know about the run that feeds them."""
+
+    out: Path | None
+    """The run's output directory (the embedded database goes under it)."""
+    job: str
+    """The job's id: one database can hold several jobs' rows apart."""
+    quiet: bool = False
+
+
+@contextlib.contextmanager
+def open_taps(opts: SinkOptions, ctx: RunContext) -> Iterator[list[Tap]]:
+    """The run's taps; all are closed (flushed) on the way out, in reverse order."""
+    taps: list[Tap] = []
+    try:
+        yield taps
+    finally:
+        for tap in reversed(taps):
+            try:
+                tap.close()
+            except Exception as exc:  # one tap's failure must not hide the others' rows
+                print(f"warning: closing the {tap.name} sink failed: {exc}", file=sys.stderr)

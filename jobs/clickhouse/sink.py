@@ -35,7 +35,7 @@ from jobs.clickhouse.database import (
     ensure_schema,
 )
 from jobs.clickhouse.schema import TABLES
-from jobs.clickhouse.spill import read_spilled, write_spilled
+from jobs.clickhouse.spill import read_spilled, spilled_files, spilled_info, write_spilled
 from jobs.clickhouse.target import Target
 from topics import names as tn
 
@@ -64,6 +64,10 @@ class SinkConfig:
     retry_max_s: float = 30.0
     close_timeout_s: float = 60.0
     """How long :meth:`ClickHouseTap.close` keeps retrying before it spills what is left."""
+    flush_wait_s: float = 5.0
+    """How long :meth:`ClickHouseTap.flush` (a live checkpoint) waits for the rows to be
+    written while the database answers: a checkpoint's rows are then in the database before
+    the next one, so a crash does not lose them (a failing database is not waited for)."""
     report_every_s: float = 10.0
     connect_timeout_s: float = 5.0
     insert_threads: int = 1
@@ -75,8 +79,9 @@ class SinkConfig:
         if min(self.batch_seconds, self.retry_initial_s, self.report_every_s,
                self.connect_timeout_s) <= 0 or self.retry_max_s < self.retry_initial_s:
             raise ValueError("sink times must be positive (retry_max_s >= retry_initial_s)")
-        if self.close_timeout_s < 0 or self.insert_threads < 1:
-            raise ValueError("close_timeout_s must be >= 0 and insert_threads >= 1")
+        if min(self.close_timeout_s, self.flush_wait_s) < 0 or self.insert_threads < 1:
+            raise ValueError("close_timeout_s and flush_wait_s must be >= 0, insert_threads "
+                             ">= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +153,31 @@ class ClickHouseTap:
         self._last_report = 0.0
         self._unsaved: dict[str, int] = {}
         self._connect()
+        self._resume_spilled()
         self._thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)
         self._thread.start()
         if not quiet:
             ticks = "" if cfg.ticks else " (md_ticks left empty)"
             print(f"clickhouse: writing {len(self.topics)} topics to {target.describe()} as job "
                   f"{job!r}{ticks}", file=self._log)
+
+    def _resume_spilled(self) -> None:
+        """Batches an earlier run (a crash, a server outage) left in ``spill_dir`` go first."""
+        d = self._spill_dir
+        files = spilled_files(d) if d is not None and d.is_dir() else []
+        rows = 0
+        for path in files:
+            try:
+                table, token, n = spilled_info(path)
+            except (OSError, ValueError) as exc:
+                self._report(f"skipping {path}: {_short(exc)}", force=True)
+                continue
+            self._outbox.append(Spilled(table, path, token, n))
+            rows += n
+        if rows:
+            self._unwritten += rows
+            self._report(f"{rows:,} rows an earlier run left in {d} are written first",
+                         force=True)
 
     # ------------------------------------------------------------------ the pipeline's side
 
@@ -167,10 +191,12 @@ class ClickHouseTap:
         if not self._accepted & 255 and time.monotonic() >= self._deadline:
             self._handoff_all()
 
-    def flush(self, wait_s: float = 0.0) -> None:
-        """Hand everything buffered to the writer; with ``wait_s``, wait up to that long for
-        it to be written (never while the database is failing)."""
+    def flush(self, wait_s: float | None = None) -> None:
+        """Hand everything buffered to the writer and wait up to ``wait_s`` (default
+        ``flush_wait_s``) for it to be written; never waits while the database is failing."""
         self._handoff_all()
+        if wait_s is None:
+            wait_s = self.config.flush_wait_s
         if wait_s > 0:
             end = time.monotonic() + wait_s
             with self._cond:

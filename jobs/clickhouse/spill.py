@@ -40,12 +40,25 @@ def read_spilled(path: Path) -> pa.Table:
 
 def spilled_meta(data: pa.Table) -> tuple[str, str]:
     """``(table, token)`` of a spilled batch."""
-    meta = data.schema.metadata or {}
-    try:
-        return meta[b"streamquant.table"].decode(), meta[b"streamquant.token"].decode()
-    except KeyError:
-        raise ValueError("not a streamquant spill file (no table/token metadata)") from None
+    return spilled_meta_of(data.schema)
 
 
 def spilled_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob(f"*{SUFFIX}") if p.is_file())
+
+
+def spilled_info(path: Path) -> tuple[str, str, int]:
+    """``(table, token, rows)`` of a spilled batch without keeping its data."""
+    with pa.OSFile(str(path), "rb") as f:
+        reader = ipc.open_stream(f)
+        table, token = spilled_meta_of(reader.schema)
+        rows = sum(b.num_rows for b in reader)
+    return table, token, rows
+
+
+def spilled_meta_of(schema: pa.Schema) -> tuple[str, str]:
+    meta = schema.metadata or {}
+    try:
+        return meta[b"streamquant.table"].decode(), meta[b"streamquant.token"].decode()
+    except KeyError:
+        raise ValueError("not a streamquant spill file (no table/token metadata)") from None

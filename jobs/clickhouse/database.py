@@ -56,14 +56,42 @@ def lock_holder(path: Path) -> str:
     return f"process {m.group(1)}" if m else "another process"
 
 
+def held_elsewhere(path: Path) -> bool:
+    """Whether another process holds the embedded database ``path`` (chdb's lock on its
+    ``status`` file, as ClickHouse takes it: ``flock``)."""
+    import fcntl
+    import os
+
+    status = path / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return False  # no status file: nobody has it open
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return lock_holder(path) != f"process {os.getpid()}"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _locked(target: Target) -> DatabaseUnavailableError:
+    assert target.path is not None
+    return DatabaseUnavailableError(
+        f"the embedded database {target.path} is open in {lock_holder(target.path)} (chdb "
+        "allows one process per directory): wait for that run or query to finish, or give a "
+        "running pipeline's analysts a ClickHouse server (docs/clickhouse.md)")
+
+
 def _open_error(target: Target, exc: Exception) -> Exception:
     msg = str(exc)
     assert target.path is not None
-    if "Cannot lock file" in msg or "Another server instance" in msg:
-        return DatabaseUnavailableError(
-            f"the embedded database {target.path} is open in {lock_holder(target.path)} (chdb "
-            "allows one process per directory): wait for that run or query to finish, or give "
-            "a running pipeline's analysts a ClickHouse server (docs/clickhouse.md)")
+    if "Cannot lock file" in msg or "Another server instance" in msg or \
+            held_elsewhere(target.path):
+        return _locked(target)
     if "already initialized with path" in msg:
         return DatabaseUnavailableError(
             f"this process already has another embedded database open, so it cannot open "
@@ -86,6 +114,8 @@ def connect(target: Target, *, create: bool = True, timeout_s: float = 10.0) -> 
             raise DatabaseUnavailableError(f"no database at {target.path} (a run writes one "
                                            "under <out>/clickhouse; see 'streamquant run "
                                            "--help')")
+        if held_elsewhere(path):  # before chdb tries (and logs its own error on stderr)
+            raise _locked(target)
         try:
             client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
         except Exception as exc:
@@ -93,8 +123,9 @@ def connect(target: Target, *, create: bool = True, timeout_s: float = 10.0) -> 
     else:
         client = clickhouse_connect.get_client(
             host=target.host, port=target.port, username=target.user,
-            password=target.password, secure=target.secure, connect_timeout=timeout_s,
-            send_receive_timeout=max(timeout_s, 30.0))
+            password=target.password, secure=target.secure,
+            connect_timeout=max(1, round(timeout_s)),  # whole seconds (the client's rule)
+            send_receive_timeout=max(30, round(timeout_s)))
     try:
         if create:
             client.command(f"CREATE DATABASE IF NOT EXISTS {target.database}")
@@ -238,5 +269,5 @@ def ticks_ttl(client: Client) -> str:
     """The raw ticks' retention as the table has it (``30 days`` or ``none``)."""
     q: Any = client.command("SELECT create_table_query FROM system.tables WHERE database = "
                             "currentDatabase() AND name = 'md_ticks'")
-    m = re.search(r"TTL .*?INTERVAL (\d+) DAY", str(q))
-    return f"{m.group(1)} days" if m else "none"
+    m = re.search(r"TTL .*?(?:INTERVAL (\d+) DAY|toIntervalDay\((\d+)\))", str(q))
+    return f"{m.group(1) or m.group(2)} days" if m else "none"

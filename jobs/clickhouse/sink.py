@@ -16,6 +16,8 @@ exactly what was not written and where it is kept (``streamquant clickhouse load
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import tempfile
 import threading
@@ -109,8 +111,21 @@ class _Stats:
 
 
 def _short(exc: BaseException) -> str:
+    """One line: the OS error at the root of a connection failure, else the message's start."""
     text = " ".join(str(exc).split())
+    m = re.search(r"\[Errno \d+\] [^'\")\]]+", text)
+    if m:
+        return f"{type(exc).__name__}: {m.group(0).strip()}"
     return f"{type(exc).__name__}: {text[:240]}{'...' if len(text) > 240 else ''}"
+
+
+def _quiet_client_logs() -> None:
+    """clickhouse-connect and urllib3 log a warning per failed request; the sink reports
+    failures itself, once per ``report_every_s``."""
+    for name in ("clickhouse_connect.driver", "urllib3.connectionpool"):
+        log = logging.getLogger(name)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.ERROR)
 
 
 class ClickHouseTap:
@@ -152,6 +167,8 @@ class ClickHouseTap:
         self._next_try = 0.0
         self._last_report = 0.0
         self._unsaved: dict[str, int] = {}
+        if not target.embedded:
+            _quiet_client_logs()
         self._connect()
         self._resume_spilled()
         self._thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)

@@ -49,7 +49,8 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     fcols = FeaturesColumns(feats)
     result = ncols.validate(cols, lateness_ns=lateness_ns)
     valid = cols.select(result.valid)
-    need_ticks = bool(chain) or sink.writes(tn.MD_TICKS) or sink.writes(tn.MD_TICKS_LATE)
+    need_ticks = bool(chain) or sink.needs_messages(tn.MD_TICKS) or \
+        sink.needs_messages(tn.MD_TICKS_LATE)
     ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) if need_ticks else None
     for dl in result.dead_letters:
         sink.emit(tn.MD_TICKS_DLQ, dl)

@@ -90,6 +90,11 @@ class TopicSink:
     def writes(self, topic: str) -> bool:
         return topic in self._bufs
 
+    def needs_messages(self, topic: str) -> bool:
+        """Whether each message of ``topic`` is used (a file, a tap or the capture), not
+        only counted: a producer may skip building messages nobody reads."""
+        return topic not in self._count_only
+
     def close(self) -> None:
         """Write what is buffered and close the files (the taps are closed by their owner)."""
         for t, f in self._files.items():

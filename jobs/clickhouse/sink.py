@@ -29,20 +29,21 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from jobs.clickhouse.arrow_batch import Batch, BatchBuilder
 from jobs.clickhouse.database import (
     DatabaseUnavailableError,
     SchemaMismatchError,
     connect,
     ensure_schema,
+    held_elsewhere,
 )
-from jobs.clickhouse.schema import TABLES
-from jobs.clickhouse.spill import read_spilled, spilled_files, spilled_info, write_spilled
+from jobs.clickhouse.schema import TABLES, TableSpec
 from jobs.clickhouse.target import Target
 from topics import names as tn
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pyarrow and the client load on the writer thread (see ClickHouseTap)
     from clickhouse_connect.driver.client import Client
+
+    from jobs.clickhouse.arrow_batch import Batch, BatchBuilder
 
 
 class SinkNotWrittenError(RuntimeError):
@@ -142,7 +143,8 @@ class ClickHouseTap:
         self._quiet = quiet
         specs = [t for t in TABLES if cfg.ticks or t.topic != tn.MD_TICKS]
         self.topics = frozenset(t.topic for t in specs)
-        self._builders = {t.topic: BatchBuilder(t, job) for t in specs}
+        self._specs: dict[str, TableSpec] = {t.topic: t for t in specs}
+        self._builders: dict[str, BatchBuilder] = {}
         self._ns: dict[str, list[int]] = {t: [] for t in self.topics}
         self._vals: dict[str, list[msgspec.Struct]] = {t: [] for t in self.topics}
         self._batch_rows = cfg.batch_rows
@@ -169,8 +171,14 @@ class ClickHouseTap:
         self._unsaved: dict[str, int] = {}
         if not target.embedded:
             _quiet_client_logs()
-        self._connect()
-        self._resume_spilled()
+        if target.path is not None and held_elsewhere(target.path):
+            connect(target)  # raises the usage error that names the holder
+        # A new embedded database has no schema to disagree with and nobody else can reach it:
+        # the writer thread opens it (imports, engine start, DDL) while the pipeline starts.
+        # Anything else is opened now, so a locked or different database stops the run here.
+        self._open_later = target.path is not None and not _has_data(target.path)
+        if not self._open_later:
+            self._connect()
         self._thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)
         self._thread.start()
         if not quiet:
@@ -180,6 +188,8 @@ class ClickHouseTap:
 
     def _resume_spilled(self) -> None:
         """Batches an earlier run (a crash, a server outage) left in ``spill_dir`` go first."""
+        from jobs.clickhouse.spill import spilled_files, spilled_info
+
         d = self._spill_dir
         files = spilled_files(d) if d is not None and d.is_dir() else []
         rows = 0
@@ -192,7 +202,8 @@ class ClickHouseTap:
             self._outbox.append(Spilled(table, path, token, n))
             rows += n
         if rows:
-            self._unwritten += rows
+            with self._cond:
+                self._unwritten += rows
             self._report(f"{rows:,} rows an earlier run left in {d} are written first",
                          force=True)
 
@@ -289,9 +300,21 @@ class ClickHouseTap:
 
     # ------------------------------------------------------------------ the writer thread
 
+    def _start(self) -> None:
+        """The writer's first work: Arrow, the database (when opened late), leftovers."""
+        from jobs.clickhouse import arrow_batch  # noqa: F401  (pyarrow, numpy)
+
+        if self._open_later:
+            try:
+                self._connect()
+            except (DatabaseUnavailableError, SchemaMismatchError) as exc:
+                self._fail(exc)
+        self._resume_spilled()
+
     def _run(self) -> None:
         close_by: float | None = None
         try:
+            self._start()
             while True:
                 with self._cond:
                     while not self._inbox and not self._stop and not self._due():
@@ -341,9 +364,14 @@ class ClickHouseTap:
         return 1.0
 
     def _build(self, topic: str, ns: list[int], vals: list[msgspec.Struct]) -> None:
+        from jobs.clickhouse.arrow_batch import BatchBuilder
+
         t = time.perf_counter()
         try:
-            batch = self._builders[topic].build(ns, vals)
+            builder = self._builders.get(topic)
+            if builder is None:
+                builder = self._builders[topic] = BatchBuilder(self._specs[topic], self.job)
+            batch = builder.build(ns, vals)
         except Exception as exc:  # a conversion bug: loud, counted, never silent
             self._stats.lost_rows += len(ns)
             self._stats.last_error = _short(exc)
@@ -364,13 +392,15 @@ class ClickHouseTap:
             if self._memory_rows <= self.config.max_buffer_rows:
                 break
             b = items[i]
-            if isinstance(b, Batch):
+            if not isinstance(b, Spilled):
                 spilled = self._spill(b)
                 if spilled is not None:
                     items[i] = spilled
         self._outbox = deque(items)
 
     def _spill(self, b: Batch) -> Spilled | None:
+        from jobs.clickhouse.spill import write_spilled
+
         try:
             if self._spill_dir is None:
                 self._spill_dir = Path(tempfile.mkdtemp(prefix="streamquant-clickhouse-spill-"))
@@ -431,6 +461,8 @@ class ClickHouseTap:
             return
         if not ok:
             return
+        from jobs.clickhouse.spill import read_spilled
+
         client = self._client
         assert client is not None
         settings = {"max_insert_threads": self.config.insert_threads,
@@ -506,6 +538,10 @@ class ClickHouseTap:
         if force or now - self._last_report >= self.config.report_every_s:
             self._last_report = now
             print(f"clickhouse: {msg}", file=self._log, flush=True)
+
+
+def _has_data(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
 
 
 def spill_default(out: Path | None) -> Path | None:

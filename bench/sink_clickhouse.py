@@ -1,0 +1,221 @@
+"""The ClickHouse sink: insert rows/s, and what it costs the whole chain on the E-mini replay.
+
+- insert: the sink alone (``ClickHouseTap`` into a fresh embedded database), the 500k
+  ``md.ticks`` messages and the bar-rate decision records of one replay, accepted then closed
+  (conversion to Arrow + ``insert_arrow``), and the conversion alone;
+- chain, in this process: ``run_batch_ticks`` with the decision chain from the CSV, with the
+  sink off / on without ``md_ticks`` (``--no-clickhouse-ticks``) / on with it, interleaved
+  rounds; the sink's database is opened, filled and closed inside the timing;
+- chain, as users run it: ``streamquant run --models DIR --quiet`` processes with ``--sink
+  none`` / ``--no-clickhouse-ticks`` / the default, interleaved (the sink's imports — pyarrow,
+  clickhouse-connect, chdb — and the embedded engine's start are paid there).
+
+Figures only; the issue's target (≤ 15 % overhead without the raw ticks table) is for the
+reader to compare. Run: ``python -m bench.sink_clickhouse [--models DIR] [--reps N]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from bench import emini
+from bench.measure import (
+    Row,
+    Stats,
+    add_models_arg,
+    arg_parser,
+    finish,
+    fmt_rate,
+    header,
+    interleaved,
+)
+from jobs.batch_replay import run_batch_ticks
+from jobs.progress import Progress
+from jobs.sources import TickInput
+from jobs.topic_sink import TopicSink
+from jobs.topology import tick_graph
+
+BENCH = "sink_clickhouse"
+KEEP = ("orders", "fills", "risk.rejects", "positions", "audit.decisions")  # as `run` keeps
+CASES = {"sink off": None, "sink on, no md_ticks": False, "sink on, with md_ticks": True}
+CLI_FLAGS = {"sink off": ["--sink", "none"], "sink on, no md_ticks": ["--no-clickhouse-ticks"],
+             "sink on, with md_ticks": []}
+
+
+def _chain_run(src: TickInput, models: Path, ticks: bool | None, db: Path,
+               captured: dict[str, list[msgspec.Struct]] | None = None) -> int:
+    """The replay's graph over the CSV with or without the sink; the ticks it read."""
+    from jobs.clickhouse.sink import ClickHouseTap, SinkConfig
+    from jobs.clickhouse.target import Target
+
+    chain = emini.chain(src, models)
+    norm, feats = emini.normalizer(src), emini.window_features()
+    taps = []
+    if ticks is not None:
+        shutil.rmtree(db, ignore_errors=True)
+        taps.append(ClickHouseTap(Target(path=db), "bench",
+                                  SinkConfig(ticks=ticks, batch_seconds=60.0), quiet=True))
+    sink = TopicSink(None, tick_graph(norm, feats, chain).output_topics, capture=KEEP,
+                     taps=taps)
+    n = run_batch_ticks(src, norm, feats, chain, sink, 0, [], Progress("", None, enabled=False))
+    sink.close()
+    for t in taps:
+        t.close()
+    if captured is not None and sink.captured is not None:
+        captured.update(sink.captured)
+    return n
+
+
+def _insert_rates(src: TickInput, models: Path, work: Path, reps: int) -> list[Row]:
+    """The sink alone: every message of one replay accepted, then closed."""
+    from jobs.clickhouse.arrow_batch import BatchBuilder
+    from jobs.clickhouse.schema import BY_TOPIC
+    from jobs.clickhouse.sink import ClickHouseTap, SinkConfig
+    from jobs.clickhouse.target import Target
+
+    captured: dict[str, list[msgspec.Struct]] = {}
+    _chain_run(src, models, None, work / "unused", captured)
+    ticks = _ticks(src)
+    decisions = {t: v for t, v in captured.items() if v}
+    n_dec = sum(len(v) for v in decisions.values())
+
+    def sink_ticks() -> None:
+        db = work / "ins"
+        shutil.rmtree(db, ignore_errors=True)
+        tap = ClickHouseTap(Target(path=db), "bench", SinkConfig(batch_seconds=60.0),
+                            quiet=True)
+        for i, t in enumerate(ticks):
+            tap.accept("md.ticks", i, t)
+        tap.close()
+
+    def sink_decisions() -> None:
+        db = work / "ins"
+        shutil.rmtree(db, ignore_errors=True)
+        tap = ClickHouseTap(Target(path=db), "bench", SinkConfig(batch_seconds=60.0),
+                            quiet=True)
+        for topic, values in decisions.items():
+            for i, v in enumerate(values):
+                tap.accept(topic, i, v)
+        tap.close()
+
+    builder = BatchBuilder(BY_TOPIC["md.ticks"], "bench")
+    chunk = 65_536
+
+    def convert_ticks() -> None:
+        for i in range(0, len(ticks), chunk):
+            part = ticks[i:i + chunk]
+            builder.build(range(i, i + len(part)), part)
+
+    t = interleaved({"ticks": sink_ticks, "decisions": sink_decisions,
+                     "convert": convert_ticks}, reps)
+    st, sd, sc = (Stats.of(t[k]) for k in ("ticks", "decisions", "convert"))
+    print(f"  sink, md.ticks      {len(ticks) / st.median:>12,.0f} rows/s  ({st.spread()})")
+    print(f"  sink, decision rows {n_dec / sd.median:>12,.0f} rows/s  ({n_dec:,} rows of "
+          f"{len(decisions)} topics; {sd.spread()})")
+    print(f"  Arrow conversion    {len(ticks) / sc.median:>12,.0f} rows/s  (md.ticks)")
+    return [
+        Row(BENCH, "sink insert, md.ticks (embedded)", fmt_rate(len(ticks) / st.median,
+            "rows/s"), st.spread(), f"{len(ticks):,} Tick messages: accept, convert, "
+            "insert_arrow, close (fresh chdb database)"),
+        Row(BENCH, "sink insert, decision records", fmt_rate(n_dec / sd.median, "rows/s"),
+            sd.spread(), f"{n_dec:,} rows of {len(decisions)} topics of one replay"),
+        Row(BENCH, "Arrow conversion of md.ticks", fmt_rate(len(ticks) / sc.median,
+            "rows/s"), sc.spread(), "BatchBuilder.build per 65,536 ticks (no insert)"),
+    ]
+
+
+def _ticks(src: TickInput) -> list[msgspec.Struct]:
+    from topics.names import MD_TICKS
+
+    norm, feats = emini.normalizer(src), emini.window_features()
+    sink = TopicSink(None, tick_graph(norm, feats).output_topics, capture=(MD_TICKS,))
+    run_batch_ticks(src, norm, feats, (), sink, 0, [], Progress("", None, enabled=False))
+    assert sink.captured is not None
+    return sink.captured[MD_TICKS]
+
+
+def _chain_rows(src: TickInput, models: Path, work: Path, reps: int) -> list[Row]:
+    ticks = 0
+
+    def case(flag: bool | None) -> Callable[[], None]:
+        def run() -> None:
+            nonlocal ticks
+            ticks = _chain_run(src, models, flag, work / "chain-db")
+        return run
+
+    times = interleaved({name: case(flag) for name, flag in CASES.items()}, reps)
+    base = Stats.of(times["sink off"]).median
+    rows = []
+    for name in CASES:
+        s = Stats.of(times[name])
+        over = 100.0 * (s.median / base - 1.0)
+        note = "" if name == "sink off" else f"; {over:+.1f}% wall vs off"
+        print(f"  chain, {name:<24} {ticks / s.median:>10,.0f} ticks/s  ({s.spread()}{note})")
+        rows.append(Row(BENCH, f"whole chain, {name}", fmt_rate(ticks / s.median),
+                        s.spread(), f"run_batch_ticks + decision chain in one process{note}"))
+    return rows
+
+
+def _cli_rows(models: Path, work: Path, reps: int) -> list[Row]:
+    """``streamquant run`` processes: what a user waits for, imports included."""
+    summaries: dict[str, list[float]] = {n: [] for n in CLI_FLAGS}
+    walls: dict[str, list[float]] = {n: [] for n in CLI_FLAGS}
+    names = list(CLI_FLAGS)
+    for r in range(reps + 1):  # the first round warms the page cache and is dropped
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out = work / "cli"
+            summary = work / "summary.json"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--out", str(out),
+                            "--force", "--models", str(models), "--quiet",
+                            "--summary-json", str(summary), *CLI_FLAGS[name]], check=True)
+            wall = time.perf_counter() - t0
+            if r:
+                walls[name].append(wall)
+                summaries[name].append(float(json.loads(summary.read_text())["wall_s"]))
+    base = statistics.median(walls["sink off"])
+    rows = []
+    for name in names:
+        s = Stats.of(walls[name])
+        over = 100.0 * (s.median / base - 1.0)
+        inner = statistics.median(summaries[name])
+        note = "" if name == "sink off" else f"; {over:+.1f}% vs off"
+        print(f"  streamquant run, {name:<24} {s.median:6.2f} s process  ({s.spread()}{note}; "
+              f"run's own wall_s {inner:.2f} s)")
+        rows.append(Row(BENCH, f"streamquant run, {name}", f"{s.median:.2f} s", s.spread(),
+                        f"process wall, imports included; run wall_s {inner:.2f} s{note}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = arg_parser(__doc__ or BENCH, reps=3)
+    add_models_arg(p)
+    p.add_argument("--skip-cli", action="store_true", help="skip the streamquant run processes")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    header("ClickHouse sink: insert rows/s and the chain with the sink off / on")
+    with tempfile.TemporaryDirectory(prefix="sq-bench-ch-") as tmp:
+        work = Path(tmp)
+        src = emini.source()
+        tb = emini.trained_bundle(args.models, work)
+        rows = _insert_rates(src, tb.models, work, args.reps)
+        rows += _chain_rows(src, tb.models, work, args.reps)
+        if not args.skip_cli:
+            rows += _cli_rows(tb.models, work, args.reps)
+    finish(BENCH, rows, started, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

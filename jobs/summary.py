@@ -59,3 +59,9 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             else f"{summary['ticks_per_s']:,.0f} ticks/s")
     print(f"  wall time       {summary['wall_s']:>12.3f} s   (replay {rate}{train})")
     print(f"  topics          {out / 'topics'}")
+    ch = summary.get("sinks", {}).get("clickhouse")
+    if ch:  # the analysts' database (docs/clickhouse.md)
+        embedded = ch["target"] == f"chdb://{out / 'clickhouse'}"
+        where = f"query: streamquant sql --out {out} \"SELECT ...\"" if embedded \
+            else ch["target"]
+        print(f"  clickhouse      {ch['rows_total']:>12,} rows   ({where})")

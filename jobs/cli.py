@@ -480,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_args(ks)
     ks.set_defaults(func=_cmd_kill_switch)
 
+    from jobs.clickhouse.commands import add_clickhouse, add_sql  # light: no ClickHouse import
+
+    add_sql(sub)
+    add_clickhouse(sub)
+
     data = sub.add_parser("data", help="real market-data samples")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="SUBCOMMAND")
     fetch = dsub.add_parser("fetch", help="download and verify the E-mini S&P 500 tick sample")

@@ -33,6 +33,9 @@ MANIFEST = "manifest.json"
 RUN_COMMAND = "streamquant run"
 FIXED_OUTPUTS = (MANIFEST, "equity.csv", "trades.csv", "report.html")
 MODELS_DIR = "models"
+DATABASE_DIRS = ("clickhouse", "clickhouse-spill")
+"""The embedded ClickHouse database of a run and the batches its sink could not write."""
+DIR_OUTPUTS = (MODELS_DIR, *DATABASE_DIRS)
 INCOMPLETE = ("running", "interrupted", "failed")
 
 
@@ -53,7 +56,7 @@ class RunPaths:
 
     def relative_outputs(self) -> tuple[str, ...]:
         """Every path under ``out`` this run may write (the manifest's ``outputs``)."""
-        rel = [*FIXED_OUTPUTS, *(f"topics/{t}.jsonl" for t in _topic_names())]
+        rel = [*FIXED_OUTPUTS, *(f"topics/{t}.jsonl" for t in _topic_names()), *DATABASE_DIRS]
         if self.trains:
             rel.append(MODELS_DIR)
         if self.summary_json is not None:
@@ -102,11 +105,11 @@ def check_run_paths(paths: RunPaths) -> None:
     rel = paths.relative_outputs()
     for name in rel:
         target = out / name
-        if name != MODELS_DIR and target.is_dir():
+        if name not in DIR_OUTPUTS and target.is_dir():
             raise UsageError(f"{target} is a directory; the run writes a file there")
         rt = _resolve(target)
         for flag, p, rp in inputs:
-            if rp == rt or (name == MODELS_DIR and _within(rp, rt)):
+            if rp == rt or (name in DIR_OUTPUTS and _within(rp, rt)):
                 raise UsageError(f"{flag} {p} would be overwritten by this run's output {target};"
                                  " choose another --out")
     sj = paths.summary_json

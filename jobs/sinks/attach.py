@@ -28,6 +28,12 @@ def open_taps(opts: SinkOptions, ctx: RunContext) -> Iterator[list[Tap]]:
     """The run's taps; all are closed (flushed) on the way out, in reverse order."""
     taps: list[Tap] = []
     try:
+        if opts.sink != "none":  # ClickHouse (jobs.clickhouse.run_tap)
+            from jobs.clickhouse.run_tap import open_clickhouse_tap
+
+            ch = open_clickhouse_tap(opts, ctx.out, ctx.job, quiet=ctx.quiet)
+            if ch is not None:
+                taps.append(ch)
         yield taps
     finally:
         for tap in reversed(taps):

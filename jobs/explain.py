@@ -201,12 +201,14 @@ def bar_time(decision_id: str) -> tuple[str, int]:
 
 def _rows(client: QueryClient, sql: str, **params: Any) -> list[dict[str, Any]]:
     result = client.query(sql, parameters=params)
-    names = result.column_names
+    # times are selected as integer ns under another name (``x__ns``): an alias equal to the
+    # column's name would replace the column in WHERE
+    names = [n.removesuffix("__ns") for n in result.column_names]
     return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
 
 _DECISION = """
-SELECT job, decision_id, symbol, toUnixTimestamp64Nano(ts_event) AS ts_event, action, quantity,
+SELECT job, decision_id, symbol, toUnixTimestamp64Nano(ts_event) AS ts_event__ns, action, quantity,
        confidence, regime_probs, strategy_weights, features, model_versions, model_outputs,
        sizing, risk_checks, order_ids, contributions, inputs, device, skipped
 FROM audit_decisions FINAL
@@ -222,19 +224,48 @@ def find_decisions(client: QueryClient, decision_id: str, job: str | None = None
     params: dict[str, Any] = {"id": decision_id}
     if job is not None:
         params["job"] = job
-    rows = _rows(client, _DECISION.format(job_filter=job_filter), **params)
+    rows = _rows(client, _DECISION.replace("{job_filter}", job_filter), **params)
     if rows or "@" in decision_id:
         return rows
     like = _DECISION.replace("decision_id = {id:String}", "startsWith(decision_id, {id:String})")
     params["id"] = f"{decision_id}@"
-    return _rows(client, like.format(job_filter=job_filter), **params)
+    return _rows(client, like.replace("{job_filter}", job_filter), **params)
 
 
-def explain(client: QueryClient, decision_id: str, job: str | None = None
+_BY_ORDER = """
+SELECT DISTINCT decision_id FROM orders FINAL
+WHERE client_order_id = {id:String} OR parent_order_id = {id:String}
+UNION DISTINCT
+SELECT DISTINCT o.decision_id FROM orders AS o FINAL
+INNER JOIN (SELECT client_order_id FROM fills FINAL WHERE fill_id = {id:String}) AS f
+    ON o.client_order_id = f.client_order_id
+"""
+
+
+def resolve_id(client: QueryClient, some_id: str) -> str:
+    """A decision id as given, or the decision behind an order (client or parent id) or a
+    fill id: "why was this order placed" starts from whatever id the reader has."""
+    base = some_id.split("@", 1)[0]
+    parts = base.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return some_id
+    found = sorted({r["decision_id"] for r in _rows(client, _BY_ORDER, id=some_id)})
+    if len(found) == 1:
+        return str(found[0])
+    if found:
+        raise ExplainError(f"{some_id} belongs to several decisions ({', '.join(found)}): "
+                           "explain one of them")
+    raise ExplainError(f"{some_id!r} is neither a decision id (SYMBOL-BARTIMENS-HASH) nor an "
+                       "order or fill id in the orders and fills tables")
+
+
+def explain(client: QueryClient, some_id: str, job: str | None = None
             ) -> list[DecisionRecord]:
-    """The record of ``decision_id`` (one per account when the bare id of a multi-account
-    decision is given). Raises :class:`ExplainError` when nothing matches or several jobs
-    hold the id and ``job`` does not choose."""
+    """The record of a decision (one per account when the bare id of a multi-account
+    decision is given), found by its id or by the id of one of its orders or fills. Raises
+    :class:`ExplainError` when nothing matches or several jobs hold the id and ``job`` does
+    not choose."""
+    decision_id = resolve_id(client, some_id)
     symbol, bar_ts = bar_time(decision_id)
     rows = find_decisions(client, decision_id, job)
     if not rows:
@@ -270,14 +301,14 @@ def _record(client: QueryClient, d: dict[str, Any], symbol: str, bar_ts: int
     base = did.split("@", 1)[0]
     q = {"job": job, "sym": symbol, "bar": bar_ts, "id": did, "base": base}
     feat = _one(_rows(client, """
-        SELECT feature_version, toUnixTimestamp64Nano(ts_closed) AS ts_closed, inputs
+        SELECT feature_version, toUnixTimestamp64Nano(ts_closed) AS ts_closed__ns, inputs
         FROM features FINAL
         WHERE job = {job:String} AND symbol = {sym:String}
           AND ts_event = fromUnixTimestamp64Nano({bar:Int64})
         LIMIT 1""", **q))
     bar = _one(_rows(client, """
-        SELECT timeframe, toUnixTimestamp64Nano(ts_event) AS ts_start,
-               toUnixTimestamp64Nano(ts_end) AS ts_end, open, high, low, close, volume, vwap,
+        SELECT timeframe, toUnixTimestamp64Nano(ts_event) AS ts_start__ns,
+               toUnixTimestamp64Nano(ts_end) AS ts_end__ns, open, high, low, close, volume, vwap,
                trade_count
         FROM md_bars FINAL
         WHERE job = {job:String} AND symbol = {sym:String}
@@ -298,17 +329,17 @@ def _record(client: QueryClient, d: dict[str, Any], symbol: str, bar_ts: int
         FROM signals FINAL WHERE job = {job:String} AND decision_id = {base:String}
         LIMIT 1""", **q))
     intents = _rows(client, """
-        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event, account, side, quantity,
+        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event__ns, account, side, quantity,
                target_position, reference_price, algo, sizing
         FROM orders_intents FINAL WHERE job = {job:String} AND decision_id = {id:String}
         ORDER BY ts_event, seq""", **q)
     rejects = _rows(client, """
-        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event, account, side, requested_quantity,
+        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event__ns, account, side, requested_quantity,
                allowed_quantity, reasons
         FROM risk_rejects FINAL WHERE job = {job:String} AND decision_id = {id:String}
         ORDER BY ts_event, seq""", **q)
     orders = _rows(client, """
-        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event, client_order_id, parent_order_id,
+        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event__ns, client_order_id, parent_order_id,
                account, side, quantity, order_type, limit_price, time_in_force, algo,
                slice, venue
         FROM orders FINAL WHERE job = {job:String} AND decision_id = {id:String}
@@ -316,7 +347,7 @@ def _record(client: QueryClient, d: dict[str, Any], symbol: str, bar_ts: int
     fills: dict[str, list[FillRow]] = {}
     if orders:
         for f in _rows(client, """
-                SELECT client_order_id, toUnixTimestamp64Nano(ts_event) AS ts_event, fill_id,
+                SELECT client_order_id, toUnixTimestamp64Nano(ts_event) AS ts_event__ns, fill_id,
                        quantity, price, fee, venue, liquidity
                 FROM fills FINAL
                 WHERE job = {job:String} AND client_order_id IN {ids:Array(String)}
@@ -361,7 +392,7 @@ def _input_ticks(client: QueryClient, job: str, symbol: str, inputs: list[dict[s
           AND source_line BETWEEN {lo:Int64} AND {hi:Int64}""",
                 job=job, sym=symbol, file=file, lo=lo, hi=hi)[0]
     ends = _rows(client, """
-        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event, price, size, source_line AS line
+        SELECT toUnixTimestamp64Nano(ts_event) AS ts_event__ns, price, size, source_line AS line
         FROM md_ticks FINAL
         WHERE job = {job:String} AND symbol = {sym:String} AND source_file = {file:String}
           AND source_line IN ({lo:Int64}, {hi:Int64})

@@ -30,6 +30,11 @@ def _num(v: float | None, digits: int = 6) -> str:
     return f"{v:.{digits}g}"
 
 
+def _px(v: float | None) -> str:
+    """A price: every digit it has (tick sizes such as 0.125 must not be rounded away)."""
+    return "-" if v is None else f"{v:.10g}"
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
@@ -71,7 +76,7 @@ def _inputs(rec: DecisionRecord) -> list[str]:
     out.append(_line("ticks", f"{i.count:,} in md_ticks, volume {_num(i.volume)}"))
     for name, t in (("first tick", i.first), ("last tick", i.last)):
         if t is not None:
-            out.append(_line(name, f"{_ts(t.ts_event)}  {_num(t.price)} x {_num(t.size)}  "
+            out.append(_line(name, f"{_ts(t.ts_event)}  {_px(t.price)} x {_num(t.size)}  "
                                    f"(line {t.line})"))
     return out
 
@@ -83,10 +88,10 @@ def _bar(rec: DecisionRecord) -> list[str]:
         out.append(_line("bar", f"ending {_ts(rec.bar_ts)} (not in md_bars)"))
         return out
     out.append(_line(f"{b.timeframe} bar", f"{_ts(b.ts_start)} .. {_ts(b.ts_end)}"))
-    out.append(_line("OHLC", f"{_num(b.open)} / {_num(b.high)} / {_num(b.low)} / "
-                             f"{_num(b.close)}"))
+    out.append(_line("OHLC", f"{_px(b.open)} / {_px(b.high)} / {_px(b.low)} / "
+                             f"{_px(b.close)}"))
     out.append(_line("volume, vwap, trades",
-                     f"{_num(b.volume)}, {_num(b.vwap)}, {b.trade_count:,}"))
+                     f"{_num(b.volume)}, {_px(b.vwap)}, {b.trade_count:,}"))
     if rec.ts_closed is not None:
         out.append(_line("known complete at", _ts(rec.ts_closed)))
     return out
@@ -142,7 +147,7 @@ def _sizing(rec: DecisionRecord) -> list[str]:
     for it in rec.intents:
         out.append(_line(f"intent ({it.account})",
                          f"{it.side} {_num(it.quantity)} → target {_num(it.target_position)} "
-                         f"at ref {_num(it.reference_price)}, {it.algo}"))
+                         f"at ref {_px(it.reference_price)}, {it.algo}"))
     for k, v in rec.sizing.items():
         out.append(_line(k, _num(v)))
     if not rec.sizing and not rec.intents:
@@ -175,16 +180,16 @@ def _orders(rec: DecisionRecord) -> list[str]:
 
 
 def _order(o: OrderRow) -> list[str]:
-    price = f" limit {_num(o.limit_price)}" if o.limit_price is not None else ""
+    price = f" limit {_px(o.limit_price)}" if o.limit_price is not None else ""
     out = [f"  {o.client_order_id}  {_ts(o.ts_event)}  {o.side} {_num(o.quantity)} "
            f"{o.order_type}{price} {o.time_in_force} {o.algo} slice {o.slice} @ {o.venue}"]
     for f in o.fills:
         out.append(f"    fill {f.fill_id}  {_ts(f.ts_event)}  {_num(f.quantity)} @ "
-                   f"{_num(f.price)}  fee {_num(f.fee)}  {f.liquidity}")
+                   f"{_px(f.price)}  fee {_num(f.fee)}  {f.liquidity}")
     if o.fills:
         qty = o.filled
         avg = sum(f.quantity * f.price for f in o.fills) / qty if qty else 0.0
-        out.append(f"    filled {_num(qty)} of {_num(o.quantity)}, average {_num(avg, 8)}")
+        out.append(f"    filled {_num(qty)} of {_num(o.quantity)}, average {_px(avg)}")
     else:
         out.append("    no fills")
     return out

@@ -8,6 +8,7 @@ directory per process) and its answer compared with what the topic files say.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -110,7 +111,7 @@ def test_worked_daily_pnl(db: Db) -> None:
             assert float(r["close_equity"]) == pytest.approx(close, abs=1e-6)
             assert float(r["pnl"]) == pytest.approx(close - float(r["open_equity"]), abs=1e-6)
             assert float(r["drawdown"]) == pytest.approx(close / peak - 1, abs=1e-12)
-        for prev, cur in zip(mine, mine[1:], strict=False):
+        for prev, cur in itertools.pairwise(mine):
             assert cur["open_equity"] == prev["close_equity"]
     assert {r["job"] for r in rows} == {"immediate", "twap"}
 

@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sql(sub)
     add_clickhouse(sub)
+    from jobs.explain_cli import add_explain
+
+    add_explain(sub)
 
     data = sub.add_parser("data", help="real market-data samples")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="SUBCOMMAND")

@@ -28,6 +28,11 @@ def open_taps(opts: SinkOptions, ctx: RunContext) -> Iterator[list[Tap]]:
     """The run's taps; all are closed (flushed) on the way out, in reverse order."""
     taps: list[Tap] = []
     try:
+        if opts.redis is not None:  # feature store and latest positions (docs/redis.md)
+            from jobs.sinks.redis_store import RedisStoreConfig, RedisTap
+
+            taps.append(RedisTap(RedisStoreConfig(opts.redis,
+                                                  feature_ttl_s=opts.feature_ttl_s)))
         yield taps
     finally:
         for tap in reversed(taps):

@@ -126,12 +126,14 @@ def test_tap_counts_failures_while_redis_is_down_and_rewrites_every_key_when_it_
     assert client_of(redis_server).get("position:paper:ES") == encode(poss[half_p - 1])
 
     redis_server.kill()
+    spent = []
     for i, v in enumerate(feats[half_f:], half_f):  # the pipeline goes on; accept never blocks
         t0 = time.perf_counter()
         tap.accept(tn.FEATURES, i, v)
-        assert time.perf_counter() - t0 < 0.01
+        spent.append(time.perf_counter() - t0)
         if i % 200 == 0:
             time.sleep(0.05)  # let the writer try (and fail) a few times
+    assert sorted(spent)[len(spent) // 2] < 50e-6  # no network on the pipeline's thread
     _wait(lambda: tap.stats()["failures"] >= 3)
     err = capfd.readouterr().err
     assert err.count("warning: redis") == 1, err  # rate-limited: said once, counted always

@@ -245,9 +245,10 @@ class KillSwitchWatcher:
             return Forwarded()
         try:
             return msgspec.json.decode(self.path.read_bytes(), type=Forwarded)
-        except msgspec.DecodeError as exc:
-            raise RuntimeError(f"{self.path}: unreadable ({exc}); delete it to forward every "
-                               "switch in redis again") from None
+        except msgspec.DecodeError as exc:  # written atomically: edited by hand? Start over:
+            self._log(f"warning: {self.path}: unreadable ({exc}); every switch in redis is "
+                      "forwarded again (a repeated command changes nothing)")
+            return Forwarded()
 
     def _save(self, st: Forwarded) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

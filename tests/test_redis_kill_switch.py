@@ -3,6 +3,7 @@ into a ``control`` command (live) or applies what is on at the start (embedded r
 
 Real parts only: a redis-server per test, the session's tansu broker, the CLI as processes,
 the live run as the process a data engineer starts, on slices of the real E-mini trades.
+``kill-switch`` runs in process (``jobs.cli.main``: the same parser and command).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from jobs.cli import main
 from jobs.live.kafka_client import KafkaSettings
 from jobs.live.redis_watch import FORWARDED_FILE, KillSwitchWatcher, WatchConfig
 from jobs.sinks.redis_keys import SWITCH_CHANNEL
@@ -47,7 +50,7 @@ def _wait(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
 
 
 def test_kill_switch_cli_records_each_change_with_a_new_version_and_publishes_it(
-        redis_server: RedisServer) -> None:
+        redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     r = client_of(redis_server)
     sub = r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     sub.subscribe(SWITCH_CHANNEL)
@@ -56,9 +59,8 @@ def test_kill_switch_cli_records_each_change_with_a_new_version_and_publishes_it
              ("off", "paper", None, "all clear")]
     for state, account, symbol, reason in steps:
         args = ["kill-switch", state, "--account", account, "--reason", reason, "--redis", url]
-        res = cli(*args, *(("--symbol", symbol) if symbol else ()))
-        assert res.returncode == 0, res.stderr
-        assert "a live run with --redis forwards it to control" in res.stdout
+        assert main([*args, *(("--symbol", symbol) if symbol else ())]) == 0
+        assert "a live run with --redis forwards it to control" in capsys.readouterr().out
     switches = read_switches(r)
     assert switches.version == 3 and switches.epoch
     assert [(s.key, s.state, s.account, s.symbol, s.reason, s.version)
@@ -75,11 +77,11 @@ def test_kill_switch_cli_records_each_change_with_a_new_version_and_publishes_it
     assert notices == [
         b"killswitch:paper 1", b"killswitch:paper:ES 2", b"killswitch:paper 3"]
 
-    nowhere = cli("kill-switch", "on", "--account", "paper", "--reason", "x")
-    assert nowhere.returncode == 2 and "--bootstrap" in nowhere.stderr
-    down = cli("kill-switch", "on", "--account", "paper", "--reason", "x", "--redis",
-               f"redis://127.0.0.1:{free_port()}/0")
-    assert down.returncode == 1 and "ConnectionError" in down.stderr
+    assert main(["kill-switch", "on", "--account", "paper", "--reason", "x"]) == 2
+    assert "--bootstrap" in capsys.readouterr().err
+    assert main(["kill-switch", "on", "--account", "paper", "--reason", "x", "--redis",
+                 f"redis://127.0.0.1:{free_port()}/0"]) == 1
+    assert "ConnectionError" in capsys.readouterr().err
     assert read_switches(r).version == 3  # nothing recorded by the failed call
 
 
@@ -144,15 +146,13 @@ def test_live_run_halts_within_one_bar_of_a_redis_kill_switch_and_resumes_after_
         return check
 
     _wait(seen("released 18,000 "), "the head through the graph")
-    on = cli("kill-switch", "on", "--account", "paper", "--reason", "desk says stop",
-             "--redis", redis_server.url)
-    assert on.returncode == 0, on.stderr
+    assert main(["kill-switch", "on", "--account", "paper", "--reason", "desk says stop",
+                 "--redis", redis_server.url]) == 0
     _wait(seen("control KILL"), "the KILL applied")
     produce(kafka_settings, middle, "--no-end")
     _wait(seen("released 21,000 "), "the middle through the graph")
-    off = cli("kill-switch", "off", "--account", "paper", "--reason", "all clear", "--redis",
-              redis_server.url)
-    assert off.returncode == 0, off.stderr
+    assert main(["kill-switch", "off", "--account", "paper", "--reason", "all clear",
+                 "--redis", redis_server.url]) == 0
     _wait(seen("control RESET"), "the RESET applied")
     produce(kafka_settings, tail)
     assert live.wait() == 0, live.stderr()

@@ -137,14 +137,26 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_kill_switch(args: argparse.Namespace) -> int:
-    from jobs.live.kill_switch import kill_switch
+    from jobs.live.kill_switch import set_kill_switch
 
-    settings = settings_from_args(args)
-    msg = kill_switch(settings, args.state == "on", args.account, args.reason, args.symbol)
+    if args.bootstrap is None and (args.topic_prefix or args.kafka_config):
+        raise UsageError("--topic-prefix and --kafka-config go with --bootstrap")
+    settings = settings_from_args(args) if args.bootstrap is not None else None
+    res = set_kill_switch(args.state == "on", args.account, args.reason, args.symbol,
+                          settings=settings, redis_url=args.redis)
+    msg = res.command
     what = f"symbol {msg.symbol}" if msg.symbol else "all symbols"
-    print(f"sent {msg.command} for account {msg.account} ({what}) to "
-          f"{settings.topic('control')}: {msg.reason}")
-    return 0
+    if res.kafka_topic is not None:
+        print(f"sent {msg.command} for account {msg.account} ({what}) to {res.kafka_topic}: "
+              f"{msg.reason}")
+    if res.redis is not None:
+        how = ("" if res.kafka_topic is not None
+               else "; a live run with --redis forwards it to control")
+        print(f"recorded {res.redis.key} = {res.redis.state} (version {res.redis.version}) in "
+              f"redis for {msg.command} of account {msg.account} ({what}){how}")
+    for e in res.errors:
+        print(f"streamquant: kill-switch: {e}", file=sys.stderr)
+    return 1 if res.errors else 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -469,15 +481,21 @@ def build_parser() -> argparse.ArgumentParser:
     tl.set_defaults(func=_cmd_tail)
 
     ks = sub.add_parser(
-        "kill-switch", help="trip or reset an account's kill switch on the control topic",
+        "kill-switch", help="trip or reset an account's kill switch (Kafka control topic "
+        "and/or Redis)",
         description="on: stop new orders for the account and cancel its working orders "
         "(KILL); off: reset (RESET). With --symbol: halt / resume only that symbol "
-        "(HALT_SYMBOL / RESUME_SYMBOL). Waits until the broker has the command.")
+        "(HALT_SYMBOL / RESUME_SYMBOL). --bootstrap produces the command to the control "
+        "topic and waits until the broker has it; --redis records the switch in Redis, "
+        "where a live run started with --redis picks it up and produces it to control "
+        "(docs/redis.md). Give either or both; exit 1 if one of them failed.")
     ks.add_argument("state", choices=("on", "off"))
     ks.add_argument("--account", required=True, help="account name ('*': every account)")
     ks.add_argument("--reason", required=True, help="why (recorded with the command)")
     ks.add_argument("--symbol", help="only this symbol")
-    kafka_args(ks)
+    ks.add_argument("--redis", metavar="URL",
+                    help="record the switch in Redis, e.g. redis://127.0.0.1:6379/0")
+    kafka_args(ks, required=False)
     ks.set_defaults(func=_cmd_kill_switch)
 
     from jobs.clickhouse.commands import add_clickhouse, add_sql  # light: no ClickHouse import

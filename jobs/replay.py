@@ -75,6 +75,7 @@ from operators.infer import Device, Infer
 from operators.normalize import Normalize
 from topics import names as tn
 from topics.messages import (
+    Control,
     DeadLetter,
     Decision,
     Fill,
@@ -156,8 +157,10 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
                      capture=_KEEP if chain else False, taps=taps)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic=tn.MD_TICKS if chain else tn.MD_BARS)
+    redis_record: dict[str, Any] = {}
+    controls = _controls(opts, topics_dir, redis_record)
     with opened(graph.stages):
-        for c in load_controls(opts.control):
+        for c in controls:
             runner.inject(tn.CONTROL, c)
         for item, _ in items:
             if isinstance(item, DeadLetter):
@@ -171,7 +174,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
                 runner.advance_to_data()
         runner.end_of_stream()
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
-                                 "feature_version": bf.feature_version}, None)
+                                 "feature_version": bf.feature_version, **redis_record}, None)
     _finish_config(run, chain_opts, chain, opts)
     return run
 
@@ -187,7 +190,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     feats = WindowFeatures(FeaturesConfig(bar_ns=bar_ns, lateness_ns=opts.lateness_ns))
     chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz, device)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
-    controls = load_controls(opts.control)
+    redis_record: dict[str, Any] = {}
+    controls = _controls(opts, topics_dir, redis_record)
     sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
                      capture=_KEEP if chain else False, taps=taps)
     mode = opts.mode
@@ -204,9 +208,26 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     run = _Run(sink, src.path, {
         "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
         "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
-        "format": file_format(src.path), "feature_version": feats.feature_version}, None)
+        "format": file_format(src.path), "feature_version": feats.feature_version,
+        **redis_record}, None)
     _finish_config(run, chain_opts, chain, opts)
     return run
+
+
+def _controls(opts: ReplayOptions, topics_dir: Path | None,
+              record: dict[str, Any]) -> list[Control]:
+    """``--control``'s commands; with ``--redis`` also the kill switches on in Redis, applied
+    from the start (``jobs.sinks.redis_replay``), all written to ``topics/control.jsonl``."""
+    controls = load_controls(opts.control)
+    if opts.sinks.redis is not None:
+        from jobs.sinks.redis_replay import replay_controls, write_control_file
+
+        extra, record["kill_switch_from_redis"] = replay_controls(opts.sinks.redis,
+                                                                  quiet=opts.quiet)
+        controls = [*controls, *extra]
+        if topics_dir is not None:
+            write_control_file(topics_dir, controls)
+    return controls
 
 
 def run_paths(opts: ReplayOptions) -> RunPaths:

@@ -8,6 +8,7 @@ import pytest
 
 from jobs.data import fetch_emini
 from tests._kafka import broker, kafka_settings, topic_prefix  # noqa: F401 (fixtures)
+from tests._redis import redis_server  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs import data
 from jobs.device import device_record, resolve_device
@@ -32,6 +32,9 @@ from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, NormalizeConfig
 from topics import names as tn
 from topics.catalog import CATALOG
+
+if TYPE_CHECKING:
+    from jobs.live.redis_watch import KillSwitchWatcher
 
 LIVE_MANIFEST = "manifest.json"
 
@@ -133,8 +136,13 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
                              job_id=opts.job_id, until_end=opts.until_end,
                              progress=not opts.replay.quiet, taps=taps)
             host.install_signals()
-            with opened(graph.stages):
-                stats = host.run()
+            watcher = _kill_switch_watcher(opts)
+            try:
+                with opened(graph.stages):
+                    stats = host.run()
+            finally:
+                if watcher is not None:
+                    watcher.stop()
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         _write_manifest(opts.out, manifest)
@@ -142,6 +150,8 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     summary = live_summary(stats, host, time.perf_counter() - t0)
     if taps:
         summary["sinks"] = {t.name: t.stats() for t in taps}
+    if watcher is not None:
+        summary["kill_switch_watch"] = watcher.stats()
     manifest.update(status="complete" if host.runner.ended else "stopped")
     _write_manifest(opts.out, manifest)
     if opts.out is not None:
@@ -154,6 +164,19 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     if not opts.replay.quiet:
         print_live_summary(summary)
     return summary
+
+
+def _kill_switch_watcher(opts: LiveOptions) -> KillSwitchWatcher | None:
+    """With ``--redis``: kill switches set in Redis become commands on ``control``
+    (``jobs.live.redis_watch``); started before the host reads ``control``."""
+    if opts.replay.sinks.redis is None:
+        return None
+    from jobs.live.redis_watch import KillSwitchWatcher, WatchConfig
+
+    watcher = KillSwitchWatcher(WatchConfig(opts.replay.sinks.redis), opts.settings,
+                                opts.checkpoint_dir)
+    watcher.start()
+    return watcher
 
 
 def live_summary(stats: LiveStats, host: KafkaHost, wall_s: float) -> dict[str, Any]:

@@ -34,6 +34,11 @@ def open_taps(opts: SinkOptions, ctx: RunContext) -> Iterator[list[Tap]]:
             ch = open_clickhouse_tap(opts, ctx.out, ctx.job, quiet=ctx.quiet)
             if ch is not None:
                 taps.append(ch)
+        if opts.redis is not None:  # feature store and latest positions (docs/redis.md)
+            from jobs.sinks.redis_store import RedisStoreConfig, RedisTap
+
+            taps.append(RedisTap(RedisStoreConfig(opts.redis,
+                                                  feature_ttl_s=opts.feature_ttl_s)))
         yield taps
     finally:
         for tap in reversed(taps):

@@ -28,6 +28,11 @@ def open_taps(opts: SinkOptions, ctx: RunContext) -> Iterator[list[Tap]]:
     """The run's taps; all are closed (flushed) on the way out, in reverse order."""
     taps: list[Tap] = []
     try:
+        if opts.metrics_port is not None:  # Prometheus endpoint (docs/observability.md)
+            from jobs.metrics.serve import serve
+
+            taps.append(serve(opts.metrics_port, linger_s=opts.metrics_linger_s,
+                              siblings=taps).tap)
         yield taps
     finally:
         for tap in reversed(taps):

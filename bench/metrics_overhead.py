@@ -155,7 +155,8 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
             if "scrape" in r:
                 k, secs, size = r["scrape"]  # type: ignore[misc]
                 if k:
-                    extra += f"; {k} scrapes, {1e3 * secs / k:.1f} ms and {size / 1024:.0f} KiB each"
+                    extra += (f"; {k} scrapes, {1e3 * secs / k:.1f} ms and "
+                              f"{size / 1024:.0f} KiB each")
             c = Stats.of(cpu[key])
             print(f"   {key:<22} {s.median:7.3f} s {n / s.median:>10,.0f} ticks/s  "
                   f"{s.spread()}; cpu {c.median:.3f} s {c.spread()}{extra}")

@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -82,8 +83,17 @@ class Scraper:
             self.scrapes += 1
 
 
+@dataclass(slots=True)
+class CaseResult:
+    orders: str = ""
+    n_orders: int = 0
+    windows: int | None = None
+    timed: int = 0
+    scrape: tuple[int, float, int] | None = None  # scrapes, seconds in them, last size
+
+
 def replay(src: TickInput, models: Path, mode: str, metrics: str, scrape_s: float,
-           out: dict[str, object]) -> None:
+           out: CaseResult) -> None:
     chain = emini.chain(src, models)
     norm, feats = emini.normalizer(src), emini.window_features()
     tap = MetricsTap() if metrics != "off" else None
@@ -99,7 +109,7 @@ def replay(src: TickInput, models: Path, mode: str, metrics: str, scrape_s: floa
         if ep is not None and metrics == "metrics+scrape":
             with Scraper(ep.url, scrape_s) as s:
                 go()
-            out["scrape"] = (s.scrapes, s.seconds, s.bytes)
+            out.scrape = (s.scrapes, s.seconds, s.bytes)
         else:
             go()
     finally:
@@ -109,11 +119,11 @@ def replay(src: TickInput, models: Path, mode: str, metrics: str, scrape_s: floa
             ep.stop()
     sink.close()
     assert sink.captured is not None
-    out["orders"] = hashlib.sha256(msgspec.json.encode(sink.captured["orders"])).hexdigest()
-    out["n_orders"] = len(sink.captured["orders"])
+    out.orders = hashlib.sha256(msgspec.json.encode(sink.captured["orders"])).hexdigest()
+    out.n_orders = len(sink.captured["orders"])
     if tap is not None:
-        out["windows"] = tap.sampler.windows
-        out["timed"] = sum(h.count for h in tap.sampler.hists.values())
+        out.windows = tap.sampler.windows
+        out.timed = sum(h.count for h in tap.sampler.hists.values())
 
 
 def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float) -> list[Row]:
@@ -125,11 +135,11 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
             print(f"   trained the bundle in {tb.train_s:.1f} s")
         src = emini.source()
         n = sum(1 for _ in src.path.open()) - 1
-        results: dict[str, dict[str, object]] = {}
+        results: dict[str, CaseResult] = {}
 
         def case(mode: str, metrics: str) -> Callable[[], object]:
             key = f"{mode} {metrics}"
-            results[key] = {}
+            results[key] = CaseResult()
             return lambda: replay(src, tb.models, mode, metrics, scrape_s, results[key])
 
         cases = {f"{mode} {mt}": case(mode, mt) for mode in modes
@@ -150,10 +160,10 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
             s = Stats.of(v)
             r = results[key]
             extra = ""
-            if "windows" in r:
-                extra = f"  {r['windows']:,} sampling windows, {r['timed']:,} calls timed"
-            if "scrape" in r:
-                k, secs, size = r["scrape"]  # type: ignore[misc]
+            if r.windows is not None:
+                extra = f"  {r.windows:,} sampling windows, {r.timed:,} calls timed"
+            if r.scrape is not None:
+                k, secs, size = r.scrape
                 if k:
                     extra += (f"; {k} scrapes, {1e3 * secs / k:.1f} ms and "
                               f"{size / 1024:.0f} KiB each")
@@ -163,10 +173,10 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
             rows.append(Row(BENCH, f"whole chain, {key}", fmt_rate(n / s.median), s.spread(),
                             f"run_{key.split()[0]}_ticks + chain, CSV read, no files"))
         for mode in modes:
-            same = all(results[f"{mode} {mt}"]["orders"] == results[f"{mode} off"]["orders"]
+            same = all(results[f"{mode} {mt}"].orders == results[f"{mode} off"].orders
                        for mt in ("metrics", "metrics+scrape"))
             print(f"   {mode}: orders with metrics identical to orders without: "
-                  f"{'yes' if same else 'NO'} ({results[f'{mode} off']['n_orders']} orders)")
+                  f"{'yes' if same else 'NO'} ({results[f'{mode} off'].n_orders} orders)")
             for mt in ("metrics", "metrics+scrape"):
                 for clock, series in (("wall", t), ("cpu", cpu)):
                     ratio = [a / b - 1.0 for a, b in zip(series[f"{mode} {mt}"],

@@ -20,8 +20,8 @@ from pathlib import Path
 from bench.measure import Row, header, print_table, read_rows
 
 BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency",
-           "live_broker")
-NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker")
+           "live_broker", "metrics_overhead")
+NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker", "metrics_overhead")
 
 
 def main(argv: list[str] | None = None) -> int:

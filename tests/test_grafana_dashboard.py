@@ -55,7 +55,7 @@ def test_dashboard_is_a_grafana_dashboard_model() -> None:
     cells: set[tuple[int, int]] = set()
     for p in d["panels"]:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
         own = {(x, y) for x in range(g["x"], g["x"] + g["w"])
                for y in range(g["y"], g["y"] + g["h"])}
         assert not own & cells, f"panel {p['title']!r} overlaps another"

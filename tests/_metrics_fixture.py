@@ -2,7 +2,7 @@
 
 The first 60,000 trades (Sunday 17:00 CT to Monday 19:36 CT, 1,182 one-minute bars) with a few
 malformed lines spliced in (so the DLQ has reasons to count), a walk-forward bundle trained on
-the first 60 % of the bars (``jobs.strategy.train_bundle``, ~6 s), tight limits (10 %
+the first 30 % of the bars (``jobs.strategy.train_bundle``, ~3 s), tight limits (10 %
 concentration: the gate rejects often) and a kill switch tripped near the end and never
 reset. Built once per session; the runs read it with the same flags as a user's ``run``.
 """
@@ -29,7 +29,7 @@ from topics.messages import Control
 
 MINUTE_NS = 60_000_000_000
 PREFIX_LINES = 60_000
-TRAIN_FRACTION = 0.6
+TRAIN_FRACTION = 0.3
 BAD_LINES = {  # data line index -> the malformed line spliced in before it
     100: "2013-09-01 17:01:00.000,abc,3\n",  # BAD_PRICE
     200: "2013-09-01 17:02:00.000,-5,3\n",  # BAD_PRICE

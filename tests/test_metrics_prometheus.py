@@ -1,16 +1,25 @@
-"""A real Prometheus server scrapes a running replay; its PromQL answers equal the topic files.
+"""A real Prometheus server scrapes runs; its PromQL answers equal what the runs wrote.
 
 ``/usr/bin/prometheus`` is started by the test with the deployment's rule files and a 200 ms
-scrape interval, then ``streamquant run --metrics-port P --metrics-linger 60`` (the per-event
-path) as a user runs it. Prometheus scrapes while the replay runs and once after it (which
-ends the linger); the test then asks Prometheus, over its HTTP API, for the orders counter,
-the recording rules' results and every expression of the Grafana dashboard.
+scrape interval, with two targets: a live run and a replay, each started as a user starts it
+(``streamquant run ... --metrics-port P --metrics-linger 60``).
+
+- The live run (``--bootstrap`` on a real tansu broker, no ``--until-end``) runs until it is
+  stopped: Prometheus scrapes it while it trades, the test waits (asking Prometheus) until the
+  stream has ended, stops it with SIGTERM, and the linger lets Prometheus take the final values
+  (the last checkpoint). Counters, checkpoints and the watermark lag are checked against the
+  run's summary and the orders topic.
+- The replay lingers after it ends until Prometheus has scraped its final values; being gone
+  afterwards, its series are stale, so the test reads them with ``last_over_time`` as a
+  dashboard of batch jobs does. The recording rules' results and every Grafana expression are
+  queried on the same server.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,13 +31,19 @@ from typing import Any
 
 import pytest
 
+from jobs.live.kafka_client import KafkaSettings
+from tests._kafka import create_catalog_topics
+from tests._live import produce, read_topic, start_live
 from tests._metrics_fixture import free_port, workload
+from topics import names as tn
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 DASHBOARD = ROOT / "deploy" / "grafana" / "streamquant-dashboard.json"
 PROMETHEUS = "/usr/bin/prometheus"
-JOB = "streamquant-replay"
+REPLAY = "streamquant-replay"
+LIVE = "streamquant-live"
+YEAR_S = 365 * 86_400
 
 
 class Prometheus:
@@ -58,12 +73,31 @@ class Prometheus:
         assert len(result) == 1, (expr, result)
         return float(result[0]["value"][1])
 
+    def wait_for(self, expr: str, timeout: float = 90.0) -> list[dict[str, Any]]:
+        """Poll until ``expr`` returns something (the run got that far, as Prometheus saw)."""
+        deadline = time.monotonic() + timeout
+        while not (result := self.query(expr)):
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"{expr}: nothing within {timeout} s"
+            time.sleep(0.2)
+        return result
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, int]]:
-    """Prometheus on a free loopback port, scraping the (future) metrics port every 200 ms."""
-    port, target = free_port(), free_port()
-    cfg = tmp_path / "prometheus.yml"
+
+Server = tuple[Prometheus, dict[str, int]]
+"""The server and the metrics port of each scrape job."""
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Prometheus on a free loopback port, scraping the (future) metrics ports every 200 ms."""
+    tmp = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    targets = {REPLAY: free_port(), LIVE: free_port()}
+    cfg = tmp / "prometheus.yml"
+    jobs = "".join(f"""
+  - job_name: {job}
+    static_configs:
+      - targets: ["127.0.0.1:{p}"]""" for job, p in targets.items())
     cfg.write_text(f"""
 global:
   scrape_interval: 200ms
@@ -72,15 +106,12 @@ global:
 rule_files:
   - {RULES / "streamquant-recording.yml"}
   - {RULES / "streamquant-alerts.yml"}
-scrape_configs:
-  - job_name: {JOB}
-    static_configs:
-      - targets: ["127.0.0.1:{target}"]
+scrape_configs:{jobs}
 """)
-    log = tmp_path / "prometheus.log"
+    log = tmp / "prometheus.log"
     with log.open("wb") as f:
         proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}"], stdout=f, stderr=subprocess.STDOUT)
     prom = Prometheus(port, proc, log)
     try:
@@ -93,7 +124,7 @@ scrape_configs:
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "prometheus did not become ready"
                 time.sleep(0.05)
-        yield prom, target
+        yield prom, targets
     finally:
         proc.terminate()
         try:
@@ -108,9 +139,56 @@ def _dashboard_exprs() -> list[str]:
     return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
 
 
-def test_prometheus_scrapes_a_replay_and_counts_its_orders(
-        prometheus: tuple[Prometheus, int], tmp_path: Path) -> None:
-    prom, port = prometheus
+def test_prometheus_scrapes_a_live_run_and_its_counters_equal_the_run(
+        prometheus: Server, kafka_settings: KafkaSettings,
+        tmp_path: Path) -> None:
+    prom, targets = prometheus
+    w = workload()
+    create_catalog_topics(kafka_settings)
+    produce(kafka_settings, w.ticks)
+    live = start_live(kafka_settings, w.models, tmp_path / "ck", "--out", str(tmp_path / "out"),
+                      "--risk", str(w.risk), "--checkpoint-every", "10000", "--metrics-port",
+                      str(targets[LIVE]), "--metrics-linger", "60", until_end=False)
+    sel = f'job="{LIVE}"'
+    try:
+        prom.wait_for(f"streamquant_stream_ended{{{sel}}} == 1")  # every record processed
+        assert live.proc.poll() is None, "the live run stopped by itself"
+        running_orders = prom.scalar(f"sum(streamquant_orders_total{{{sel}}})")
+        live.proc.send_signal(signal.SIGTERM)
+        assert live.wait(60) == 0, live.stderr()
+    finally:
+        if live.proc.poll() is None:
+            live.kill()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    orders = read_topic(kafka_settings, tn.ORDERS)
+    assert running_orders == len(orders) == summary["topics"]["orders"] > 0
+
+    def last(expr: str) -> float:
+        return prom.scalar(f"last_over_time({expr}[5m])")
+
+    # the final values, scraped during the linger after SIGTERM's last checkpoint
+    assert last(f"streamquant_run_finished{{{sel}}}") == 1
+    assert last(f'streamquant_run_info{{{sel},mode="live",path="live"}}') == 1
+    assert summary["checkpoints"] >= 6  # every 10,000 of the 60,005 records, and at the end
+    assert last(f"streamquant_checkpoints_total{{{sel}}}") == summary["checkpoints"]
+    assert last(f"streamquant_checkpoint_seconds_count{{{sel}}}") == summary["checkpoints"]
+    assert last(f"streamquant_checkpoint_bytes{{{sel}}}") == summary["checkpoint_bytes"] > 0
+    assert last(f"streamquant_source_records_total{{{sel}}}") == summary["ticks_released"]
+    for topic, n in summary["topics"].items():
+        assert last(f'streamquant_messages_total{{{sel},topic="{topic}"}}') == n, topic
+    dlq = prom.query(f"last_over_time(streamquant_dead_letters_total{{{sel}}}[5m]) > 0")
+    assert {r["metric"]["reason"]: float(r["value"][1]) for r in dlq} == summary["dlq_by_reason"]
+    # while it ran, the watermark trailed the wall clock by the years since the 2013 sample
+    lag = prom.scalar(f"max_over_time(streamquant_watermark_lag_seconds{{{sel}}}[5m])")
+    assert 12 * YEAR_S < lag < time.time() - 1.3e9
+    assert not prom.query(f"streamquant_watermark_lag_seconds{{{sel}}} and "
+                          f"streamquant_stream_ended{{{sel}}} == 1")  # no lag once ended
+
+
+def test_prometheus_scrapes_a_replay_that_lingers_until_its_final_values_are_read(
+        prometheus: Server, tmp_path: Path) -> None:
+    prom, targets = prometheus
+    port = targets[REPLAY]
     w = workload()
     out = tmp_path / "out"
     run = subprocess.run(
@@ -123,29 +201,21 @@ def test_prometheus_scrapes_a_replay_and_counts_its_orders(
     orders = len((out / "topics" / "orders.jsonl").read_bytes().splitlines())
     assert orders > 0
 
-    sel = f'job="{JOB}"'
+    sel = f'job="{REPLAY}"'
     # the target is gone, so Prometheus marked its series stale: the last values are read
     # over a range (what a dashboard of batch jobs does)
     assert prom.scalar(f"sum(last_over_time(streamquant_orders_total{{{sel}}}[5m]))") == orders
-    # scraped while the replay was going (finished 0) and after it ended (finished 1)
-    assert prom.scalar(f"min_over_time(streamquant_run_finished{{{sel}}}[5m])") == 0
     assert prom.scalar(f"max_over_time(streamquant_run_finished{{{sel}}}[5m])") == 1
-    seen = prom.scalar(f"count_over_time(streamquant_messages_total{{{sel},"
-                       f'topic="md.ticks"}}[5m])')
-    assert seen >= 3, "fewer than three scrapes of the run"
     info = prom.query(f"last_over_time(streamquant_run_info{{{sel}}}[5m])")
     assert info[0]["metric"]["path"] == "event"
     # the recording rules run on the scraped series
-    deadline = time.monotonic() + 10
     rate = f'job_topic:streamquant_messages:rate1m{{{sel},topic="orders"}}[5m]'
-    while not prom.query(f"max_over_time({rate})"):
-        assert time.monotonic() < deadline, "recording rule never evaluated"
-        time.sleep(0.2)
+    prom.wait_for(f"max_over_time({rate})", timeout=10)
     p99 = prom.query(f"max_over_time(job:streamquant_tick_to_order_seconds:p99_5m{{{sel}}}[5m])")
     assert p99 and 0 < float(p99[0]["value"][1]) < 10
     # every dashboard expression parses and runs on this server
     for expr in _dashboard_exprs():
-        q = expr.replace("$job", JOB).replace("$account", ".*")
+        q = expr.replace("$job", REPLAY).replace("$account", ".*")
         body = prom.get("/api/v1/query", query=q)
         assert body["status"] == "success", (expr, body.get("error"))
     rules = prom.get("/api/v1/rules")["data"]["groups"]

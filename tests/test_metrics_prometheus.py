@@ -176,6 +176,9 @@ def test_prometheus_scrapes_a_live_run_and_its_counters_equal_the_run(
     assert last(f"streamquant_source_records_total{{{sel}}}") == summary["ticks_released"]
     for topic, n in summary["topics"].items():
         assert last(f'streamquant_messages_total{{{sel},topic="{topic}"}}') == n, topic
+    # one tick -> order latency per order, counted from the consumer batch that read the tick
+    assert last(f"streamquant_tick_to_order_seconds_count{{{sel}}}") == len(orders)
+    assert 0 < last(f"streamquant_tick_to_order_seconds_sum{{{sel}}}") < 10 * len(orders)
     dlq = prom.query(f"last_over_time(streamquant_dead_letters_total{{{sel}}}[5m]) > 0")
     assert {r["metric"]["reason"]: float(r["value"][1]) for r in dlq} == summary["dlq_by_reason"]
     # while it ran, the watermark trailed the wall clock by the years since the 2013 sample

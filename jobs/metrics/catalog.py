@@ -54,7 +54,8 @@ def _h(name: str, labels: tuple[str, ...], help_: str, where: Where = "all") -> 
 
 
 RUN_INFO = _g("streamquant_run_info", ("mode", "path"),
-              "1, labelled with how the run executes: mode replay|live, path batch|event|live.")
+              "1, labelled with how the run executes: mode replay or live; path batch, event, bars "
+              "or live.")
 RUN_FINISHED = _g("streamquant_run_finished", (),
                   "1 once the run has ended and the endpoint serves its final values.")
 MESSAGES = _c("streamquant_messages_total", ("topic",),
@@ -92,7 +93,7 @@ REJECTS = _c("streamquant_risk_rejects_total", ("account",),
 REJECT_CODES = _c("streamquant_risk_reject_reasons_total", ("code",),
                   "Failed pre-trade rules: one per reason code of each rejection.", "chain")
 DECISIONS = _c("streamquant_decisions_total", ("action",),
-               "Decisions (audit.decisions) by action BUY|SELL|HOLD.", "chain")
+               "Decisions (audit.decisions) by action (BUY, SELL, HOLD).", "chain")
 CONTROLS = _c("streamquant_control_commands_total", ("command",),
               "Control commands applied (KILL, RESET, HALT_SYMBOL, RESUME_SYMBOL).", "chain")
 EQUITY = _g("streamquant_account_equity_usd", ("account",),
@@ -129,7 +130,7 @@ REGIME_ENTROPY = _g("streamquant_regime_entropy_bits", ("symbol",),
                     "Entropy of the newest regime posterior, in bits (3 regimes: 0 to "
                     "log2 3 = 1.585).", "chain")
 REGIME_PROB = _g("streamquant_regime_probability", ("symbol", "regime"),
-                 "The newest regime posterior (regime bull|bear|sideways).", "chain")
+                 "The newest regime posterior (regime: bull, bear, sideways).", "chain")
 CHECKPOINTS = _c("streamquant_checkpoints_total", (), "Checkpoints written.", "live")
 CHECKPOINT_SECONDS = _h("streamquant_checkpoint_seconds", (),
                         "Wall time of one checkpoint (snapshot, transaction commit, file write, "

@@ -181,6 +181,8 @@ def test_prometheus_scrapes_a_live_run_and_its_counters_equal_the_run(
     assert 0 < last(f"streamquant_tick_to_order_seconds_sum{{{sel}}}") < 10 * len(orders)
     dlq = prom.query(f"last_over_time(streamquant_dead_letters_total{{{sel}}}[5m]) > 0")
     assert {r["metric"]["reason"]: float(r["value"][1]) for r in dlq} == summary["dlq_by_reason"]
+    # event time stopped at the slice's last trade (Monday 2013-09-02, 19:36 CT)
+    assert 1_378_072_800 < last(f"streamquant_watermark_seconds{{{sel}}}") < 1_378_170_000
     # while it ran, the watermark trailed the wall clock by the years since the 2013 sample
     lag = prom.scalar(f"max_over_time(streamquant_watermark_lag_seconds{{{sel}}}[5m])")
     assert 12 * YEAR_S < lag < time.time() - 1.3e9

@@ -119,7 +119,7 @@ class RunCollector(Collector):
         end.add_metric([], 1.0 if ended else 0.0)
         yield end
         if ended:
-            wm = probe.dispatcher().seen  # the newest event time: where event time stopped
+            wm = probe.event_time()  # where event time stopped
         if wm == MIN_WATERMARK:
             return
         g = family(m.WATERMARK)

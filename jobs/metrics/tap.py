@@ -30,12 +30,12 @@ _LN2 = math.log(2.0)
 _STAMPS_KEPT = 4096  # open decisions remembered for the latency (oldest dropped first)
 
 
-def decision_of(fv: FeatureVector) -> str:
-    """The decision id a bar leads to (``operators.infer.decision_id_for``, imported lazily:
-    a run without the chain has no onnxruntime)."""
+def _decision_id_for() -> Callable[[FeatureVector], str]:
+    """``operators.infer.decision_id_for`` (imported on the first bar: a run without the
+    chain need not load onnxruntime)."""
     from operators.infer import decision_id_for
 
-    return decision_id_for(fv)
+    return decision_id_for
 
 
 @dataclass(slots=True)
@@ -88,6 +88,7 @@ class MetricsTap:
         """The run's other taps (the list they are appended to): their ``lag()`` is read."""
         self.finished = False
         self._stamps: dict[str, int] = {}
+        self._decision_of: Callable[[FeatureVector], str] | None = None
         self._on_close: list[Callable[[], None]] = []
         self._handlers: dict[str, Callable[[Any], None]] = {
             tn.FEATURES: self._bar, tn.PREDICTIONS: self._prediction, tn.REGIMES: self._regime,
@@ -131,6 +132,9 @@ class MetricsTap:
     def _bar(self, fv: FeatureVector) -> None:
         probe = self.probe
         read = probe.read_ns() if probe is not None else None
+        decision_of = self._decision_of
+        if decision_of is None:
+            decision_of = self._decision_of = _decision_id_for()
         stamps = self._stamps
         stamps[decision_of(fv)] = time.perf_counter_ns() if read is None else read
         if len(stamps) > _STAMPS_KEPT:

@@ -72,6 +72,11 @@ class RunProbe(Protocol):
         """The graph's watermark (ns; ``MIN_WATERMARK`` before any data)."""
         ...
 
+    def event_time(self) -> int:
+        """The newest event time the graph has seen (``MIN_WATERMARK`` before any): where
+        event time stands once the watermark has jumped to the end of stream."""
+        ...
+
     def emitted(self) -> dict[str, int]:
         """Messages emitted per topic by this process (a copy)."""
         ...
@@ -119,6 +124,9 @@ class ReplayProbe:
     def watermark(self) -> int:
         return self._runner.watermark
 
+    def event_time(self) -> int:
+        return self._runner.dispatcher.seen  # one partition: the running maximum
+
     def emitted(self) -> dict[str, int]:
         return dict(self._runner.sink.counts)
 
@@ -158,6 +166,9 @@ class LiveProbe:
 
     def watermark(self) -> int:
         return self._host.runner.watermark
+
+    def event_time(self) -> int:
+        return max(p.max_ts for p in self._host.runner.tracker.snapshot())
 
     def emitted(self) -> dict[str, int]:
         out = self._host.output

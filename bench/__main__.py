@@ -20,8 +20,9 @@ from pathlib import Path
 from bench.measure import Row, header, print_table, read_rows
 
 BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency",
-           "live_broker", "sink_clickhouse", "redis_store")
-NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker", "sink_clickhouse")
+           "live_broker", "sink_clickhouse", "redis_store", "metrics_overhead")
+NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker", "sink_clickhouse",
+                "metrics_overhead")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from jobs.core.checkpoint import decode_checkpoint, encode_checkpoint, make_chec
 from jobs.core.dispatch import GraphDispatcher
 from jobs.core.watermarks import WatermarkTracker
 from jobs.graph import Graph
+from jobs.sinks.probe import ReplayProbe, bind_taps
 from jobs.topic_sink import TopicSink
 from operators.contract import END_OF_STREAM, MIN_WATERMARK, Emit
 from topics import names as tn
@@ -61,6 +62,7 @@ class LocalRunner:
         """Source records fed so far (the source offset a checkpoint records)."""
         self.output_positions: dict[str, int] = {}
         """What the run a checkpoint came from had emitted per topic (empty on a fresh run)."""
+        bind_taps(sink.taps, ReplayProbe(self))  # taps that report on the run (metrics)
 
     # -- feeding ----------------------------------------------------------------------------
     def feed(self, value: msgspec.Struct) -> None:
@@ -114,7 +116,12 @@ class LocalRunner:
             self._tracker.observe(PARTITION, seen)
         return self._tracker.current
 
-    # -- state access (checkpoints, tests) -----------------------------------------------------
+    # -- state access (checkpoints, tests, probes) ---------------------------------------------
+    @property
+    def dispatcher(self) -> GraphDispatcher:
+        """The graph's stage hosts (read by ``jobs.sinks.probe``; not for driving them)."""
+        return self._core
+
     def states(self, uid: str) -> dict[str, Any]:
         states: dict[str, Any] = self._core.by_uid[uid].states  # type: ignore[assignment]
         return states

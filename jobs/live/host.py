@@ -133,6 +133,9 @@ class KafkaHost:
         self.control_topic = settings.topic(tn.CONTROL)
         self._orders_topic = settings.topic(tn.ORDERS)
         self.stats = LiveStats()
+        self.read_ns: int | None = None
+        """``perf_counter_ns`` when the batch being handled was consumed (tick → order
+        latency in metrics counts from there)."""
         self._stop = False
         self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
         self._outage_since: float | None = None
@@ -319,6 +322,7 @@ class KafkaHost:
     def _handle(self, msgs: list[Any]) -> int:
         """One consumed batch: source records into the merge, commands applied; released
         source records are processed. Returns the number of records read."""
+        self.read_ns = time.perf_counter_ns()
         runner = self.runner
         src, ctl = self.src_topic, self.control_topic
         n = 0

@@ -51,6 +51,8 @@ class KafkaOutput:
         self.dlq_reasons: Counter[str] = Counter()
         self.written: defaultdict[str, int] = defaultdict(int)
         """Records produced per topic by this process."""
+        self.restored: dict[str, int] = {}
+        """The positions a checkpoint restored (``counts - restored``: this process's)."""
         self._routes: dict[str, tuple[str, Callable[[Any], bytes | None], bytes]] = {}
         for t in topics:
             spec = CATALOG[t]
@@ -65,6 +67,7 @@ class KafkaOutput:
     def restore(self, positions: dict[str, int]) -> None:
         self.counts.clear()
         self.counts.update(positions)
+        self.restored = dict(positions)
 
     def emit(self, topic: str, value: msgspec.Struct) -> None:
         counts = self.counts

@@ -26,6 +26,7 @@ from jobs.manifest import code_version
 from jobs.options import ReplayOptions
 from jobs.replay import chain_options
 from jobs.sinks.attach import RunContext, open_taps
+from jobs.sinks.probe import LiveProbe, bind_taps
 from jobs.topology import chain_stages, opened, tick_graph
 from operators.domain.bars import parse_duration
 from operators.features import FeaturesConfig, WindowFeatures
@@ -135,6 +136,7 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
                              lateness_ns=opts.replay.lateness_ns, policy=opts.policy,
                              job_id=opts.job_id, until_end=opts.until_end,
                              progress=not opts.replay.quiet, taps=taps)
+            bind_taps(taps, LiveProbe(host))  # taps that report on the run (metrics)
             host.install_signals()
             watcher = _kill_switch_watcher(opts)
             try:

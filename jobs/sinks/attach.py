@@ -39,6 +39,11 @@ def open_taps(opts: SinkOptions, ctx: RunContext) -> Iterator[list[Tap]]:
 
             taps.append(RedisTap(RedisStoreConfig(opts.redis,
                                                   feature_ttl_s=opts.feature_ttl_s)))
+        if opts.metrics_port is not None:  # Prometheus endpoint (docs/observability.md)
+            from jobs.metrics.serve import serve
+
+            taps.append(serve(opts.metrics_port, linger_s=opts.metrics_linger_s,
+                              siblings=taps).tap)
         yield taps
     finally:
         for tap in reversed(taps):

@@ -27,6 +27,9 @@ class SinkOptions:
     """TTL of the feature-store keys."""
     metrics_port: int | None = None
     """Port of the Prometheus endpoint (0: a free one, printed); None: off."""
+    metrics_linger_s: float = 0.0
+    """After the run, serve the final values until one scrape has read them, at most this
+    long (a batch job scraped by Prometheus); 0: stop with the run."""
 
     def __post_init__(self) -> None:
         if self.sink not in SINK_CHOICES:
@@ -36,6 +39,12 @@ class SinkOptions:
             raise UsageError("--dsn names a ClickHouse target; it cannot go with --sink none")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise UsageError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
+        if not 0.0 <= self.metrics_linger_s <= 86_400.0:
+            raise UsageError(f"--metrics-linger must be 0..86400 seconds, got "
+                             f"{self.metrics_linger_s}")
+        if self.metrics_linger_s and self.metrics_port is None:
+            raise UsageError("--metrics-linger keeps the metrics endpoint up: it needs "
+                             "--metrics-port")
         if self.feature_ttl_s <= 0:
             raise UsageError(f"--feature-ttl must be positive, got {self.feature_ttl_s}s")
         if self.redis is not None and not self.redis.startswith(
@@ -58,7 +67,8 @@ class SinkOptions:
                    dsn=getattr(args, "dsn", None),
                    clickhouse_ticks=not getattr(args, "no_clickhouse_ticks", False),
                    redis=getattr(args, "redis", None), feature_ttl_s=ttl_s,
-                   metrics_port=getattr(args, "metrics_port", None))
+                   metrics_port=getattr(args, "metrics_port", None),
+                   metrics_linger_s=getattr(args, "metrics_linger", None) or 0.0)
 
 
 def sink_args(p: Any) -> None:
@@ -82,3 +92,7 @@ def sink_args(p: Any) -> None:
     g.add_argument("--metrics-port", type=int, metavar="PORT", default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port, "
                         "printed) (default: off)")
+    g.add_argument("--metrics-linger", type=float, metavar="SECONDS", default=None,
+                   help="after the run, keep serving the final metrics until one scrape has "
+                        "read them, at most SECONDS (for replays scraped by Prometheus) "
+                        "(default: 0, stop with the run)")

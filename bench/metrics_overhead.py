@@ -1,0 +1,207 @@
+"""What Prometheus metrics cost the whole chain: ticks/s with metrics off and on, same run.
+
+The E-mini replay through the whole graph (``run_batch_ticks`` / ``run_event_ticks`` with the
+decision chain, as ``streamquant run --models DIR`` calls them; CSV read included, no topic
+files, no other sink), interleaved rounds of:
+
+- ``off``: no tap;
+- ``metrics``: the metrics tap bound to the runner (bar-rate handlers, sampled operator
+  timing), endpoint up but never scraped;
+- ``metrics+scrape``: the same, scraped over HTTP every ``--scrape-interval`` seconds (1 s by
+  default: 15x Prometheus' usual rate, so the scrape's share is an upper bound).
+
+The overhead is the per-round ratio on / off (median): only the metrics' share, the other
+sinks are off. Orders with metrics on are checked identical to orders with metrics off.
+
+Run: ``python -m bench.metrics_overhead [--models DIR] [--reps N] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from bench import emini
+from bench.measure import (
+    Row,
+    Stats,
+    add_models_arg,
+    arg_parser,
+    finish,
+    fmt_rate,
+    header,
+    interleaved,
+)
+from jobs.batch_replay import run_batch_ticks
+from jobs.event_replay import run_event_ticks
+from jobs.metrics.serve import MetricsEndpoint, serve
+from jobs.metrics.tap import MetricsTap
+from jobs.progress import Progress
+from jobs.sources import TickInput
+from jobs.topic_sink import TopicSink
+from jobs.topology import tick_graph
+
+BENCH = "metrics_overhead"
+KEEP = ("orders",)
+
+
+class Scraper:
+    """GETs an endpoint every ``interval`` seconds on a thread (as Prometheus would)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        self.url = url
+        self.interval = interval
+        self.scrapes = 0
+        self.seconds = 0.0
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=10) as r:
+                self.bytes = len(r.read())
+            self.seconds += time.perf_counter() - t0
+            self.scrapes += 1
+
+
+@dataclass(slots=True)
+class CaseResult:
+    orders: str = ""
+    n_orders: int = 0
+    windows: int | None = None
+    timed: int = 0
+    scrape: tuple[int, float, int] | None = None  # scrapes, seconds in them, last size
+
+
+def replay(src: TickInput, models: Path, mode: str, metrics: str, scrape_s: float,
+           out: CaseResult) -> None:
+    chain = emini.chain(src, models)
+    norm, feats = emini.normalizer(src), emini.window_features()
+    tap = MetricsTap() if metrics != "off" else None
+    ep: MetricsEndpoint | None = serve(0, tap=tap) if tap is not None else None
+    sink = TopicSink(None, tick_graph(norm, feats, chain).output_topics, capture=KEEP,
+                     taps=[tap] if tap is not None else [])
+    fn = run_batch_ticks if mode == "batch" else run_event_ticks
+
+    def go() -> None:
+        fn(src, norm, feats, chain, sink, 0, [], Progress("", None, enabled=False))
+
+    try:
+        if ep is not None and metrics == "metrics+scrape":
+            with Scraper(ep.url, scrape_s) as s:
+                go()
+            out.scrape = (s.scrapes, s.seconds, s.bytes)
+        else:
+            go()
+    finally:
+        if tap is not None:
+            tap.close()
+        if ep is not None:
+            ep.stop()
+    sink.close()
+    assert sink.captured is not None
+    out.orders = hashlib.sha256(msgspec.json.encode(sink.captured["orders"])).hexdigest()
+    out.n_orders = len(sink.captured["orders"])
+    if tap is not None:
+        out.windows = tap.sampler.windows
+        out.timed = sum(h.count for h in tap.sampler.hists.values())
+
+
+def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float) -> list[Row]:
+    header("metrics overhead: the whole chain with Prometheus metrics off and on")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="sq-bench-") as tmpdir:
+        tb = emini.trained_bundle(models, Path(tmpdir))
+        if tb.train_s:
+            print(f"   trained the bundle in {tb.train_s:.1f} s")
+        src = emini.source()
+        n = sum(1 for _ in src.path.open()) - 1
+        results: dict[str, CaseResult] = {}
+
+        def case(mode: str, metrics: str) -> Callable[[], object]:
+            key = f"{mode} {metrics}"
+            results[key] = CaseResult()
+            return lambda: replay(src, tb.models, mode, metrics, scrape_s, results[key])
+
+        cases = {f"{mode} {mt}": case(mode, mt) for mode in modes
+                 for mt in ("off", "metrics", "metrics+scrape")}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
+
+        def timed_cpu(key: str, fn: Callable[[], object]) -> Callable[[], object]:
+            def go() -> None:
+                c0 = time.process_time()
+                fn()
+                cpu[key].append(time.process_time() - c0)
+            return go
+
+        t = interleaved({k: timed_cpu(k, fn) for k, fn in cases.items()}, reps, warmup=False)
+        print(f"\n-- {n:,} ticks, whole chain from the CSV, no files ({reps} rounds, "
+              f"interleaved; scrape every {scrape_s:g} s)")
+        for key, v in t.items():
+            s = Stats.of(v)
+            r = results[key]
+            extra = ""
+            if r.windows is not None:
+                extra = f"  {r.windows:,} sampling windows, {r.timed:,} calls timed"
+            if r.scrape is not None:
+                k, secs, size = r.scrape
+                if k:
+                    extra += (f"; {k} scrapes, {1e3 * secs / k:.1f} ms and "
+                              f"{size / 1024:.0f} KiB each")
+            c = Stats.of(cpu[key])
+            print(f"   {key:<22} {s.median:7.3f} s {n / s.median:>10,.0f} ticks/s  "
+                  f"{s.spread()}; cpu {c.median:.3f} s {c.spread()}{extra}")
+            rows.append(Row(BENCH, f"whole chain, {key}", fmt_rate(n / s.median), s.spread(),
+                            f"run_{key.split()[0]}_ticks + chain, CSV read, no files"))
+        for mode in modes:
+            same = all(results[f"{mode} {mt}"].orders == results[f"{mode} off"].orders
+                       for mt in ("metrics", "metrics+scrape"))
+            print(f"   {mode}: orders with metrics identical to orders without: "
+                  f"{'yes' if same else 'NO'} ({results[f'{mode} off'].n_orders} orders)")
+            for mt in ("metrics", "metrics+scrape"):
+                for clock, series in (("wall", t), ("cpu", cpu)):
+                    ratio = [a / b - 1.0 for a, b in zip(series[f"{mode} {mt}"],
+                                                         series[f"{mode} off"], strict=True)]
+                    med = float(np.median(ratio))
+                    spread = f"rounds {', '.join(f'{100 * x:+.1f}%' for x in ratio)}"
+                    print(f"   {mode}: {mt} costs {100 * med:+.1f}% {clock} time ({spread})")
+                    rows.append(Row(BENCH, f"metrics overhead, {mode} path, {mt} ({clock})",
+                                    f"{100 * med:+.1f}%", spread,
+                                    f"per-round {clock} time ratio on/off - 1, median"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = arg_parser("the metrics' share of the whole chain's time", reps=3)
+    add_models_arg(p)
+    p.add_argument("--modes", default="batch,event", help="replay paths (batch,event)")
+    p.add_argument("--scrape-interval", type=float, default=1.0,
+                   help="seconds between scrapes in the metrics+scrape case (default 1)")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    modes = tuple(m for m in args.modes.split(",") if m)
+    rows = run(args.models, args.reps, modes, args.scrape_interval)
+    finish(BENCH, rows, t0, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -48,9 +48,6 @@ class Backoff:
         self.delay_s = 0.0
         self.next_at = 0.0
 
-    def ready(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) >= self.next_at
-
     def failed(self, now: float | None = None) -> float:
         """Record a failure; the delay until the next attempt."""
         self.delay_s = self.first_s if self.delay_s == 0 else min(self.delay_s * 2, self.cap_s)
@@ -69,14 +66,11 @@ class RateLimitedWarning:
         self._write = write
         self.every_s = every_s
         self._last = -1e18
-        self.suppressed = 0
 
     def __call__(self, text: str, *, force: bool = False) -> bool:
         now = time.monotonic()
         if not force and now - self._last < self.every_s:
-            self.suppressed += 1
             return False
         self._last = now
-        self.suppressed = 0
         self._write(text)
         return True

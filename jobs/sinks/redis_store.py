@@ -148,16 +148,20 @@ class RedisTap:
         if self._thread.is_alive():
             self._log(f"warning: redis {self._url}: the last write did not finish within "
                       f"{self.config.close_timeout_s:g} s; giving up on it")
-        elif self._dirty:
-            self._log(f"warning: redis {self._url}: {len(self._dirty)} keys not written "
+        elif self._unwritten():
+            self._log(f"warning: redis {self._url}: {self._unwritten()} keys not written "
                       f"(unreachable at the end: {self.last_error})")
 
     def stats(self) -> dict[str, Any]:
         return {"url": self._url, "accepted": self.accepted, "writes": self.writes,
                 "flushes": self.flushes, "failures": self.failures,
                 "command_errors": self.command_errors, "reconnects": self.reconnects,
-                "keys": len(self._latest), "unwritten": len(self._dirty),
+                "keys": len(self._latest), "unwritten": self._unwritten(),
                 "last_error": self.last_error}
+
+    def _unwritten(self) -> int:
+        """Keys whose latest value is not in Redis yet (0: everything accepted is written)."""
+        return len(self._dirty) + len(self._features) + len(self._positions)
 
     # -- the writer thread --------------------------------------------------------------------
     def _run(self) -> None:

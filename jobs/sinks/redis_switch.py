@@ -81,12 +81,6 @@ def set_switch(client: redis.Redis, on: bool, account: str, reason: str,
                        sent_to=sent_to)
 
 
-def epoch_of(client: redis.Redis) -> str:
-    """The server's switch epoch (``''``: none yet)."""
-    raw: Any = client.get(SWITCH_EPOCH)
-    return _text(raw) if raw is not None else ""
-
-
 def read_switches(client: redis.Redis) -> Switches:
     res: Any = client.eval(_READ, 3, SWITCH_EPOCH, SWITCH_VERSION, SWITCH_INDEX)
     epoch, version = _text(res[0]), int(res[1])

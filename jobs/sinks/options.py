@@ -49,8 +49,10 @@ class SinkOptions:
             raise UsageError(f"--feature-ttl must be positive, got {self.feature_ttl_s}s")
         if self.redis is not None and not self.redis.startswith(
                 ("redis://", "rediss://", "unix://")):
+            from jobs.sinks.redis_client import redact
+
             raise UsageError(f"--redis must be a redis:// (or rediss://, unix://) URL, got "
-                             f"{self.redis!r}")
+                             f"{redact(self.redis)!r}")
 
     @classmethod
     def from_args(cls, args: Any) -> SinkOptions:

@@ -118,7 +118,7 @@ def run_case(ticks: Path, size: int, case: str, models: Path | None, work: Path)
     topics = out / "topics"
     topic_bytes = sum(p.stat().st_size for p in topics.glob("*.jsonl")) if topics.is_dir() else 0
     shutil.rmtree(out, ignore_errors=True)
-    rate = summary.get("replay_ticks_per_s", summary["ticks_per_s"])
+    rate = summary["ticks_per_s"]
     return Result(size, case, float(rate), float(summary["wall_s"]), wall,
                   float(child["vmhwm_mib"]), usage.ru_maxrss / 1024.0, topic_bytes / 2**20,
                   int(summary.get("orders", 0)))

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from jobs import data
-from jobs.bar_files import load_bars
+from jobs.bar_files import iter_bars
 from jobs.batch_replay import run_batch_ticks
 from jobs.device import device_record, resolve_device
 from jobs.errors import UsageError
@@ -141,9 +141,9 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
               device: Device, taps: list[Tap]) -> _Run:
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
-    items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
+    items, bar_ns = iter_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
                               tz=opts.tz, default_symbol=opts.symbol,
-                              ohlc_tolerance=opts.ohlc_tolerance)
+                              ohlc_tolerance=opts.ohlc_tolerance)  # read as the replay goes
     bf = BarFeatures(BarFeaturesConfig(bar_ns))
     # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
     # daily bars)
@@ -157,6 +157,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic=tn.MD_TICKS if chain else tn.MD_BARS)
     with opened(graph.stages):
+        t0 = time.perf_counter()  # the models are open: the replay starts
         for c in load_controls(opts.control):
             runner.inject(tn.CONTROL, c)
         for item, _ in items:
@@ -170,6 +171,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
                 runner.inject(tn.MD_TICKS, bar_tick(item))
                 runner.advance_to_data()
         runner.end_of_stream()
+        stats.replay_s += time.perf_counter() - t0
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
                                  "feature_version": bf.feature_version}, None)
     _finish_config(run, chain_opts, chain, opts)
@@ -199,8 +201,10 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
                         enabled=not opts.quiet)
     runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
     with opened(chain):  # the batch path's chain runner does not open its stages itself
+        t0 = time.perf_counter()  # the models are open: the replay starts
         stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
                                    progress)
+        stats.replay_s += time.perf_counter() - t0
     run = _Run(sink, src.path, {
         "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
         "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
@@ -252,7 +256,10 @@ def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str,
                                           quiet=opts.quiet)) as taps:
         run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir,
                                                                    device, taps)
+        t_close = time.perf_counter()
         run.sink.close()
+        stats.replay_s += time.perf_counter() - t_close
+        stats.topic_files = topics_dir is not None
     sink, report = run.sink, run.report
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)

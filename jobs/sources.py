@@ -19,7 +19,7 @@ from jobs import data
 from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
-from jobs.text_files import check_columns, head_lines, read_lines
+from jobs.text_files import check_columns, check_gzip, head_lines, read_lines
 from jobs.tick_files import csv_columns_from_header, iter_raw_records
 from operators.domain.tick_fields import (
     BAD_BYTE,
@@ -84,8 +84,9 @@ def inspect_tick_file(
         if len(head) < 2:
             raise UsageError(f"{path}: a header but no data rows")
         header = tuple(h.strip() for h in split_csv_line(first, delimiter))
-        return TickFileSpec(path, "csv", map_header(path, header, column_map, required,
-                                                    delimiter))
+        columns = map_header(path, header, column_map, required, delimiter)
+        check_gzip(path)  # streamed later: find damage now, before anything is replayed
+        return TickFileSpec(path, "csv", columns)
     if column_map:
         raise UsageError("--columns maps CSV headers; JSON lines must use the canonical names "
                          f"{', '.join(TICK_FIELDS)}")
@@ -96,6 +97,7 @@ def inspect_tick_file(
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: line 1 is not a JSON object")
     check_columns(path, tuple(obj), TICK_FIELDS, required)
+    check_gzip(path)
     return TickFileSpec(path, "jsonl", None)
 
 

@@ -99,6 +99,22 @@ def head_lines(path: str | Path, count: int) -> list[tuple[int, str]]:
             raise _corrupt(p, exc) from None
 
 
+def check_gzip(path: str | Path) -> None:
+    """Decompress a gzip file once, discarding the data, so that a truncated or corrupt one
+    is a ``UsageError`` before a replay starts rather than when the stream reaches the damage
+    (nothing for a plain file)."""
+    p = Path(path)
+    with p.open("rb") as f:
+        if not _is_gzip(p, f.read(2)):
+            return
+    try:
+        with gzip.open(p, "rb") as g:
+            while g.read(BLOCK_BYTES * 4):
+                pass
+    except _GZIP_ERRORS as exc:
+        raise _corrupt(p, exc) from None
+
+
 def first_line(path: str | Path) -> tuple[int, str]:
     """The first non-blank line and its 1-based number; ``(0, "")`` when there is none."""
     found = head_lines(path, 1)
@@ -194,6 +210,24 @@ def iter_line_blocks(path: str | Path, *, block_bytes: int | None = BLOCK_BYTES,
                 return
 
 
+def iter_data_lines(path: str | Path, *, header: bool = False,
+                    block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None
+                    ) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line, streamed; ``header=True`` skips the
+    first one (a CSV header) and raises ``ValueError`` when there is none."""
+    skip = header
+    for block in iter_line_blocks(path, block_bytes=block_bytes, max_lines=max_lines):
+        first = block.first_line
+        for i, line in enumerate(block.lines()):
+            if line.strip():
+                if skip:
+                    skip = False
+                    continue
+                yield first + i, line
+    if skip:
+        raise ValueError("the file has no header line")
+
+
 def _by_lines(data: bytes, max_lines: int | None) -> Iterator[bytes]:
     """``data`` in pieces of at most ``max_lines`` lines (one piece when None)."""
     if not data:
@@ -235,5 +269,6 @@ def check_columns(path: Path, names: tuple[str, ...], allowed: tuple[str, ...],
         raise UsageError(f"{path}: {'; '.join(problems)} (expected {expected})")
 
 
-__all__ = ["BLOCK_BYTES", "GZIP_MAGIC", "LineBlock", "check_columns", "first_line", "head_lines",
-           "iter_line_blocks", "read_lines", "read_text", "split_lines"]
+__all__ = ["BLOCK_BYTES", "GZIP_MAGIC", "LineBlock", "check_columns", "check_gzip", "first_line",
+           "head_lines", "iter_data_lines", "iter_line_blocks", "read_lines", "read_text",
+           "split_lines"]

@@ -26,6 +26,7 @@ per row; any other chunk takes the line-by-line path, which reproduces every rul
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import re
@@ -38,7 +39,14 @@ import numpy as np
 import numpy.typing as npt
 
 from jobs.accel.normalize_columns import RawTickColumns
-from jobs.text_files import BLOCK_BYTES, LineBlock, head_lines, iter_line_blocks, split_lines
+from jobs.text_files import (
+    BLOCK_BYTES,
+    LineBlock,
+    head_lines,
+    iter_data_lines,
+    iter_line_blocks,
+    split_lines,
+)
 from operators.domain.tick_fields import BAD_BYTE, TICK_FIELDS, parse_number, split_csv_line
 from operators.domain.timeparse import NAT, TimestampParser
 from operators.normalize import NormalizeConfig, RawRecord
@@ -107,17 +115,9 @@ def iter_raw_records(path: str | Path, *, label: str | None = None, header: bool
     ``max_lines`` size them), so memory does not grow with it.
     """
     file = str(path) if label is None else label
-    skip_header = header
-    for block in iter_line_blocks(path, block_bytes=block_bytes, max_lines=max_lines):
-        first = block.first_line
-        for i, line in enumerate(block.lines()):
-            if line.strip():
-                if skip_header:
-                    skip_header = False
-                    continue
-                yield RawRecord(payload=line, source=SourceRef(file=file, line=first + i))
-    if skip_header:
-        raise ValueError("the file has no header line")
+    for n, line in iter_data_lines(path, header=header, block_bytes=block_bytes,
+                                   max_lines=max_lines):
+        yield RawRecord(payload=line, source=SourceRef(file=file, line=n))
 
 
 def _float_cell(text: str) -> float:
@@ -335,11 +335,9 @@ class TickCsvReader:
         )
 
     def _pyarrow(self) -> tuple[Any, Any]:
-        if self._arrow is None:
-            import pyarrow
-            import pyarrow.csv
-
-            self._arrow = (pyarrow, pyarrow.csv)
+        if self._arrow is None:  # imported on first use: a per-event replay never needs it
+            self._arrow = (importlib.import_module("pyarrow"),
+                           importlib.import_module("pyarrow.csv"))
         return self._arrow  # type: ignore[no-any-return]
 
     def _ts_arrow(self, arr: Any) -> npt.NDArray[np.int64]:

@@ -284,21 +284,13 @@ class TickCsvReader:
             return None
         if self.delimiter.isspace() and _ASCII_BLANK_LINE.search(data) is not None:
             return None  # a whitespace-only line would split into blank cells
-        pa, pcsv = self._pyarrow()
+        pa, pcsv, parse_options, convert_options = self._pyarrow()
         try:
             table = pcsv.read_csv(
                 pa.py_buffer(data),
                 read_options=pcsv.ReadOptions(column_names=self._names, use_threads=False,
-                                              block_size=max(1 << 20, min(len(data) + 1, 1 << 30))),
-                parse_options=pcsv.ParseOptions(delimiter=self.delimiter, quote_char=False,
-                                                double_quote=False, escape_char=False,
-                                                newlines_in_values=False,
-                                                ignore_empty_lines=False),
-                convert_options=pcsv.ConvertOptions(
-                    column_types={name: pa.string() for name in self._names},
-                    include_columns=[f"c{j}" for j in self._fields.values()],
-                    strings_can_be_null=False, quoted_strings_can_be_null=False),
-            )
+                                              block_size=min(len(data) + 1, 1 << 30)),
+                parse_options=parse_options, convert_options=convert_options)
         except pa.ArrowInvalid:
             return None
         n = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
@@ -334,10 +326,20 @@ class TickCsvReader:
             ask=_float_arrow(col["ask"]) if "ask" in col else None,
         )
 
-    def _pyarrow(self) -> tuple[Any, Any]:
-        if self._arrow is None:  # imported on first use: a per-event replay never needs it
-            self._arrow = (importlib.import_module("pyarrow"),
-                           importlib.import_module("pyarrow.csv"))
+    def _pyarrow(self) -> tuple[Any, Any, Any, Any]:
+        """pyarrow, its CSV module and this file's parse and convert options, made on first
+        use (a per-event replay never imports pyarrow)."""
+        if self._arrow is None:
+            pa = importlib.import_module("pyarrow")
+            pcsv = importlib.import_module("pyarrow.csv")
+            parse = pcsv.ParseOptions(delimiter=self.delimiter, quote_char=False,
+                                      double_quote=False, escape_char=False,
+                                      newlines_in_values=False, ignore_empty_lines=False)
+            convert = pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in self._names},
+                include_columns=[f"c{j}" for j in self._fields.values()],
+                strings_can_be_null=False, quoted_strings_can_be_null=False)
+            self._arrow = (pa, pcsv, parse, convert)
         return self._arrow  # type: ignore[no-any-return]
 
     def _ts_arrow(self, arr: Any) -> npt.NDArray[np.int64]:

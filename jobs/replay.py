@@ -49,6 +49,7 @@ from jobs.report import (
     print_report,
     write_equity_csv,
 )
+from jobs.report_inputs import ReportInputs
 from jobs.round_trips import write_trades_csv
 from jobs.sinks.attach import RunContext, open_taps
 from jobs.sinks.tap import Tap
@@ -98,9 +99,16 @@ class _Run:
     config: dict[str, Any]
     report: Report | None
     chain: ChainOptions | None = None
+    inputs: ReportInputs | None = None
 
 
-_KEEP = (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS)
+def _report_inputs(chain: tuple[Stage, ...], taps: list[Tap]
+                   ) -> tuple[ReportInputs | None, list[Tap]]:
+    """With a chain, the report's inputs, tapped off the sink (and the taps to give it)."""
+    if not chain:
+        return None, taps
+    inputs = ReportInputs()
+    return inputs, [*taps, inputs]
 
 
 def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_ns: int,
@@ -123,8 +131,8 @@ def _finish_config(run: _Run, chain_opts: ChainOptions | None, chain: tuple[Stag
                    opts: ReplayOptions) -> None:
     if chain_opts is None:
         return
-    assert run.sink.captured is not None
-    run.report = _report(run.sink.captured, chain_opts)
+    assert run.inputs is not None
+    run.report = _report(run.inputs.captured, chain_opts)
     run.chain = chain_opts
     run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
                       train_window_ns=[chain_opts.bundle.train_start,
@@ -152,8 +160,9 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     graph = Graph(tn.MD_BARS, (Stage(bf, (tn.MD_BARS,), (tn.FEATURES,)), *chain),
                   external=(tn.MD_TICKS, tn.CONTROL) if chain else ())
+    inputs, sink_taps = _report_inputs(chain, taps)
     sink = TopicSink(topics_dir, (tn.MD_TICKS_DLQ, tn.MD_BARS, *graph.output_topics),
-                     capture=_KEEP if chain else False, taps=taps)
+                     taps=sink_taps)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic=tn.MD_TICKS if chain else tn.MD_BARS)
     with opened(graph.stages):
@@ -173,7 +182,7 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
         runner.end_of_stream()
         stats.replay_s += time.perf_counter() - t0
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
-                                 "feature_version": bf.feature_version}, None)
+                                 "feature_version": bf.feature_version}, None, inputs=inputs)
     _finish_config(run, chain_opts, chain, opts)
     return run
 
@@ -190,8 +199,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     chain_opts = _chain_for(opts, stats, feats.feature_version, bar_ns, src.tz, device)
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     controls = load_controls(opts.control)
-    sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
-                     capture=_KEEP if chain else False, taps=taps)
+    inputs, sink_taps = _report_inputs(chain, taps)
+    sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics, taps=sink_taps)
     mode = opts.mode
     if mode == "batch" and src.spec.fmt != "csv":
         mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
@@ -208,7 +217,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     run = _Run(sink, src.path, {
         "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
         "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
-        "format": file_format(src.path), "feature_version": feats.feature_version}, None)
+        "format": file_format(src.path), "feature_version": feats.feature_version}, None,
+        inputs=inputs)
     _finish_config(run, chain_opts, chain, opts)
     return run
 
@@ -407,7 +417,7 @@ def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:
         print("warning: plotly is not installed (pip install 'streamquant[report]'): no "
               "report.html", file=sys.stderr)
         return
-    captured = run.sink.captured
+    captured = run.inputs.captured if run.inputs is not None else None
     chain = run.chain
     assert chain is not None
     meta = {"input": run.input_path.name, "models": str(chain.models), "algo": chain.algo,

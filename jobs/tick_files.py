@@ -431,9 +431,13 @@ class TickCsvReader:
         )
 
 
-def _indices(enc: Any) -> npt.NDArray[np.intp]:
-    """The indices of a dictionary-encoded pyarrow array (no nulls: text columns)."""
-    return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.intp)
+def _indices(enc: Any) -> npt.NDArray[np.int32]:
+    """The int32 indices of a dictionary-encoded pyarrow array (no nulls: text columns),
+    read from its buffer (``to_numpy`` would import pandas on first use)."""
+    ind = enc.indices
+    if str(ind.type) != "int32":
+        raise TypeError(f"dictionary indices of type {ind.type}, expected int32")
+    return np.frombuffer(ind.buffers()[1], dtype=np.int32)[ind.offset:ind.offset + len(ind)]
 
 
 def _float_arrow(arr: Any) -> npt.NDArray[np.float64]:

@@ -11,10 +11,12 @@ process:
 - ``chain``: the whole decision chain (``--models``; trained once when not given), topic files
   off and on.
 
-Per case: ticks/s of the replay (the run summary's ``replay_ticks_per_s``: reading, the graph
-and the topic files, without start-up, model loading and the report), the child's wall time,
-and its peak RSS, read two ways: ``VmHWM`` of the child itself and ``ru_maxrss`` from
-``wait4``. Figures only; nothing is asserted.
+Per case: ticks/s of the replay (the run summary's ``ticks_per_s``: reading, the graph and
+the topic files, without start-up, model loading and the report), the child's wall and CPU
+time (``ticks per CPU s`` over the whole process is the figure least moved by other load on
+shared cores), and its peak RSS, read two ways: ``VmHWM`` of the child itself and
+``ru_maxrss`` from ``wait4`` (which Linux carries over from the parent across fork and exec).
+Figures only; nothing is asserted.
 
 Run: ``python -m bench.scaling [--sizes 500k,5M,20M] [--cases ...] [--models DIR] [--json P]``.
 """
@@ -86,6 +88,7 @@ class Result:
     replay_ticks_per_s: float
     wall_s: float
     child_wall_s: float
+    child_cpu_s: float
     vmhwm_mib: float
     ru_maxrss_mib: float
     topic_mib: float
@@ -120,8 +123,8 @@ def run_case(ticks: Path, size: int, case: str, models: Path | None, work: Path)
     shutil.rmtree(out, ignore_errors=True)
     rate = summary["ticks_per_s"]
     return Result(size, case, float(rate), float(summary["wall_s"]), wall,
-                  float(child["vmhwm_mib"]), usage.ru_maxrss / 1024.0, topic_bytes / 2**20,
-                  int(summary.get("orders", 0)))
+                  usage.ru_utime + usage.ru_stime, float(child["vmhwm_mib"]),
+                  usage.ru_maxrss / 1024.0, topic_bytes / 2**20, int(summary.get("orders", 0)))
 
 
 def child(report: Path, argv: list[str]) -> int:
@@ -161,7 +164,9 @@ def run(sizes: list[int], cases: list[str], models: Path | None, keep: Path | No
                 r = run_case(ticks, size, case, models, work)
                 results.append(r)
                 print(f"   {case:<15} {r.replay_ticks_per_s:>11,.0f} ticks/s   wall "
-                      f"{r.child_wall_s:7.1f} s   peak RSS {r.vmhwm_mib:7,.0f} MiB (VmHWM), "
+                      f"{r.child_wall_s:7.1f} s   CPU {r.child_cpu_s:7.1f} s "
+                      f"({r.size / r.child_cpu_s:,.0f} ticks per CPU s)   "
+                      f"peak RSS {r.vmhwm_mib:7,.0f} MiB (VmHWM), "
                       f"{r.ru_maxrss_mib:7,.0f} MiB (ru_maxrss)   topic files "
                       f"{r.topic_mib:7,.0f} MiB   orders {r.orders:,}", flush=True)
             if keep is None:
@@ -176,7 +181,8 @@ def run(sizes: list[int], cases: list[str], models: Path | None, keep: Path | No
         for r in results:
             rows.append(Row(BENCH, f"{r.case} @ {r.size / 1e6:g}M ticks",
                             f"{r.replay_ticks_per_s:,.0f} ticks/s, peak RSS {r.vmhwm_mib:,.0f} MiB",
-                            "n=1", f"child wall {r.child_wall_s:.1f} s; ru_maxrss "
+                            "n=1", f"child wall {r.child_wall_s:.1f} s, CPU "
+                            f"{r.child_cpu_s:.1f} s; ru_maxrss "
                             f"{r.ru_maxrss_mib:,.0f} MiB; topic files {r.topic_mib:,.0f} MiB"))
     return rows
 

@@ -4,8 +4,9 @@ Each benchmark runs in its own process (so peak-RSS figures are its own) and wri
 as JSON; the strategy bundle the inference and chain benchmarks need is trained once, in a
 separate process, and passed to both with ``--models``.
 
-Options: ``--only NAME[,NAME]`` to run some, ``--models DIR`` to reuse a bundle, ``--reps N``
-to override every benchmark's repetitions.
+Options: ``--only NAME[,NAME]`` to run some (``scaling``, half an hour at 20M ticks, runs only
+when named), ``--models DIR`` to reuse a bundle, ``--reps N`` to override every benchmark's
+repetitions.
 """
 
 from __future__ import annotations
@@ -21,21 +22,25 @@ from bench.measure import Row, header, print_table, read_rows
 
 BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency",
            "live_broker", "sink_clickhouse", "redis_store", "metrics_overhead")
+OPT_IN = ("scaling",)
+"""Run only when named with ``--only`` (the 20M-tick scaling run takes half an hour)."""
 NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker", "sink_clickhouse",
-                "metrics_overhead")
+                "metrics_overhead", "scaling")
+NO_REPS = ("scaling",)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--only", default=",".join(BENCHES),
-                   help=f"comma-separated subset of {', '.join(BENCHES)}")
+                   help=f"comma-separated subset of {', '.join(BENCHES + OPT_IN)} (default: "
+                        f"all but {', '.join(OPT_IN)})")
     p.add_argument("--models", type=Path, default=None, help="a trained strategy bundle")
     p.add_argument("--reps", type=int, default=None, help="repetitions for every benchmark")
     args = p.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
-    unknown = sorted(set(chosen) - set(BENCHES))
+    unknown = sorted(set(chosen) - set(BENCHES) - set(OPT_IN))
     if unknown:
-        p.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES)}")
+        p.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES + OPT_IN)}")
 
     header("streamquant benchmarks")
     t0 = time.perf_counter()
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in chosen:
             out = tmp / f"{name}.json"
             cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out)]
-            if args.reps is not None:
+            if args.reps is not None and name not in NO_REPS:
                 cmd += ["--reps", str(args.reps)]
             if name in NEEDS_MODELS and models is not None:
                 cmd += ["--models", str(models)]

@@ -215,7 +215,7 @@ PHASE_ORDER = ("load", "validate", "select", "ticks_from_columns", "watermarks",
 def phase_probes(ph: Phases) -> Iterator[None]:
     """Wrap the calls ``run_batch_ticks`` makes (looked up at call time) for the duration."""
     patches: list[tuple[Any, str, Any]] = [
-        (batch_replay, "load_tick_columns", ph.wrap("load", tick_files.load_tick_columns)),
+        (tick_files.TickCsvReader, "parse", ph.wrap("load", tick_files.TickCsvReader.parse)),
         (batch_replay, "bounded_watermarks",
          ph.wrap("watermarks", tick_columns.bounded_watermarks)),
         (tick_columns, "bounded_watermarks",

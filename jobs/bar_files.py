@@ -22,13 +22,14 @@ is dead-lettered.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from jobs.errors import UsageError
-from jobs.text_files import check_columns, head_lines, read_lines
+from jobs.text_files import check_columns, check_gzip, head_lines, iter_data_lines
 from operators.domain.bars import format_duration
 from operators.domain.tick_fields import BAD_BYTE, parse_number
 from operators.domain.timeparse import TimestampError, TimestampParser, format_ns
@@ -55,6 +56,7 @@ def inspect_bar_file(path: Path, *, has_default_symbol: bool = False) -> tuple[s
     header = tuple(h.strip() for h in first.split(","))
     required = tuple(c for c in BAR_COLUMNS if not (c == "symbol" and has_default_symbol))
     check_columns(path, header, BAR_COLUMNS, required)
+    check_gzip(path)  # streamed later: find damage now, before anything is replayed
     return header
 
 
@@ -91,24 +93,45 @@ def load_bars(
     ohlc_tolerance: float = OHLC_TOLERANCE,
 ) -> tuple[list[tuple[Bar | DeadLetter, str]], int]:
     """Bars and dead letters in file order with each row's ts text, and the bar length."""
+    items, bar_ns = iter_bars(path, bar_ns=bar_ns, tz=tz, default_symbol=default_symbol,
+                              ohlc_tolerance=ohlc_tolerance)
+    return list(items), bar_ns
+
+
+def iter_bars(
+    path: Path,
+    *,
+    bar_ns: int | None,
+    tz: str | None,
+    default_symbol: str | None,
+    ohlc_tolerance: float = OHLC_TOLERANCE,
+) -> tuple[Iterator[tuple[Bar | DeadLetter, str]], int]:
+    """``load_bars`` streamed: the file is checked and (without ``bar_ns``) its bar length
+    inferred up front, then the rows are read as the iterator is consumed.
+
+    Inferring the bar length reads the file once more, keeping only the distinct bar starts
+    (bounded by the calendar, not by the number of rows or symbols).
+    """
     check_tolerance(ohlc_tolerance)
     header = inspect_bar_file(path, has_default_symbol=default_symbol is not None)
     idx = {name: header.index(name) for name in header}
-    parser = TimestampParser(tz)
-    lines = read_lines(path)
-    start = next(i for i, line in enumerate(lines) if line.strip()) + 1
-    rows: list[_Row] = []
-    for n in range(start + 1, len(lines) + 1):
-        line = lines[n - 1]
-        if line.strip():
-            rows.append(_parse_row(n, line, header, idx, parser))
     if bar_ns is None:
-        bar_ns = infer_bar_ns([r.ts for r in rows if r.ts is not None])
+        parser = TimestampParser(tz)
+        starts = {r.ts for n, line in iter_data_lines(path, header=True)
+                  if (r := _parse_row(n, line, header, idx, parser)).ts is not None}
+        bar_ns = infer_bar_ns(list(starts))
+    return _bars(path, header, idx, bar_ns, tz, default_symbol, ohlc_tolerance), bar_ns
+
+
+def _bars(path: Path, header: tuple[str, ...], idx: dict[str, int], bar_ns: int,
+          tz: str | None, default_symbol: str | None, ohlc_tolerance: float
+          ) -> Iterator[tuple[Bar | DeadLetter, str]]:
+    parser = TimestampParser(tz)
     timeframe = format_duration(bar_ns)
-    out: list[tuple[Bar | DeadLetter, str]] = []
     name = path.name
     last: dict[str, tuple[int, int]] = {}  # symbol -> (start, line) of its latest good bar
-    for r in rows:
+    for n, line in iter_data_lines(path, header=True):
+        r = _parse_row(n, line, header, idx, parser)
         src = SourceRef(file=name, line=r.line)
         reason, problem = DlqReason.BAD_BAR, r.problem
         symbol = ""
@@ -132,12 +155,11 @@ def load_bars(
                     f"{symbol}: starts {format_ns(r.ts)}, before the bar on line {prev_line} "
                     f"({format_ns(prev_ts)}); bar files must ascend in time per symbol")
         if bar is None or problem:
-            out.append((DeadLetter(ts_event=r.ts, reason=reason.value, detail=problem,
-                                   payload=r.text, source=src), r.ts_text))
+            yield (DeadLetter(ts_event=r.ts, reason=reason.value, detail=problem,
+                              payload=r.text, source=src), r.ts_text)
             continue
         last[symbol] = (bar.ts_event, r.line)
-        out.append((bar, r.ts_text))
-    return out, bar_ns
+        yield bar, r.ts_text
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from jobs import data
-from jobs.bar_files import load_bars
+from jobs.bar_files import iter_bars
 from jobs.batch_replay import run_batch_ticks
 from jobs.device import device_record, resolve_device
 from jobs.errors import UsageError
@@ -49,6 +49,7 @@ from jobs.report import (
     print_report,
     write_equity_csv,
 )
+from jobs.report_inputs import ReportInputs
 from jobs.round_trips import write_trades_csv
 from jobs.sinks.attach import RunContext, open_taps
 from jobs.sinks.tap import Tap
@@ -99,9 +100,16 @@ class _Run:
     config: dict[str, Any]
     report: Report | None
     chain: ChainOptions | None = None
+    inputs: ReportInputs | None = None
 
 
-_KEEP = (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS)
+def _report_inputs(chain: tuple[Stage, ...], taps: list[Tap]
+                   ) -> tuple[ReportInputs | None, list[Tap]]:
+    """With a chain, the report's inputs, tapped off the sink (and the taps to give it)."""
+    if not chain:
+        return None, taps
+    inputs = ReportInputs()
+    return inputs, [*taps, inputs]
 
 
 def _chain_for(opts: ReplayOptions, stats: RunStats, feature_version: str, bar_ns: int,
@@ -124,8 +132,8 @@ def _finish_config(run: _Run, chain_opts: ChainOptions | None, chain: tuple[Stag
                    opts: ReplayOptions) -> None:
     if chain_opts is None:
         return
-    assert run.sink.captured is not None
-    run.report = _report(run.sink.captured, chain_opts)
+    assert run.inputs is not None
+    run.report = _report(run.inputs.captured, chain_opts)
     run.chain = chain_opts
     run.config.update(models=str(chain_opts.models), algo=chain_opts.algo,
                       train_window_ns=[chain_opts.bundle.train_start,
@@ -142,9 +150,9 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
               device: Device, taps: list[Tap]) -> _Run:
     """A bar file: bar features, and the chain trading on each next bar's print."""
     assert opts.bars is not None
-    items, bar_ns = load_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
+    items, bar_ns = iter_bars(opts.bars, bar_ns=parse_duration(opts.bar) if opts.bar else None,
                               tz=opts.tz, default_symbol=opts.symbol,
-                              ohlc_tolerance=opts.ohlc_tolerance)
+                              ohlc_tolerance=opts.ohlc_tolerance)  # read as the replay goes
     bf = BarFeatures(BarFeaturesConfig(bar_ns))
     # bar replays fill on the next bar's print: a child lives five bars (a long weekend of
     # daily bars)
@@ -153,13 +161,15 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     graph = Graph(tn.MD_BARS, (Stage(bf, (tn.MD_BARS,), (tn.FEATURES,)), *chain),
                   external=(tn.MD_TICKS, tn.CONTROL) if chain else ())
+    inputs, sink_taps = _report_inputs(chain, taps)
     sink = TopicSink(topics_dir, (tn.MD_TICKS_DLQ, tn.MD_BARS, *graph.output_topics),
-                     capture=_KEEP if chain else False, taps=taps)
+                     taps=sink_taps)
     runner = LocalRunner(graph, sink, lateness_ns=opts.lateness_ns,
                          watermark_topic=tn.MD_TICKS if chain else tn.MD_BARS)
     redis_record: dict[str, Any] = {}
     controls = _controls(opts, topics_dir, redis_record)
     with opened(graph.stages):
+        t0 = time.perf_counter()  # the models are open: the replay starts
         for c in controls:
             runner.inject(tn.CONTROL, c)
         for item, _ in items:
@@ -173,8 +183,10 @@ def _run_bars(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
                 runner.inject(tn.MD_TICKS, bar_tick(item))
                 runner.advance_to_data()
         runner.end_of_stream()
+        stats.replay_s += time.perf_counter() - t0
     run = _Run(sink, opts.bars, {"input": "bars", "bar_ns": bar_ns,
-                                 "feature_version": bf.feature_version, **redis_record}, None)
+                                 "feature_version": bf.feature_version, **redis_record}, None,
+               inputs=inputs)
     _finish_config(run, chain_opts, chain, opts)
     return run
 
@@ -192,8 +204,8 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
     chain = chain_stages(chain_opts) if chain_opts is not None else ()
     redis_record: dict[str, Any] = {}
     controls = _controls(opts, topics_dir, redis_record)
-    sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics,
-                     capture=_KEEP if chain else False, taps=taps)
+    inputs, sink_taps = _report_inputs(chain, taps)
+    sink = TopicSink(topics_dir, tick_graph(norm, feats, chain).output_topics, taps=sink_taps)
     mode = opts.mode
     if mode == "batch" and src.spec.fmt != "csv":
         mode = "event"  # the columnar loader reads CSV; JSONL takes the reference path
@@ -203,13 +215,15 @@ def _run_ticks(opts: ReplayOptions, stats: RunStats, topics_dir: Path | None,
                         enabled=not opts.quiet)
     runner_fn = run_batch_ticks if mode == "batch" else run_event_ticks
     with opened(chain):  # the batch path's chain runner does not open its stages itself
+        t0 = time.perf_counter()  # the models are open: the replay starts
         stats.ticks_in = runner_fn(src, norm, feats, chain, sink, opts.lateness_ns, controls,
                                    progress)
+        stats.replay_s += time.perf_counter() - t0
     run = _Run(sink, src.path, {
         "input": "ticks", "bar_ns": bar_ns, "lateness_ns": opts.lateness_ns, "mode": mode,
         "tz": src.tz, "symbol": src.default_symbol, "venue": src.default_venue,
         "format": file_format(src.path), "feature_version": feats.feature_version,
-        **redis_record}, None)
+        **redis_record}, None, inputs=inputs)
     _finish_config(run, chain_opts, chain, opts)
     return run
 
@@ -273,7 +287,10 @@ def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str,
                                           quiet=opts.quiet)) as taps:
         run = (_run_bars if opts.bars is not None else _run_ticks)(opts, stats, topics_dir,
                                                                    device, taps)
+        t_close = time.perf_counter()
         run.sink.close()
+        stats.replay_s += time.perf_counter() - t_close
+        stats.topic_files = topics_dir is not None
     sink, report = run.sink, run.report
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)
@@ -421,7 +438,7 @@ def _write_html(opts: ReplayOptions, run: _Run, report: Report) -> None:
         print("warning: plotly is not installed (pip install 'streamquant[report]'): no "
               "report.html", file=sys.stderr)
         return
-    captured = run.sink.captured
+    captured = run.inputs.captured if run.inputs is not None else None
     chain = run.chain
     assert chain is not None
     meta = {"input": run.input_path.name, "models": str(chain.models), "algo": chain.algo,

@@ -19,7 +19,7 @@ from jobs import data
 from jobs.errors import UsageError
 from jobs.loaders.instruments import known_symbols, load_instruments
 from jobs.options import ReplayOptions
-from jobs.text_files import check_columns, head_lines, read_lines
+from jobs.text_files import BLOCK_BYTES, check_columns, check_gzip, head_lines, read_lines
 from jobs.tick_files import csv_columns_from_header, iter_raw_records
 from operators.domain.tick_fields import (
     BAD_BYTE,
@@ -84,8 +84,9 @@ def inspect_tick_file(
         if len(head) < 2:
             raise UsageError(f"{path}: a header but no data rows")
         header = tuple(h.strip() for h in split_csv_line(first, delimiter))
-        return TickFileSpec(path, "csv", map_header(path, header, column_map, required,
-                                                    delimiter))
+        columns = map_header(path, header, column_map, required, delimiter)
+        check_gzip(path)  # streamed later: find damage now, before anything is replayed
+        return TickFileSpec(path, "csv", columns)
     if column_map:
         raise UsageError("--columns maps CSV headers; JSON lines must use the canonical names "
                          f"{', '.join(TICK_FIELDS)}")
@@ -96,6 +97,7 @@ def inspect_tick_file(
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: line 1 is not a JSON object")
     check_columns(path, tuple(obj), TICK_FIELDS, required)
+    check_gzip(path)
     return TickFileSpec(path, "jsonl", None)
 
 
@@ -196,9 +198,12 @@ def normalize_config(src: TickInput, instruments: Path | None, *,
                            dedupe_window_ns=dedupe_window_ns)
 
 
-def iter_records(src: TickInput) -> Iterator[RawRecord]:
-    """One raw record per data line, with its file name and 1-based line number."""
-    return iter_raw_records(src.path, label=src.label, header=src.spec.fmt == "csv")
+def iter_records(src: TickInput, *, block_bytes: int | None = BLOCK_BYTES,
+                 max_lines: int | None = None) -> Iterator[RawRecord]:
+    """One raw record per data line, with its file name and 1-based line number, streamed
+    in blocks of about ``block_bytes`` (at most ``max_lines`` lines)."""
+    return iter_raw_records(src.path, label=src.label, header=src.spec.fmt == "csv",
+                            block_bytes=block_bytes, max_lines=max_lines)
 
 
 def load_controls(path: Path | None) -> list[Control]:

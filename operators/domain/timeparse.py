@@ -239,7 +239,21 @@ class TimestampParser:
             raw = "".join(sub).encode("ascii")
         except UnicodeEncodeError:
             return None
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(len(sub), length)
+        return self.parse_fixed_bytes(np.frombuffer(raw, dtype=np.uint8).reshape(len(sub), length))
+
+    def parse_fixed_bytes(
+        self, b: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """Rows of ASCII bytes, all one length (19, or 21 to 29): ``(values, ok)``.
+
+        ``values[i]`` equals ``parse`` of row ``i`` where ``ok[i]``; rows that are not exactly
+        ``YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}]`` (or fall in an hour whose offset changes inside
+        it) are not ok and must go through ``parse``. A columnar reader hands its cell bytes
+        here without making a string per row.
+        """
+        length = b.shape[1]
+        if not (length == 19 or 21 <= length <= 29):
+            raise ValueError(f"fixed-width timestamps are 19 or 21-29 bytes, got {length}")
         digit_cols = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, *range(20, length)]
         d = b[:, digit_cols].astype(np.int64) - 48
         ok = ((d >= 0) & (d <= 9)).all(axis=1)
@@ -253,7 +267,7 @@ class TimestampParser:
         hour = d[:, 8] * 10 + d[:, 9]
         minute = d[:, 10] * 10 + d[:, 11]
         second = d[:, 12] * 10 + d[:, 13]
-        frac = np.zeros(len(sub), dtype=np.int64)
+        frac = np.zeros(b.shape[0], dtype=np.int64)
         for j in range(14, d.shape[1]):
             frac = frac * 10 + d[:, j]
         frac *= _FRAC_SCALE[length - 20] if length > 19 else 0

@@ -111,9 +111,10 @@ def connect(target: Target, *, create: bool = True, timeout_s: float = 10.0) -> 
     if target.path is not None:
         path = target.path.resolve()
         if not create and not path.is_dir():
-            raise DatabaseUnavailableError(f"no database at {target.path} (a run writes one "
-                                           "under <out>/clickhouse; see 'streamquant run "
-                                           "--help')")
+            raise DatabaseUnavailableError(
+                f"no database at {target.path}: a run writes one under <out>/clickhouse "
+                "unless it ran with --sink none or without the clickhouse extra (is --out "
+                "the run's directory?)")
         if held_elsewhere(path):  # before chdb tries (and logs its own error on stderr)
             raise _locked(target)
         try:

@@ -16,14 +16,15 @@ reader to compare. Run: ``python -m bench.sink_clickhouse [--models DIR] [--reps
 
 from __future__ import annotations
 
+import gc
 import json
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -150,25 +151,41 @@ def _ticks(src: TickInput) -> list[msgspec.Struct]:
     return sink.captured[MD_TICKS]
 
 
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def _chain_rows(src: TickInput, models: Path, work: Path, reps: int) -> list[Row]:
+    """Interleaved rounds (the first a warm-up, dropped); wall and CPU seconds (all threads:
+    the sink's writer and the embedded engine's included). On a shared machine the CPU
+    figure is the steadier measure of what the sink costs."""
+    walls: dict[str, list[float]] = {n: [] for n in CASES}
+    cpus: dict[str, list[float]] = {n: [] for n in CASES}
+    names = list(CASES)
     ticks = 0
-
-    def case(flag: bool | None) -> Callable[[], None]:
-        def run() -> None:
-            nonlocal ticks
-            ticks = _chain_run(src, models, flag, work / "chain-db")
-        return run
-
-    times = interleaved({name: case(flag) for name, flag in CASES.items()}, reps)
-    base = Stats.of(times["sink off"]).median
+    for r in range(reps + 1):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            gc.collect()
+            t0, c0 = time.perf_counter(), _cpu_s()
+            ticks = _chain_run(src, models, CASES[name], work / "chain-db")
+            wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+            if r:
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+    base_w = Stats.of(walls["sink off"]).median
+    base_c = Stats.of(cpus["sink off"]).median
     rows = []
-    for name in CASES:
-        s = Stats.of(times[name])
-        over = 100.0 * (s.median / base - 1.0)
-        note = "" if name == "sink off" else f"; {over:+.1f}% wall vs off"
-        print(f"  chain, {name:<24} {ticks / s.median:>10,.0f} ticks/s  ({s.spread()}{note})")
-        rows.append(Row(BENCH, f"whole chain, {name}", fmt_rate(ticks / s.median),
-                        s.spread(), f"run_batch_ticks + decision chain in one process{note}"))
+    for name in names:
+        w, c = Stats.of(walls[name]), Stats.of(cpus[name])
+        note = "" if name == "sink off" else (f"; wall {100 * (w.median / base_w - 1):+.1f}%, "
+                                              f"CPU {100 * (c.median / base_c - 1):+.1f}% vs off")
+        print(f"  chain, {name:<24} {ticks / w.median:>10,.0f} ticks/s  ({w.spread()}; CPU "
+              f"{c.median:.2f} s{note})")
+        rows.append(Row(BENCH, f"whole chain, {name}", fmt_rate(ticks / w.median),
+                        w.spread(), f"run_batch_ticks + decision chain in one process; CPU "
+                        f"{c.median:.2f} s{note}"))
     return rows
 
 
@@ -176,31 +193,36 @@ def _cli_rows(models: Path, work: Path, reps: int) -> list[Row]:
     """``streamquant run`` processes: what a user waits for, imports included."""
     summaries: dict[str, list[float]] = {n: [] for n in CLI_FLAGS}
     walls: dict[str, list[float]] = {n: [] for n in CLI_FLAGS}
+    cpus: dict[str, list[float]] = {n: [] for n in CLI_FLAGS}
     names = list(CLI_FLAGS)
     for r in range(reps + 1):  # the first round warms the page cache and is dropped
         k = r % len(names)
         for name in names[k:] + names[:k]:
             out = work / "cli"
             summary = work / "summary.json"
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s(resource.RUSAGE_CHILDREN)
             subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--out", str(out),
                             "--force", "--models", str(models), "--quiet",
                             "--summary-json", str(summary), *CLI_FLAGS[name]], check=True)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, _cpu_s(resource.RUSAGE_CHILDREN) - c0
             if r:
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 summaries[name].append(float(json.loads(summary.read_text())["wall_s"]))
     base = statistics.median(walls["sink off"])
+    base_c = statistics.median(cpus["sink off"])
     rows = []
     for name in names:
         s = Stats.of(walls[name])
-        over = 100.0 * (s.median / base - 1.0)
+        c = statistics.median(cpus[name])
         inner = statistics.median(summaries[name])
-        note = "" if name == "sink off" else f"; {over:+.1f}% vs off"
-        print(f"  streamquant run, {name:<24} {s.median:6.2f} s process  ({s.spread()}{note}; "
-              f"run's own wall_s {inner:.2f} s)")
+        note = "" if name == "sink off" else (f"; wall {100 * (s.median / base - 1):+.1f}%, "
+                                              f"CPU {100 * (c / base_c - 1):+.1f}% vs off")
+        print(f"  streamquant run, {name:<24} {s.median:6.2f} s process  ({s.spread()}; CPU "
+              f"{c:.2f} s{note}; run's own wall_s {inner:.2f} s)")
         rows.append(Row(BENCH, f"streamquant run, {name}", f"{s.median:.2f} s", s.spread(),
-                        f"process wall, imports included; run wall_s {inner:.2f} s{note}"))
+                        f"process wall, imports included; CPU {c:.2f} s; run wall_s "
+                        f"{inner:.2f} s{note}"))
     return rows
 
 

@@ -111,9 +111,10 @@ def connect(target: Target, *, create: bool = True, timeout_s: float = 10.0) -> 
     if target.path is not None:
         path = target.path.resolve()
         if not create and not path.is_dir():
-            raise DatabaseUnavailableError(f"no database at {target.path} (a run writes one "
-                                           "under <out>/clickhouse; see 'streamquant run "
-                                           "--help')")
+            raise DatabaseUnavailableError(
+                f"no database at {target.path}: a run writes one under <out>/clickhouse "
+                "unless it ran with --sink none or without the clickhouse extra (is --out "
+                "the run's directory?)")
         if held_elsewhere(path):  # before chdb tries (and logs its own error on stderr)
             raise _locked(target)
         try:
@@ -238,11 +239,13 @@ def ensure_schema(client: Client, where: str, *, embedded: bool,
     check_schema(client, where)
     before = _existing_tables(client)
     report = SchemaReport(fingerprint=ddl.fingerprint())
-    # an embedded database is a run's output: its DDL needs no fsync per table (~0.3 s)
-    settings = {"fsync_metadata": 0} if embedded else None
-    for stmt in ddl.schema_statements():
-        client.command(stmt, settings=settings)
-    for name in [ddl.SCHEMA_TABLE, *(t.name for t in TABLES), "pnl_daily"]:
+    complete = before >= {ddl.SCHEMA_TABLE, *(t.name for t in TABLES), *ddl.VIEW_NAMES}
+    if not complete:  # (checked above: what exists is this schema's)
+        # an embedded database is a run's output: its DDL needs no fsync per table (~0.3 s)
+        settings = {"fsync_metadata": 0} if embedded else None
+        for stmt in ddl.schema_statements():
+            client.command(stmt, settings=settings)
+    for name in [ddl.SCHEMA_TABLE, *(t.name for t in TABLES), *ddl.VIEW_NAMES]:
         (report.present if name in before else report.created).append(name)
     if recorded_schema(client) is None:
         client.command(f"INSERT INTO {ddl.SCHEMA_TABLE} (version, fingerprint, tool) VALUES "

@@ -137,6 +137,9 @@ running peak and the drawdown from it'"""
 marked equity). Days are UTC dates; FINAL inside, so it counts right without the setting."""
 
 
+VIEW_NAMES = ("pnl_daily",)
+
+
 def views() -> tuple[str, ...]:
     return (PNL_DAILY,)
 

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 
 
 class LiteHistogram:
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("bounds", "bounds_ns", "counts", "total")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         if list(bounds) != sorted(set(bounds)):
             raise ValueError("histogram bounds must be increasing")
         self.bounds = tuple(float(b) for b in bounds)
+        self.bounds_ns = tuple(round(b * 1e9) for b in self.bounds)
         self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
         self.total = 0.0
 
@@ -28,7 +29,9 @@ class LiteHistogram:
         self.total += value
 
     def observe_ns(self, ns: int) -> None:
-        self.observe(ns * 1e-9)
+        """A duration in integer nanoseconds (compared with integer bounds: no rounding)."""
+        self.counts[bisect_left(self.bounds_ns, ns)] += 1
+        self.total += ns * 1e-9
 
     def cumulative(self) -> tuple[list[tuple[str, float]], float]:
         """``(le, cumulative count)`` pairs ending with ``+Inf``, and the sum."""

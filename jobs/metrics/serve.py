@@ -78,6 +78,9 @@ class MetricsEndpoint:
         self.stop()
 
     def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if not self._thread.is_alive():
+            return
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=2.0)

@@ -190,8 +190,9 @@ def iter_tick_columns(
     return reader.chunks(block_bytes=block_bytes, max_lines=max_lines)
 
 
-_ASCII_BLANK_LINE = re.compile(rb"^[ \t\x0b\x0c\x1c-\x1f]*(?:\n|\Z)", re.MULTILINE)
-"""A whitespace-only line of an ASCII block, as ``str.isspace`` sees it (``\\r`` is gone)."""
+_ASCII_SPACE = b" \t\x0b\x0c\x1c\x1d\x1e\x1f"
+"""ASCII whitespace as ``str.isspace`` sees it, line terminators aside (``\\r`` is gone)."""
+_ASCII_BLANK_LINE = re.compile(rb"^[ \t\x0b\x0c\x1c-\x1f]*\n", re.MULTILINE)
 
 _FIXED_TS = (19, *range(21, 30))
 """The lengths ``TimestampParser.parse_fixed_bytes`` decodes as a byte matrix."""
@@ -282,7 +283,7 @@ class TickCsvReader:
                 or b'"' in data
                 or data.startswith(b"\n") or b"\n\n" in data):
             return None
-        if self.delimiter.isspace() and _ASCII_BLANK_LINE.search(data) is not None:
+        if self.delimiter.isspace() and _has_blank_ascii(data):
             return None  # a whitespace-only line would split into blank cells
         pa, pcsv, parse_options, convert_options = self._pyarrow()
         try:
@@ -429,6 +430,14 @@ class TickCsvReader:
             bad_encoding=np.fromiter(map(str.__contains__, body, repeat(BAD_BYTE)), np.bool_, n)
             if BAD_BYTE in text else None,
         )
+
+
+def _has_blank_ascii(data: bytes) -> bool:
+    """Whether an ASCII block holds a whitespace-only line (empty ones are checked apart)."""
+    if _ASCII_BLANK_LINE.search(data) is not None:
+        return True
+    last = data[data.rfind(b"\n") + 1:]  # a final line without its terminator
+    return bool(last) and not last.strip(_ASCII_SPACE)
 
 
 def _indices(enc: Any) -> npt.NDArray[np.int32]:

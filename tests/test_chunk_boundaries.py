@@ -124,6 +124,20 @@ def write_jsonl(rows: list[dict[str, str]], path: Path) -> Path:
     return path
 
 
+def write_tsv(rows: list[dict[str, str]], path: Path) -> Path:
+    """Tab-separated, with whitespace-only lines (blank: skipped, however the tabs split),
+    the last one without its terminator."""
+    lines = ["ts\tsymbol\tprice\tsize\ttrade_id"]
+    for i, r in enumerate(rows):
+        if "raw" not in r:
+            lines.append("\t".join((r["ts"], r["symbol"], r["price"], r["size"],
+                                    r["trade_id"])))
+        if i % 300 == 150:
+            lines.append("\t\t\t\t" if i % 600 else " \t ")
+    path.write_text("\n".join(lines) + "\n\t \t")
+    return path
+
+
 def replay(ticks: Path, out: Path, mode: str, chain: tuple[Stage, ...] = (),
            **chunking: Any) -> dict[str, bytes]:
     """Normalize + features (+ the chain) over ``ticks``; the topic files' bytes."""
@@ -141,7 +155,8 @@ def replay(ticks: Path, out: Path, mode: str, chain: tuple[Stage, ...] = (),
 
 def tick_input(ticks: Path) -> TickInput:
     return resolve_ticks(ReplayOptions(out=Path("unused"), ticks=ticks, tz=TZ, quiet=True,
-                                       lateness_ns=LATENESS_NS))
+                                       lateness_ns=LATENESS_NS,
+                                       delimiter="\t" if ticks.suffix == ".txt" else ","))
 
 
 def dead_letters(topics: dict[str, bytes]) -> list[Any]:
@@ -166,6 +181,16 @@ def test_csv_chunk_boundaries_change_no_byte_of_any_topic(
     for label, chunking in CHUNKINGS.items():
         assert replay(ticks, tmp_path / label, "batch", **chunking) == whole, label
     assert replay(ticks, tmp_path / "event", "event", max_lines=7) == whole
+
+
+def test_tab_separated_files_skip_whitespace_lines_in_any_chunking(
+        tmp_path: Path, dirty: list[dict[str, str]]) -> None:
+    ticks = write_tsv(dirty, tmp_path / "ticks.txt")  # .txt: read with --delimiter '\t' here
+    whole = replay(ticks, tmp_path / "whole", "batch", **ONE_CHUNK)
+    reasons = {d.reason for d in dead_letters(whole)}
+    assert reasons == {"DUPLICATE", "STALE_TRADE_ID"}  # the blank lines are no records
+    assert replay(ticks, tmp_path / "tiny", "batch", max_lines=7) == whole
+    assert replay(ticks, tmp_path / "event", "event") == whole
 
 
 def test_dead_letters_keep_their_lines_and_details_in_any_chunking(

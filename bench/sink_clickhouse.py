@@ -229,17 +229,24 @@ def _cli_rows(models: Path, work: Path, reps: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     p = arg_parser(__doc__ or BENCH, reps=3)
     add_models_arg(p)
-    p.add_argument("--skip-cli", action="store_true", help="skip the streamquant run processes")
+    p.add_argument("--parts", default="insert,chain,cli",
+                   help="comma-separated subset of insert, chain, cli (default: all)")
     args = p.parse_args(argv)
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    if not parts <= {"insert", "chain", "cli"}:
+        p.error(f"--parts: unknown {sorted(parts - {'insert', 'chain', 'cli'})}")
     started = time.perf_counter()
     header("ClickHouse sink: insert rows/s and the chain with the sink off / on")
     with tempfile.TemporaryDirectory(prefix="sq-bench-ch-") as tmp:
         work = Path(tmp)
         src = emini.source()
         tb = emini.trained_bundle(args.models, work)
-        rows = _insert_rates(src, tb.models, work, args.reps)
-        rows += _chain_rows(src, tb.models, work, args.reps)
-        if not args.skip_cli:
+        rows: list[Row] = []
+        if "insert" in parts:
+            rows += _insert_rates(src, tb.models, work, args.reps)
+        if "chain" in parts:
+            rows += _chain_rows(src, tb.models, work, args.reps)
+        if "cli" in parts:
             rows += _cli_rows(tb.models, work, args.reps)
     finish(BENCH, rows, started, args.json)
     return 0

@@ -185,3 +185,27 @@ def test_replacing_a_run_removes_its_database(tmp_path: Path) -> None:
     removed = prepare_out(paths, force=True)
     assert out / "clickhouse" in removed and out / "clickhouse-spill" in removed
     assert not (out / "clickhouse").exists() and (out / "notes.txt").exists()
+
+
+def test_a_new_embedded_database_is_the_same_with_or_without_the_cached_template(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.clickhouse.sink import ClickHouseTap
+
+    def schema_of(db: Path) -> list[tuple[str, str, str]]:
+        client = connect(Target(path=db), create=False)
+        try:
+            rows = client.query("SELECT table, name, type FROM system.columns WHERE database "
+                                "= currentDatabase() ORDER BY table, position").result_rows
+        finally:
+            client.close()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+    monkeypatch.setenv("STREAMQUANT_CACHE", str(tmp_path / "cache"))
+    ClickHouseTap(Target(path=tmp_path / "a"), "j", quiet=True).close()  # builds the template
+    ClickHouseTap(Target(path=tmp_path / "b"), "j", quiet=True).close()  # copies it
+    (tmp_path / "blocked").write_text("a file where the cache directory would go")
+    monkeypatch.setenv("STREAMQUANT_CACHE", str(tmp_path / "blocked"))
+    ClickHouseTap(Target(path=tmp_path / "c"), "j", quiet=True).close()  # creates in place
+    assert list((tmp_path / "cache" / "clickhouse-template").iterdir())
+    a, b, c = (schema_of(tmp_path / x) for x in "abc")
+    assert a == b == c and len({t for t, _, _ in a}) == len(TABLES) + 2

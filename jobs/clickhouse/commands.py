@@ -210,7 +210,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         for path in files:
             data = read_spilled(path)
             table, token = spilled_meta(data)
-            client.insert_arrow(table, data, settings={"insert_deduplication_token": token})
+            client.insert_arrow(table, data, settings={"insert_deduplication_token": token,
+                                                       "optimize_on_insert": 0})
             rows[table] = rows.get(table, 0) + int(data.num_rows)
             path.unlink()
     finally:

@@ -128,9 +128,11 @@ def connect(target: Target, *, create: bool = True, timeout_s: float = 10.0) -> 
             connect_timeout=max(1, round(timeout_s)),  # whole seconds (the client's rule)
             send_receive_timeout=max(30, round(timeout_s)))
     try:
-        if create:
+        if _exists(client, target.database):
+            pass  # (a user without CREATE rights can write an existing database)
+        elif create:
             client.command(f"CREATE DATABASE IF NOT EXISTS {target.database}")
-        elif not _exists(client, target.database):
+        else:
             raise DatabaseUnavailableError(
                 f"{target.describe()} has no database {target.database!r} (streamquant "
                 "clickhouse init creates it)")

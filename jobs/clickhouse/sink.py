@@ -305,6 +305,10 @@ class ClickHouseTap:
         from jobs.clickhouse import arrow_batch  # noqa: F401  (pyarrow, numpy)
 
         if self._open_later:
+            from jobs.clickhouse.template import copy_empty_database
+
+            assert self.target.path is not None
+            copy_empty_database(self.target.path)  # else the schema is created in place
             try:
                 self._connect()
             except (DatabaseUnavailableError, SchemaMismatchError) as exc:

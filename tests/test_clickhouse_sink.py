@@ -181,6 +181,8 @@ def test_a_server_that_is_down_loses_nothing_and_says_so(
     for n, o in enumerate(orders):
         tap.accept("orders", n, o)
     tap.flush()  # returns: the database is failing
+    rows, behind = tap.lag()  # what the metrics export as the sink's lag
+    assert rows == len(fills) + len(orders) and behind > 0
     with pytest.raises(SinkNotWrittenError) as err:
         tap.close()
     stats = tap.stats()

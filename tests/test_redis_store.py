@@ -135,6 +135,8 @@ def test_tap_counts_failures_while_redis_is_down_and_rewrites_every_key_when_it_
             time.sleep(0.05)  # let the writer try (and fail) a few times
     assert sorted(spent)[len(spent) // 2] < 50e-6  # no network on the pipeline's thread
     _wait(lambda: tap.stats()["failures"] >= 3)
+    rows, behind = tap.lag()  # what the metrics export as the sink's lag
+    assert rows >= 1 and behind > 0
     err = capfd.readouterr().err
     assert err.count("warning: redis") == 1, err  # rate-limited: said once, counted always
     assert "trading goes on" in err
@@ -143,6 +145,7 @@ def test_tap_counts_failures_while_redis_is_down_and_rewrites_every_key_when_it_
     for i, p in enumerate(poss[half_p:], half_p):
         tap.accept(tn.POSITIONS, i, p)
     _wait(lambda: tap.stats()["reconnects"] == 1 and tap.stats()["unwritten"] == 0)
+    assert tap.lag() == (0, 0.0)
     r = client_of(redis_server)
     last = feats[-1]
     entry = msgspec.json.decode(r.get(feature_key(last.symbol, last.timeframe,  # type: ignore[arg-type]

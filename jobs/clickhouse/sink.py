@@ -248,6 +248,16 @@ class ClickHouseTap:
         if self._unsaved or self._stats.lost_rows:
             raise SinkNotWrittenError(self._not_written_message())
 
+    def lag(self) -> tuple[int, float]:
+        """Rows accepted and not yet in the database, and how long inserts have been failing
+        (0 while they succeed: rows waiting for a full batch are not lag). Read by the metrics
+        (``streamquant_sink_buffered_rows``, ``streamquant_sink_lag_seconds``)."""
+        with self._cond:
+            rows = self._unwritten  # handed to the writer (inbox included), not yet written
+            since = self._failing_since
+        rows += sum(len(v) for v in self._ns.values())
+        return rows, (time.monotonic() - since if since is not None else 0.0)
+
     def stats(self) -> dict[str, Any]:
         s = self._stats
         with self._cond:

@@ -159,6 +159,12 @@ class RedisTap:
                 "keys": len(self._latest), "unwritten": self._unwritten(),
                 "last_error": self.last_error}
 
+    def lag(self) -> tuple[int, float]:
+        """Keys not yet written, and how long Redis has been unreachable (0 while it answers).
+        Read by the metrics (``streamquant_sink_buffered_rows``, ``..._lag_seconds``)."""
+        since = self._down_since
+        return self._unwritten(), (time.monotonic() - since if since is not None else 0.0)
+
     def _unwritten(self) -> int:
         """Keys whose latest value is not in Redis yet (0: everything accepted is written)."""
         return len(self._dirty) + len(self._features) + len(self._positions)

@@ -4,7 +4,8 @@ The E-mini replay through the whole graph (``run_batch_ticks`` / ``run_event_tic
 decision chain, as ``streamquant run --models DIR`` calls them; CSV read included, no topic
 files, no other sink), interleaved rounds of:
 
-- ``off``: no tap;
+- ``off``: no tap; ``off-again``: the same, a second time (the A/A pair: how far two
+  identical runs differ here, the floor under any on/off difference);
 - ``metrics``: the metrics tap bound to the runner (bar-rate handlers, sampled operator
   timing), endpoint up but never scraped;
 - ``metrics+scrape``: the same, scraped over HTTP every ``--scrape-interval`` seconds (1 s by
@@ -171,10 +172,10 @@ def stand_in_cost_ns(calls: int = 200_000) -> float:
 
 
 def replay(src: TickInput, models: Path, mode: str, metrics: str, scrape_s: float,
-           out: CaseResult) -> None:
+           out: CaseResult, tap_type: type[MetricsTap] = MetricsTap) -> None:
     chain = emini.chain(src, models)
     norm, feats = emini.normalizer(src), emini.window_features()
-    tap = RecordingTap() if metrics != "off" else None
+    tap = tap_type() if not metrics.startswith("off") else None
     ep: MetricsEndpoint | None = serve(0, tap=tap) if tap is not None else None
     sink = TopicSink(None, tick_graph(norm, feats, chain).output_topics, capture=KEEP,
                      taps=[tap] if tap is not None else [])
@@ -202,8 +203,9 @@ def replay(src: TickInput, models: Path, mode: str, metrics: str, scrape_s: floa
     if tap is not None and ep is not None:
         out.windows = tap.sampler.windows
         out.timed = sum(h.count for h in tap.sampler.hists.values())
-        out.accepted = len(tap.handed)
-        out.handlers_s = handlers_s(tap.handed)
+        if isinstance(tap, RecordingTap):
+            out.accepted = len(tap.handed)
+            out.handlers_s = handlers_s(tap.handed)
         t0 = time.process_time()
         for _ in range(10):
             generate_latest(ep.registry)
@@ -227,7 +229,7 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
             return lambda: replay(src, tb.models, mode, metrics, scrape_s, results[key])
 
         cases = {f"{mode} {mt}": case(mode, mt) for mode in modes
-                 for mt in ("off", "metrics", "metrics+scrape")}
+                 for mt in ("off", "off-again", "metrics", "metrics+scrape")}
         cpu: dict[str, list[float]] = {k: [] for k in cases}
 
         def timed_cpu(key: str, fn: Callable[[], object]) -> Callable[[], object]:
@@ -261,7 +263,7 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
                        for mt in ("metrics", "metrics+scrape"))
             print(f"   {mode}: orders with metrics identical to orders without: "
                   f"{'yes' if same else 'NO'} ({results[f'{mode} off'].n_orders} orders)")
-            for mt in ("metrics", "metrics+scrape"):
+            for mt in ("off-again", "metrics", "metrics+scrape"):
                 for clock, series in (("wall", t), ("cpu", cpu)):
                     ratio = [a / b - 1.0 for a, b in zip(series[f"{mode} {mt}"],
                                                          series[f"{mode} off"], strict=True)]
@@ -273,23 +275,26 @@ def run(models: Path | None, reps: int, modes: tuple[str, ...], scrape_s: float)
                                     f"per-round {clock} time ratio on/off - 1, median"))
         print(f"\n-- the metrics' own time, attributed (a scrape per {scrape_s:g} s and per 15 s)")
         per_call_ns = stand_in_cost_ns()
+        handed = CaseResult()  # one more run (untimed) that keeps what the tap is handed
+        replay(src, tb.models, modes[0], "metrics", scrape_s, handed, RecordingTap)
         print(f"   the sampler's stand-in adds {per_call_ns:,.0f} ns to a timed call")
         for mode in modes:
             r = results[f"{mode} metrics"]
             run_cpu = float(np.median(cpu[f"{mode} off"]))
             run_wall = float(np.median(t[f"{mode} off"]))
             sampled = r.timed * per_call_ns * 1e-9
+            handled = handed.handlers_s
             for every in (scrape_s, 15.0):
                 scrapes = run_wall / every * r.scrape_cpu_s
-                own = r.handlers_s + sampled + scrapes
-                print(f"   {mode}, scrape every {every:g} s: handlers {1e3 * r.handlers_s:.0f} ms "
-                      f"({r.accepted:,} messages), sampled calls {1e3 * sampled:.0f} ms "
+                own = handled + sampled + scrapes
+                print(f"   {mode}, scrape every {every:g} s: handlers {1e3 * handled:.0f} ms "
+                      f"({handed.accepted:,} messages), sampled calls {1e3 * sampled:.0f} ms "
                       f"({r.timed:,}), scrapes {1e3 * scrapes:.0f} ms "
                       f"({1e3 * r.scrape_cpu_s:.1f} ms each) = {1e3 * own:.0f} ms, "
                       f"{100 * own / run_cpu:.2f}% of the run's {run_cpu:.1f} s CPU")
                 rows.append(Row(BENCH, f"metrics' own time, {mode} path, scrape every "
                                 f"{every:g} s", f"{100 * own / run_cpu:.2f}%",
-                                f"handlers {1e3 * r.handlers_s:.0f} ms, sampling "
+                                f"handlers {1e3 * handled:.0f} ms, sampling "
                                 f"{1e3 * sampled:.0f} ms, scrapes {1e3 * scrapes:.0f} ms",
                                 "attributed: measured inside the run, not a difference"))
     return rows

@@ -32,6 +32,7 @@ import pytest
 
 from jobs.options import ReplayOptions
 from jobs.replay import run_replay
+from jobs.sinks.options import SinkOptions
 from jobs.strategy import StrategyBundle, load_bundle
 from jobs.train_job import EMINI_TRAIN_END_NS, train_models
 from topics.messages import Control
@@ -175,7 +176,9 @@ class ReplayPool:
                   else self.accounts_file if spec.get("accounts") else None),
             instruments=self.instruments_file if spec.get("accounts") else None,
             control=self.control_file if spec.get("control") else None,
-            algo=spec.get("algo", "IMMEDIATE"), cost_gate=spec.get("cost_gate", True))
+            algo=spec.get("algo", "IMMEDIATE"), cost_gate=spec.get("cost_gate", True),
+            # these tests read topic files; the database has its own tests (and costs CPU)
+            sinks=SinkOptions(sink="none"))
 
     def start(self, *names: str) -> None:
         """Queue replays (idempotent); they run in the background in the order given."""

@@ -29,9 +29,11 @@ print(int(hwm[0].split()[1]) // 1024 if code == 0 else -1)
 
 
 def peak_mib(ticks: Path, out: Path) -> int:
-    """Peak resident MiB of one ``run --no-trade --no-topic-files`` in a fresh process."""
+    """Peak resident MiB of one ``run --no-trade --no-topic-files --sink none`` in a fresh
+    process (the memory target is without sinks: a database sink buffers by its own bound)."""
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, "run", "--no-trade", "--no-topic-files", "--quiet",
+        [sys.executable, "-c", CHILD, "run", "--no-trade", "--no-topic-files", "--sink", "none",
+         "--quiet",
          "--ticks", str(ticks), "--tz", "America/Chicago", "--out", str(out)],
         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
     peak = int(proc.stdout.strip().splitlines()[-1])

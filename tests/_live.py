@@ -79,6 +79,23 @@ class LiveProcess:
     def stderr(self) -> str:
         return self.log.read_text()
 
+    def wait_for_checkpoint(self, ckdir: Path, newer_than_ns: int = 0,
+                            timeout: float = 120) -> None:
+        """Until the run writes a checkpoint newer than ``newer_than_ns`` (mtime): it is
+        consuming and trading, whatever the machine's speed (a fixed sleep is not: a fast
+        machine finishes the stream first)."""
+        path = ckdir / "checkpoint.msgpack"
+        deadline = time.monotonic() + timeout
+        while not (path.exists() and path.stat().st_mtime_ns > newer_than_ns):
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.stderr()
+            time.sleep(0.02)
+
+
+def checkpoint_mtime(ckdir: Path) -> int:
+    """The checkpoint file's mtime in ns (0: none yet)."""
+    path = ckdir / "checkpoint.msgpack"
+    return path.stat().st_mtime_ns if path.exists() else 0
+
 
 def start_live(settings: KafkaSettings, models: Path, ckdir: Path, *extra: str,
                env: dict[str, str] | None = None, until_end: bool = True) -> LiveProcess:

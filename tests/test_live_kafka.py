@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests._live import (
     FILE_FLAGS,
     TRADE_FLAGS,
     by_position,
+    checkpoint_mtime,
     cli,
     count_by,
     emini_slice,
@@ -104,11 +106,14 @@ def test_kill_minus_nine_at_random_moments_loses_no_order_and_duplicates_are_ide
     faults: list[dict[str, str] | None] = [None, {"STREAMQUANT_FAULT": "checkpoint-write:2"},
                                            None, {"STREAMQUANT_FAULT": "after-commit:2"}]
     for env in faults:
+        before = checkpoint_mtime(ck)
         live = start_live(kafka_settings, models, ck, *flags, env=env)
-        if env is None:
-            time.sleep(rng.uniform(2.0, 5.0))
-            if live.proc.poll() is None:
-                live.kill()
+        if env is None:  # a random moment once this run is under way, early enough that the
+            # fault runs after it still reach their second checkpoint on a fast machine
+            live.wait_for_checkpoint(ck, before)
+            time.sleep(rng.uniform(0.0, 0.5))
+            assert live.proc.poll() is None, live.stderr()
+            live.kill()
         else:
             assert live.wait() == -9, live.stderr()  # the fault point killed it
     assert (ck / ".checkpoint.msgpack.tmp").exists() or (ck / "checkpoint.msgpack").exists()
@@ -218,9 +223,11 @@ def test_a_paused_broker_makes_the_run_wait_and_resume_without_loss(
         produce(settings, ticks)
         live = start_live(settings, models, tmp_path / "ck", "--checkpoint-wall", "0.5")
         deadline = time.monotonic() + 120
-        while "orders 1" not in live.stderr():  # trading is under way
+        # trading is under way: a progress line with orders (any number: on a fast machine the
+        # first line already shows hundreds)
+        while not re.search(r"orders [1-9]", live.stderr()):
             assert time.monotonic() < deadline and live.proc.poll() is None, live.stderr()
-            time.sleep(0.2)
+            time.sleep(0.05)
         b.pause()  # SIGSTOP: the broker neither answers nor closes connections
         time.sleep(12)
         b.resume()

@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[ml,report,kafka,clickhouse,test,dev]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[ml,report,kafka,clickhouse,flink,faust,test,dev]"
 	$(BIN)/pip check
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -9,6 +9,7 @@ the watermark on the status page, and a checkpoint that a fresh pipeline resumes
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,10 @@ async def _feed(ckdir: Path, records: list[tuple[int, int, bytes, Any]], sent: S
         for p, offset, value, headers in records:
             ctx.sent_offset = offset  # the Kafka offset of this record on its partition
             await ctx.put(value, b"ES", partition=p, headers=headers, wait=False)
-        await asyncio.sleep(0.05)  # a batch closes after BATCH_WAIT_S
+        deadline = time.monotonic() + 30
+        while pipe.stats.consumed + pipe.stats.skipped < len(records) and pipe.error is None:
+            assert time.monotonic() < deadline, "the agent did not take every record"
+            await asyncio.sleep(0.01)  # a batch closes after BATCH_WAIT_S
         assert pipe.error is None, pipe.error
         await driver.checkpoint()
     return pipe

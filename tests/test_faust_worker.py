@@ -46,8 +46,9 @@ from topics.messages import Order
 replays = pool_fixture()
 
 TRADER_TOPICS = (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS)
-FAUST_SLICE = (50_000, 62_000)
-"""Mid-morning before the Labor Day halt (feature warm-up) to the evening after the reopen."""
+FAUST_SLICE = (54_500, 59_000)
+"""Late morning before the Labor Day halt (feature warm-up) to the evening after the reopen,
+where the bundle trades: 4,500 ticks, tens of orders, fills and rejects."""
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_faust_worker_killed_at_random_moments_loses_no_order_and_duplicates_are
     produce(kafka_settings, ticks)
     ck = tmp_path / "ck"
     rng = random.Random(20261203)
-    flags = ("--checkpoint-every", "1500", "--checkpoint-wall", "0.5")
+    flags = ("--checkpoint-every", "600", "--checkpoint-wall", "0.5")
     # a kill at a random moment, one half-way through writing a checkpoint file, one between
     # a durable checkpoint and the commit of its offsets; then a run to the end
     faults: list[dict[str, str] | None] = [None, {"STREAMQUANT_FAULT": "checkpoint-write:2"},

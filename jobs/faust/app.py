@@ -14,7 +14,8 @@ Two agents and a timer over one :class:`jobs.faust.pipeline.FaustPipeline`:
   journaled exactly as on the live path.
 - a timer checkpoints while input is idle (the wall-clock trigger).
 
-Delivery: the streams are ``noack``: Faust never commits on its own. A checkpoint (under the
+Delivery: the topics are declared without acks and the streams are ``noack``: Faust never
+commits on its own. A checkpoint (under the
 output lock) snapshots the pipeline, sends what it buffered, waits until the broker has
 acknowledged every record produced so far, writes the snapshot atomically, and only then
 commits the consumer offsets the snapshot resumes at. No idempotent producer and no
@@ -128,7 +129,7 @@ class Driver:
             for topic, value, key, headers in self.pipeline.drain():
                 self._futures.append(await self._produce(topic, key, value, headers))
 
-    async def checkpoint(self) -> None:
+    async def checkpoint(self, *, best_effort_commit: bool = False) -> None:
         """Snapshot, send, await acks, write the snapshot, then commit its offsets."""
         async with self._lock:
             pipe = self.pipeline
@@ -152,7 +153,13 @@ class Driver:
                 # Faust commits only acked offsets; ours are the checkpoint's (the streams are
                 # noack), so the consumer's own commit step is called with them.
                 consumer: Any = self.app.consumer
-                await consumer._commit_offsets(tps)
+                try:
+                    await consumer._commit_offsets(tps)
+                except Exception as exc:  # shutting down: the checkpoint is what counts
+                    if not best_effort_commit:
+                        raise
+                    pipe.log(f"offsets not committed at shutdown ({exc!r}); the restart "
+                             "skips what the checkpoint covers")
 
     async def after_input(self) -> None:
         pipe = self.pipeline
@@ -208,10 +215,14 @@ def build_app(config: FaustConfig, pipeline: FaustPipeline, *, send: Send | None
         autodiscover=False,
     )
     driver = Driver(app, pipeline, config, send, stop)
+    # acks=False: Faust never records these topics' offsets as processed, so its commit
+    # timer, rebalances and shutdown commit nothing (take_events acks every batch otherwise);
+    # the only commits are the checkpoints' (Driver.checkpoint)
     source = app.topic(config.topic(pipeline.graph.source_topic), key_type=bytes,
-                       value_type=bytes, partitions=CATALOG[pipeline.graph.source_topic].partitions)
+                       value_type=bytes, acks=False,
+                       partitions=CATALOG[pipeline.graph.source_topic].partitions)
     control = app.topic(config.topic(tn.CONTROL), key_type=bytes, value_type=bytes,
-                        partitions=CATALOG[tn.CONTROL].partitions)
+                        acks=False, partitions=CATALOG[tn.CONTROL].partitions)
 
     async def graph_agent(stream: faust.StreamT[bytes]) -> None:
         # batches: one await per batch instead of per record (Faust's per-event path is the
@@ -244,6 +255,15 @@ def build_app(config: FaustConfig, pipeline: FaustPipeline, *, send: Send | None
             await driver.checkpoint()
 
     app.timer(interval=max(0.05, config.policy.every_wall_s / 2))(idle_checkpoint)
+
+    async def drain_on_shutdown(sender: Any, **kwargs: Any) -> None:
+        """SIGTERM / Ctrl-C: the consumer has stopped fetching; checkpoint what was done."""
+        if pipeline.error is None and not driver.finished and pipeline.stats.consumed:
+            await driver.checkpoint(best_effort_commit=True)
+            pipeline.log("stopped: checkpointed")
+
+    handler: Any = drain_on_shutdown  # mode's stubs take no coroutine functions
+    app.on_before_shutdown.connect(handler)
 
     @app.page("/streamquant/health/")
     async def health(web: Any, request: Any) -> Any:

@@ -38,6 +38,11 @@ from topics.catalog import CATALOG
 from topics.dlq import DlqReason
 from topics.messages import Control, DeadLetter, SourceRef
 
+MIN_EVENT_CHECKPOINT_GAP_S = 0.2
+"""The event-time trigger waits this long after the last checkpoint. Faust hands records over
+in small batches, so on a backlog a minute of event time passes every few dozen records, and a
+checkpoint (which waits for the broker's acknowledgements) per bar would stall the worker."""
+
 Outgoing = tuple[str, bytes, bytes | None, wire.Headers]
 """A record to produce: Kafka topic, value, key, headers."""
 
@@ -49,6 +54,7 @@ class FaustHostError(RuntimeError):
 @dataclass(slots=True)
 class PipelineStats:
     consumed: int = 0
+    skipped: int = 0  # records below the checkpoint's position (re-delivered)
     dead_letters: int = 0
     controls: int = 0
     checkpoints: int = 0
@@ -56,6 +62,8 @@ class PipelineStats:
     checkpoint_bytes: int = 0
     restored_from: int | None = None
     first_output_s: float | None = None
+    first_record_at: float | None = None  # perf_counter of the first source record taken
+    last_release_at: float | None = None  # ... and of the last one that released records
 
 
 class FaustPipeline:
@@ -153,6 +161,7 @@ class FaustPipeline:
                   headers: Any) -> int:
         """One record of the source topic; the number of data records released by it."""
         if offset < self._next[partition]:
+            self.stats.skipped += 1
             return 0  # covered by the checkpoint (or re-delivered after a rebalance)
         if not self._seen[partition] and offset > self._next[partition]:
             raise self._fail(
@@ -162,7 +171,10 @@ class FaustPipeline:
                 "directory, or data deleted). Refusing to skip records.")
         self._seen[partition] = True
         self._next[partition] = offset + 1
-        self.stats.consumed += 1
+        stats = self.stats
+        if stats.first_record_at is None:
+            stats.first_record_at = time.perf_counter()
+        stats.consumed += 1
         self._since_cp += 1
         e = self._element(partition, offset, value or b"", headers)
         if e is not None:
@@ -170,7 +182,10 @@ class FaustPipeline:
                 self.runner.push(e)
             except SequenceError as exc:
                 raise self._fail(f"{self.graph.source_topic}: {exc}") from None
-        return self.release()
+        n = self.release()
+        if n:
+            stats.last_release_at = time.perf_counter()
+        return n
 
     def release(self) -> int:
         before = self.runner.records
@@ -264,7 +279,8 @@ class FaustPipeline:
             return True
         wm, last = self.watermark, self._cp_wm
         return (pol.every_event_ns is not None and MIN_WATERMARK not in (wm, last)
-                and wm - last >= pol.every_event_ns)
+                and wm - last >= pol.every_event_ns
+                and time.monotonic() - self._cp_wall >= MIN_EVENT_CHECKPOINT_GAP_S)
 
     def snapshot(self) -> tuple[bytes, dict[tuple[str, int], int]]:
         """A consistent checkpoint between two records and the offsets it resumes at."""

@@ -67,6 +67,8 @@ def summary(pipeline: FaustPipeline, wall_s: float) -> dict[str, Any]:
     s, out = pipeline.stats, pipeline.output
     cps = sorted(s.checkpoint_s)
     released = pipeline.runner.records
+    busy = (s.last_release_at - s.first_record_at
+            if s.first_record_at is not None and s.last_release_at is not None else 0.0)
     return {
         "mode": "faust",
         "records_consumed": s.consumed,
@@ -82,6 +84,8 @@ def summary(pipeline: FaustPipeline, wall_s: float) -> dict[str, Any]:
         "resumed": s.restored_from is not None,
         "wall_s": round(wall_s, 3),
         "ticks_per_s": round(released / wall_s, 1) if wall_s > 0 else 0.0,
+        "processing_s": round(busy, 3),
+        "processing_ticks_per_s": round(released / busy, 1) if busy > 0 else None,
         "first_order_s": (round(s.first_output_s, 3) if s.first_output_s is not None
                           else None),
         "topics": dict(sorted(out.counts.items())),

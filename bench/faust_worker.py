@@ -89,10 +89,12 @@ def run_faust(cmd: list[str], log: Path, summary: Path, timeout_s: float) -> dic
 _BARE = """
 import os, signal, sys, time, faust
 bootstrap, topic, n, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+datadir = sys.argv[5]
 app = faust.App("bare-" + topic, broker="kafka://" + bootstrap, broker_session_timeout=6,
                 topic_allow_declare=False, topic_disable_leader=True, stream_wait_empty=False,
                 key_serializer="raw", value_serializer="raw", web_port=port,
-                store="memory://", autodiscover=False, consumer_auto_offset_reset="earliest")
+                store="memory://", autodiscover=False, consumer_auto_offset_reset="earliest",
+                datadir=datadir)
 seen = {"n": 0, "t0": 0.0}
 @app.agent(app.topic(topic, key_type=bytes, value_type=bytes, partitions=8))
 async def count(stream):
@@ -111,10 +113,10 @@ except SystemExit:
 """
 
 
-def bare_faust_rate(settings: KafkaSettings, n: int) -> float:
+def bare_faust_rate(settings: KafkaSettings, n: int, datadir: Path) -> float:
     """Records/s of a Faust agent that only counts them (the framework's own ceiling)."""
     r = subprocess.run([sys.executable, "-c", _BARE, settings.bootstrap,
-                        settings.topic(tn.MD_TICKS_RAW), str(n), str(free_port())],
+                        settings.topic(tn.MD_TICKS_RAW), str(n), str(free_port()), str(datadir)],
                        capture_output=True, text=True, timeout=600, check=False)
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     if not lines:
@@ -146,7 +148,7 @@ def throughput(broker: Broker, src: TickInput, models: Path, tmp: Path) -> dict[
     out["embedded"] = n / (time.perf_counter() - t0)
     out["embedded_orders"] = float(sink.counts[tn.ORDERS])
     print(f"   embedded:     {fmt_rate(out['embedded'])} ({sink.counts[tn.ORDERS]} orders)")
-    out["bare"] = bare_faust_rate(settings, n + prod.heartbeats)
+    out["bare"] = bare_faust_rate(settings, n + prod.heartbeats, tmp / "bare-data")
     print(f"   bare Faust agent (counting only): {fmt_rate(out['bare'], 'records/s')}")
     return out
 

@@ -91,6 +91,22 @@ def start_faust(settings: KafkaSettings, models: Path, ckdir: Path, *extra: str,
     return LiveProcess(proc, log)
 
 
+def start_faust_cli(settings: KafkaSettings, models: Path, ckdir: Path, *run_flags: str
+                    ) -> LiveProcess:
+    """The documented ``faust -A jobs.faust.worker:app worker`` equivalent (docs/faust.md)."""
+    log = ckdir.parent / f"{ckdir.name}.{time.monotonic_ns()}.cli.log"
+    env = {"STREAMQUANT_BOOTSTRAP": settings.bootstrap, "STREAMQUANT_MODELS": str(models),
+           "STREAMQUANT_CHECKPOINT_DIR": str(ckdir),
+           "STREAMQUANT_RUN_ARGS": " ".join(("--topic-prefix", settings.topic_prefix,
+                                             *TRADE_FLAGS, "--until-end", *run_flags))}
+    args = [sys.executable, "-m", "faust", "-A", "jobs.faust.worker:app", "worker", "-l",
+            "warn", "--web-port", str(free_port())]
+    with log.open("w") as f:
+        proc = subprocess.Popen(args, cwd=ROOT, text=True, stdout=f, stderr=subprocess.STDOUT,
+                                env=_env(env))
+    return LiveProcess(proc, log)
+
+
 def _get_json(url: str) -> dict[str, object] | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -153,7 +169,8 @@ def test_faust_worker_killed_at_random_moments_loses_no_order_and_duplicates_are
             worker.kill()
         else:
             assert worker.wait(120) == -9, worker.stderr()  # the fault point killed it
-    final = start_faust(kafka_settings, models, ck, *flags)
+    # the last run through Faust's own CLI: the same worker, resuming the same checkpoint
+    final = start_faust_cli(kafka_settings, models, ck, *flags)
     assert final.wait(240) == 0, final.stderr()
     assert "resuming from" in final.stderr()
     for t in TRADER_TOPICS:

@@ -133,6 +133,8 @@ class Driver:
         """Snapshot, send, await acks, write the snapshot, then commit its offsets."""
         async with self._lock:
             pipe = self.pipeline
+            if pipe.error is not None:
+                return  # outputs may be missing: the last good checkpoint stays the one
             data, offsets = pipe.snapshot()
             await self._flush_locked()
             futures, self._futures = self._futures, []
@@ -212,6 +214,7 @@ def build_app(config: FaustConfig, pipeline: FaustPipeline, *, send: Send | None
         web_bind=config.web_host,
         web_port=config.web_port,
         store="memory://",
+        datadir=str(config.checkpoint_dir / "faust-data"),  # not the working directory
         autodiscover=False,
     )
     driver = Driver(app, pipeline, config, send, stop)
@@ -233,7 +236,7 @@ def build_app(config: FaustConfig, pipeline: FaustPipeline, *, send: Send | None
                     m = event.message
                     pipeline.on_source(m.partition, m.offset, m.value, m.headers)
                 await driver.after_input()
-            except FaustHostError as exc:
+            except Exception as exc:  # a failed send too: never checkpoint past it
                 await driver.fail(exc)
                 return
 
@@ -243,7 +246,7 @@ def build_app(config: FaustConfig, pipeline: FaustPipeline, *, send: Send | None
             try:
                 pipeline.on_control(m.offset, m.value, m.headers)
                 await driver.after_input()
-            except FaustHostError as exc:
+            except Exception as exc:  # a failed send too: never checkpoint past it
                 await driver.fail(exc)
                 return
 
@@ -252,7 +255,10 @@ def build_app(config: FaustConfig, pipeline: FaustPipeline, *, send: Send | None
 
     async def idle_checkpoint() -> None:
         if pipeline.error is None and not driver.finished and pipeline.checkpoint_due():
-            await driver.checkpoint()
+            try:
+                await driver.checkpoint()
+            except Exception as exc:
+                await driver.fail(exc)
 
     app.timer(interval=max(0.05, config.policy.every_wall_s / 2))(idle_checkpoint)
 

@@ -39,6 +39,7 @@ def _argv() -> list[str]:
 
 _args = build_parser().parse_args(_argv())
 _args.out_given = False
+_args.out = _args.out or "out/run"  # what _cmd_run sets (the Faust engine writes no --out)
 config = config_from_args(_args)
 _replay = ReplayOptions.from_args(_args)
 pipeline = build_pipeline(config, _replay, quiet=_replay.quiet)

@@ -45,7 +45,7 @@ from topics import names as tn
 from topics.catalog import CATALOG
 
 BATCH = 2_000
-BATCH_WAIT_S = 0.002
+BATCH_WAIT_S = 0.005
 """Records handed to the pipeline per agent step, and how long a partial batch waits."""
 
 FAULTS = ("checkpoint-write", "after-checkpoint")

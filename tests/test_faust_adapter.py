@@ -24,7 +24,7 @@ from jobs.topology import tick_graph
 from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, NormalizeConfig
 from topics import names as tn
-from topics.messages import RawTick
+from topics.messages import Control, RawTick
 
 MINUTE = 60_000_000_000
 T0 = 1_378_130_400_000_000_000  # 2013-09-02 14:00 UTC
@@ -152,3 +152,43 @@ def test_group_offsets_ahead_of_the_checkpoint_stop_the_pipeline(tmp_path: Path)
     with pytest.raises(FaustHostError, match="ahead of the checkpoint"):
         pipe.on_source(0, 5, value, headers)  # nothing checkpointed: offset 0 comes first
     assert pipe.status()["status"] == "failed"
+
+
+def test_control_agent_stamps_journals_and_dead_letters_commands_and_a_restart_reapplies(
+        tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    pipe = asyncio.run(_feed(ck, _spread(6, parts=1)[:-1], Sent()))  # ticks, no end yet
+    wm = pipe.watermark
+    sent = Sent()
+    config = FaustConfig(bootstrap="127.0.0.1:9", checkpoint_dir=ck, topic_prefix="u.")
+    app, _ = build_app(config, pipe, send=sent, stop=lambda: None)
+    agent = app.agents[next(n for n in app.agents if n.endswith("streamquant-control"))]
+    kill = msgspec.json.encode(Control(command="KILL", account="paper", reason="desk",
+                                       ts_event=1))
+    schema = [(wire.SCHEMA, wire.SCHEMA_VERSION_BYTES)]
+
+    async def put_commands() -> None:
+        async with agent.test_context() as ctx:
+            for offset, (value, headers) in enumerate(
+                    [(kill, schema), (b'{"command": "EXPLODE"}', schema), (kill, None)]):
+                ctx.sent_offset = offset
+                await ctx.put(value, b"paper", headers=headers, wait=False)
+            deadline = time.monotonic() + 30
+            while pipe.runner.control_offset < 3:
+                assert time.monotonic() < deadline, "the control agent took too few commands"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(put_commands())
+    applied = sent.on(tn.CONTROL_APPLIED)
+    assert [i for i, _ in applied] == [f"{tn.CONTROL_APPLIED}:0"]
+    stamped = msgspec.json.decode(applied[0][1], type=Control)
+    assert (stamped.command, stamped.ts_event) == ("KILL", wm + 1)  # the watermark's, not 1
+    reasons = [msgspec.json.decode(v)["reason"] for _, v in sent.on(tn.MD_TICKS_DLQ)]
+    assert reasons == ["BAD_CONTROL", "BAD_HEADER"]
+    assert (ck / "control.journal").exists()
+    # a crash before the next checkpoint: the restart applies the command again, same id/bytes
+    again = _pipeline(ck)
+    again.resume()
+    redo = again.drain()
+    assert [(t, v) for t, v, _, _ in redo if t == f"u.{tn.CONTROL_APPLIED}"] == [
+        (f"u.{tn.CONTROL_APPLIED}", applied[0][1])]

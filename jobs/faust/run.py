@@ -123,6 +123,14 @@ def main_faust(args: Any) -> int:
                          "md.ticks.raw and control from Kafka)")
     config = config_from_args(args)
     replay = ReplayOptions.from_args(args)
+    sinks = replay.sinks
+    asked = [f for f, on in (("--redis", sinks.redis is not None),
+                             ("--metrics-port", sinks.metrics_port is not None),
+                             ("--sink clickhouse / --dsn",
+                              sinks.sink == "clickhouse" or sinks.dsn is not None)) if on]
+    if asked:
+        raise UsageError(f"{', '.join(asked)}: the Faust engine feeds no sinks yet (the live "
+                         "host does: run --bootstrap without --engine)")
     pipeline = build_pipeline(config, replay, quiet=replay.quiet)
     result = run_worker(config, pipeline)
     text = json.dumps(result, indent=2, sort_keys=True) + "\n"

@@ -174,6 +174,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     args.out_given = args.out is not None
     if args.out is None:
         args.out = "out/run"
+    if getattr(args, "engine", "embedded") == "faust":
+        from jobs.faust.run import main_faust
+
+        return main_faust(args)
     if args.bootstrap is not None:
         from jobs.live.run import main_live
 
@@ -214,6 +218,22 @@ def _live_args(run: argparse.ArgumentParser) -> None:
     g.add_argument("--job-id", default="streamquant", metavar="ID",
                    help="names the transactional producer and consumer group; a second "
                         "instance with the same id fences the first (default: %(default)s)")
+
+
+def _faust_args(run: argparse.ArgumentParser) -> None:
+    """``run --engine faust``: the graph as a Faust worker (docs/faust.md)."""
+    g = run.add_argument_group(
+        "faust worker", "--engine faust runs the live graph as a faust-streaming worker "
+        "(needs --bootstrap, --models and --checkpoint-dir; the live flags apply)")
+    if not any(a.dest == "engine" for a in run._actions):
+        g.add_argument("--engine", choices=("embedded", "faust"), default="embedded",
+                       help="the runtime hosting the graph (default: %(default)s; with "
+                            "--bootstrap and the default engine, the live Kafka host)")
+    g.add_argument("--web-port", type=int, default=6066, metavar="PORT",
+                   help="the worker's web endpoint (/streamquant/health/, "
+                        "/streamquant/status/) (default: %(default)s)")
+    g.add_argument("--web-host", default="127.0.0.1", metavar="HOST",
+                   help="address the web endpoint binds (default: %(default)s)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -364,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
     sink_args(run)
     _live_args(run)
+    _faust_args(run)
     run.set_defaults(func=_cmd_run)
 
     train = sub.add_parser(

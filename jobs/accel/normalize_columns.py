@@ -343,8 +343,12 @@ class NormalizeColumns:
         Column-wise: every per-row value is looked up with numpy first, so the loop only
         builds the two structs per row (this is most of the batched replay's cost).
         """
+        return self.ticks_at(cols, np.flatnonzero(valid))
+
+    def ticks_at(self, cols: RawTickColumns, idx: npt.NDArray[np.intp]) -> list[Tick]:
+        """The rows ``idx`` (valid ones) as ``Tick`` messages: :meth:`ticks` for some rows
+        (the batched chain builds only the ones its per-event code needs)."""
         cfg = self.config
-        idx = np.flatnonzero(valid)
         n = idx.size
         sym_table = np.array([s.strip() for s in cols.symbol_names] + [cfg.default_symbol or ""],
                              dtype=object)

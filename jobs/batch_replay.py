@@ -21,7 +21,7 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from jobs.accel.account_columns import AccountBypass
+from jobs.accel.account_columns import AccountBypass, ChainStats
 from jobs.accel.features_columns import BatchResult, FeaturesColumns
 from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns
 from jobs.accel.tick_columns import TickColumns, bounded_watermarks
@@ -48,18 +48,20 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress, *,
                     block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None,
-                    columnar_account: bool = True) -> int:
+                    columnar_account: bool = True, stats: ChainStats | None = None) -> int:
     """Normalize + features over columns, the decision chain behind them.
 
     Writes the same topic files as ``run_event_ticks``: each tick reaches the chain, then the
     bars its watermark closes, then the watermark itself, exactly as the event path orders
     them. Stretches of trades that only move the accounts' marks go to the account operator
     as columns (``jobs.accel.account_columns``; ``columnar_account=False`` sends every trade
-    per event, the reference the tests compare with). The file is read in chunks of about
+    per event, the reference the tests compare with; ``stats`` counts which way the trades
+    went). The file is read in chunks of about
     ``block_bytes`` (at most ``max_lines`` lines); returns the number of records read.
     """
     ncols = NormalizeColumns(norm)
     fcols = FeaturesColumns(feats)
+    stats = ChainStats() if stats is None else stats
     runner: LocalRunner | None = None
     bypass: AccountBypass | None = None
     if chain:
@@ -106,7 +108,7 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
             if runner is None:
                 _emit_all(sink, res.emits(chunk))
             else:
-                _drive_chain(runner, sink, res, chunk, before, after, bypass)
+                _drive_chain(runner, sink, res, chunk, before, after, bypass, stats)
         progress.update(n)
     final = fcols.flush(states, END_OF_STREAM)
     if runner is None:
@@ -179,8 +181,8 @@ def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick] |
 
 
 def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: TickColumns,
-                 before: npt.NDArray[np.int64], after: int, bypass: AccountBypass | None
-                 ) -> None:
+                 before: npt.NDArray[np.int64], after: int, bypass: AccountBypass | None,
+                 stats: ChainStats) -> None:
     """Replay one batch's outputs into the chain in the per-event path's order.
 
     Rows up to the next bar close go to the account over columns while every account they
@@ -216,11 +218,16 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
     i = 0
     while i < n:
         stop = close_after[j] if j < nb else n  # the next bar-closing row (per event)
-        if bypass is not None and stop - i >= _MIN_STRETCH and bypass.quiet(accounts):
+        until = bypass.quiet_until(accounts) if bypass is not None and \
+            stop - i >= _MIN_STRETCH else None
+        if until is not None:
+            assert bypass is not None
             done = bypass.run(chunk.ts[i:stop], chunk.price[i:stop], chunk.size[i:stop],
                               chunk.symbol[i:stop], chunk.symbols, routes,
-                              wm_after_arr[i:stop], _offset(ticks, i))
+                              wm_after_arr[i:stop], _offset(ticks, i), until)
             if done:
+                stats.columnar += done
+                stats.stretches += 1
                 if needs_ticks:
                     for r in range(i, i + done):
                         sink.emit(tn.MD_TICKS, ticks[r])
@@ -235,6 +242,7 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
                 i += done
                 continue
         t = ticks[i]
+        stats.per_event += 1
         inject(tn.MD_TICKS, t)
         w = late.get(i)
         if w is not None:

@@ -131,7 +131,7 @@ class QuietTicks:
     """One account's trades in the order its buffer releases them, as columns.
 
     What the batched replay hands :meth:`AccountOperator.quiet_ticks` for a stretch where
-    the account has nothing buffered, no child orders and no working orders: ``symbol``
+    the account has no child orders and buffers no trades: ``symbol``
     holds codes into ``symbols``; ``tick_at(k)`` builds row ``k``'s ``Tick`` for the rows
     that need the per-event code (a session roll, a possible daily-loss trip).
     """
@@ -420,15 +420,40 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
             self._check_loss(state, t.symbol, filled)
 
     # -- the batched replay's quiet stretches -------------------------------------------------
-    def quiet(self, state: AccountOpState) -> bool:
-        """Whether trades alone would emit nothing now: nothing buffered, no child orders (so
-        nothing working at the venue, no release or expiry due), the final-marks timer set."""
-        return (not state.buffer and not state.execution.children
-                and not state.venue.working and state.seq > 0)
+    def quiet_until(self, state: AccountOpState) -> int | None:
+        """Until when trades alone would emit nothing, or None if they might now.
+
+        Quiet means no child orders (so nothing working at the venue, no release or expiry
+        due) and the final-marks timer set; the answer is the earliest event time of a
+        buffered command or intent, before which trades are released on their own
+        (``END_OF_STREAM`` if none is buffered).
+        """
+        if state.execution.children or state.venue.working or state.seq == 0:
+            return None
+        until = END_OF_STREAM
+        for b in state.buffer:
+            if b.rank != _TICK and b.ts < until:
+                until = b.ts
+        return until
+
+    @staticmethod
+    def take_released_ticks(state: AccountOpState, watermark: int) -> list[Tick]:
+        """Take the buffered trades a watermark at ``watermark`` releases, in arrival order
+        (for :meth:`quiet_ticks`, which applies them in release order)."""
+        out: list[Tick] = []
+        kept: list[Buffered] = []
+        for b in state.buffer:
+            if b.rank == _TICK and b.ts <= watermark:
+                out.extend(b.ticks)
+            else:
+                kept.append(b)
+        state.buffer = kept
+        return out
 
     def quiet_ticks(self, state: AccountOpState, run: QuietTicks) -> None:
-        """Apply a run of trades to a :meth:`quiet` account: what ``_on_tick`` does per
-        trade, over columns.
+        """Apply a run of trades to a quiet account (:meth:`quiet_until`), released by
+        watermarks before the ``until`` time: what ``process`` and ``on_timer`` do per trade,
+        over columns.
 
         Between the trades that need it, a trade only moves a mark (and a VWAP volume
         bucket): marks are the last price per symbol, volumes are summed in order. A session
@@ -460,6 +485,7 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
         last = int(run.ts.max())
         if last > state.last_ts:
             state.last_ts = last
+        state.timer_ts = MIN_WATERMARK  # the trades' timers have fired
 
     def _marks(self, state: AccountOpState, run: QuietTicks, a: int, b: int) -> None:
         """Rows ``[a, b)``, none of which rolls the session or trips the loss: marks and

@@ -3,19 +3,21 @@ stretches, for the batched replay.
 
 On the per-event path every trade goes through the account feed (one ``account.feed`` copy
 per account trading its symbol), waits in the account's buffer until the watermark passes it
-and is then applied by ``AccountOperator._on_tick``. When an account has nothing buffered, no
-child orders and nothing working at the venue (``AccountOperator.quiet``), a trade emits
-nothing and only moves marks, volume buckets, the session and the daily-loss flag; this
-module hands such a stretch to ``AccountOperator.quiet_ticks`` as columns instead.
+and is then applied by ``AccountOperator._on_tick``. When an account has no child orders (so
+nothing working at the venue) and no trades buffered (``AccountOperator.quiet_until``), a trade
+emits nothing and only moves marks, volume buckets, the session and the daily-loss flag until
+the watermark reaches the next command or intent it buffers; this module hands such a stretch
+to ``AccountOperator.quiet_ticks`` as columns instead.
 
 What it must reproduce is the order in which the buffer would release the trades: an input
 waits for the first watermark *advance* at or after its arrival that reaches its event time,
-and each release is sorted by ``(ts, symbol, arrival)`` (:func:`release_order`). A stretch
-is cut where a trade would still be buffered at its end, so every stretch leaves the
-accounts as the per-event path leaves them; the rows after it go per event until the
-accounts are quiet again (``jobs.batch_replay``). The bypass is used only where the graph is
-the one ``jobs.topology`` builds around it (trades reach only the feed, the feed only the
-account) and nobody reads ``account.feed`` messages (it is an internal topic, only counted).
+and each release is sorted by ``(ts, symbol, arrival)`` (:func:`release_steps`). A stretch
+is cut where a trade would still be buffered at its end, or before the watermark reaches a
+buffered command or intent, so every stretch leaves the accounts as the per-event path does;
+the rows after it go per event until the accounts are quiet again (``jobs.batch_replay``).
+The bypass is used only where the graph is the one ``jobs.topology`` builds around it (trades
+reach only the feed, the feed only the account) and nobody reads ``account.feed`` messages (an
+internal topic, only counted).
 """
 
 from __future__ import annotations
@@ -32,45 +34,59 @@ from jobs.graph import Graph
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.account import AccountOperator, QuietTicks
-from operators.account_feed import AccountFeedRouter
+from operators.account_feed import AccountFeedRouter, AccountFeedState
 from operators.contract import END_OF_STREAM
 from topics import names as tn
 from topics.messages import Tick
 
 I64 = npt.NDArray[np.int64]
+_NO_STATE = AccountFeedState()
 
 
-def release_order(ts: I64, wm_after: I64, wm_start: int, name_rank: npt.NDArray[np.int64],
-                  symbol: npt.NDArray[Any]) -> tuple[int, npt.NDArray[np.intp]]:
-    """``(end, order)``: rows ``[0, end)`` are all released by the watermark steps of those
-    rows, in the buffer's release order ``order``.
+def release_steps(ts: I64, wm_after: I64, wm_start: int) -> tuple[I64, I64]:
+    """``(rel, steps)``: row ``i`` is released at the watermark step of row ``rel[i]``
+    (``len(ts)``: not by these rows' steps); ``steps`` are the rows where the watermark
+    advances.
 
     Row ``i`` waits for the first row ``j >= i`` where the watermark advances
     (``wm_after[j] > wm_after[j-1]``, ``wm_start`` before row 0) to a value ``>= ts[i]``;
-    rows released at one step come out by ``(ts, symbol name, row)``.
+    the rows released at one step come out by ``(ts, symbol name, arrival)``.
     """
     m = ts.shape[0]
     prev = np.empty(m, dtype=np.int64)
     prev[0] = wm_start
     prev[1:] = wm_after[:-1]
-    adv = np.flatnonzero(wm_after > prev)
-    if adv.size == 0:
-        return 0, np.empty(0, dtype=np.intp)
-    rows = np.arange(m)
-    at = np.maximum(np.searchsorted(adv, rows, "left"),
-                    np.searchsorted(wm_after[adv], ts, "left"))
-    rel = np.where(at < adv.size, adv[np.minimum(at, adv.size - 1)], m)
-    done = np.flatnonzero(np.maximum.accumulate(rel) <= rows)
-    if done.size == 0:
-        return 0, np.empty(0, dtype=np.intp)
-    end = int(done[-1]) + 1
-    order = np.lexsort((rows[:end], name_rank[symbol[:end]], ts[:end], rel[:end]))
-    return end, order
+    steps = np.flatnonzero(wm_after > prev).astype(np.int64)
+    if steps.size == 0:
+        return np.full(m, m, dtype=np.int64), steps
+    at = np.maximum(np.searchsorted(steps, np.arange(m), "left"),
+                    np.searchsorted(wm_after[steps], ts, "left"))
+    rel = np.where(at < steps.size, steps[np.minimum(at, steps.size - 1)], m)
+    return rel.astype(np.int64), steps
 
 
-def _rows_of(tick_at: Callable[[int], Tick], rows: npt.NDArray[np.intp]
-             ) -> Callable[[int], Tick]:
-    return lambda k: tick_at(int(rows[k]))
+@dataclass(slots=True)
+class ChainStats:
+    """How the batched replay drove the chain: trades applied over columns, trades sent per
+    event (bar-closing rows, rows while an account was busy) and the stretches."""
+
+    columnar: int = 0
+    per_event: int = 0
+    stretches: int = 0
+
+    @property
+    def columnar_share(self) -> float:
+        total = self.columnar + self.per_event
+        return self.columnar / total if total else 0.0
+
+
+def _rows_of(tick_at: Callable[[int], Tick], arrival: npt.NDArray[np.integer[Any]],
+             pre: list[Tick]) -> Callable[[int], Tick]:
+    """Row ``k`` of a run: a stretch row (arrival >= 0) or a trade buffered before it."""
+    def at(k: int) -> Tick:
+        r = int(arrival[k])
+        return tick_at(r) if r >= 0 else pre[r + len(pre)]
+    return at
 
 
 @dataclass(slots=True)
@@ -98,52 +114,100 @@ class AccountBypass:
         return cls(runner, sink, feeds[0].operator, accounts[0].operator,
                    runner.dispatcher.by_uid[accounts[0].uid])
 
-    def quiet(self, accounts: tuple[str, ...]) -> bool:
-        """Whether no stage has a timer due before the end of the stream and ``accounts``
-        are quiet (``AccountOperator.quiet``): trades would emit nothing."""
+    def quiet_until(self, accounts: tuple[str, ...]) -> int | None:
+        """Before which watermark trades alone emit nothing, or None if they might now.
+
+        No other stage may have a timer before the end of the stream, and ``accounts`` must
+        be quiet (``AccountOperator.quiet_until``; the earliest of their answers). The
+        account's own timers may be pending (a filled child's expiry, a cancelled slice's
+        release): with no child orders such a timer only releases the buffer, which the
+        release order already does at that watermark (each release is sorted by time).
+        """
         for host in self.runner.dispatcher.hosts:
-            if (host.heap and host.heap[0][0] != END_OF_STREAM) or host.merge_heap:
-                return False
+            if host.merge_heap or (host is not self.host and host.heap and
+                                   host.heap[0][0] != END_OF_STREAM):
+                return None
         states = self.host.states
         op = self.account
+        until = END_OF_STREAM
         for a in accounts:
             st = states.get(a)
-            if st is None or not op.quiet(st):
-                return False
-        return True
+            u = None if st is None else op.quiet_until(st)
+            if u is None:
+                return None
+            until = min(until, u)
+        return until
 
     def run(self, ts: I64, price: npt.NDArray[np.float64], size: npt.NDArray[np.float64],
             symbol: npt.NDArray[np.integer[Any]], symbols: tuple[str, ...],
             routes: tuple[tuple[str, ...], ...], wm_after: I64,
-            tick_at: Callable[[int], Tick]) -> int:
-        """Apply the longest prefix of these trades that leaves every buffer empty; returns
-        its length (0: none). ``routes[code]`` are the accounts trading ``symbols[code]``;
-        the caller has checked :meth:`quiet` for all of them and emits ``md.ticks``."""
+            tick_at: Callable[[int], Tick], until: int) -> int:
+        """Apply these trades up to the first whose watermark reaches ``until``
+        (:meth:`quiet_until` of every account in ``routes``); returns how many (0: none).
+
+        The trades their watermark steps release go to ``AccountOperator.quiet_ticks`` with
+        the buffered ones those steps release, in release order; the others are buffered
+        through ``process``, as their arrival would have. ``routes[code]`` are the accounts
+        trading ``symbols[code]``; the caller emits ``md.ticks``.
+        """
         runner = self.runner
-        rank = np.argsort(np.argsort(np.asarray(symbols, dtype=object))).astype(np.int64)
-        end, order = release_order(ts, wm_after, runner.watermark, rank, symbol)
-        if end == 0:
+        m = int(np.searchsorted(wm_after, until, "left"))
+        if m == 0:
             return 0
-        codes = symbol[order]
-        copies = np.bincount(codes, minlength=len(symbols))
-        per_account: dict[str, list[int]] = {}
+        ts, wm_after, symbol = ts[:m], wm_after[:m], symbol[:m]
+        rel, steps = release_steps(ts, wm_after, runner.watermark)
+        wm = int(wm_after[-1])
+        code_of = {s: k for k, s in enumerate(symbols)}
+        states = self.host.states
+        involved = tuple(dict.fromkeys(a for accs in routes for a in accs))
+        held: dict[str, list[Tick]] = {}
+        if steps.size:
+            for a in involved:
+                st = states.get(a)
+                if any(b.ts <= wm for b in st.buffer):  # released by this stretch's steps
+                    if any(t.symbol not in code_of for b in st.buffer for t in b.ticks):
+                        return 0  # a symbol this chunk does not name: per event
+                    held[a] = self.account.take_released_ticks(st, wm)
+        rank = np.argsort(np.argsort(np.asarray(symbols, dtype=object))).astype(np.int64)
+        released = rel < m
+        copies = np.bincount(symbol[released], minlength=len(symbols))
+        per_account: dict[str, list[int]] = {a: [] for a in held}
         for code, accs in enumerate(routes):
             if copies[code]:
                 for a in accs:
                     per_account.setdefault(a, []).append(code)
-        states = self.host.states
+        step_wm = wm_after[steps]  # ascending: the watermark only advances at a step
         for a, mine in per_account.items():
-            rows = order if len(mine) == len(symbols) else order[np.isin(codes, mine)]
+            rows = np.flatnonzero(released & np.isin(symbol, mine))
+            r_ts, r_px, r_sz, r_sym, r_rel = (ts[rows], price[rows], size[rows],
+                                              symbol[rows], rel[rows])
+            arrival = rows
+            pre = held.get(a, [])
+            if pre:  # released at the first step whose watermark reaches them
+                p_ts = np.array([t.ts_event for t in pre], dtype=np.int64)
+                r_ts = np.concatenate((p_ts, r_ts))
+                r_px = np.concatenate((np.array([t.price for t in pre]), r_px))
+                r_sz = np.concatenate((np.array([t.size for t in pre]), r_sz))
+                r_sym = np.concatenate((np.array([code_of[t.symbol] for t in pre],
+                                                 dtype=r_sym.dtype), r_sym))
+                r_rel = np.concatenate((steps[np.searchsorted(step_wm, p_ts, "left")], r_rel))
+                arrival = np.concatenate((np.arange(-len(pre), 0), rows))
+            order = np.lexsort((arrival, rank[r_sym], r_ts, r_rel))
             self.account.quiet_ticks(states.get(a), QuietTicks(
-                ts=ts[rows], price=price[rows], size=size[rows], symbol=symbol[rows],
-                symbols=symbols, tick_at=_rows_of(tick_at, rows)))
+                ts=r_ts[order], price=r_px[order], size=r_sz[order], symbol=r_sym[order],
+                symbols=symbols, tick_at=_rows_of(tick_at, arrival[order], pre)))
+        host = self.host
+        for r in np.flatnonzero(~released).tolist():  # still waiting for the watermark
+            for e in self.feed.process(_NO_STATE, tick_at(r), host)[1]:
+                if host.process(e.value):
+                    raise AssertionError("buffering a trade emitted output")
         self.sink.counts[tn.ACCOUNT_FEED] += sum(
-            int(copies[c]) * len(accs) for c, accs in enumerate(routes))
+            int(n) * len(routes[c]) for c, n in enumerate(np.bincount(symbol,
+                                                                      minlength=len(symbols))))
         d = runner.dispatcher
-        newest = int(ts[:end].max())
+        newest = int(ts.max())
         if newest > d.seen:
             d.seen = newest
-        wm = int(wm_after[end - 1])
         if wm > runner.watermark:
             runner.advance_watermark(wm)
-        return end
+        return m

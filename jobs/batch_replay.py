@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from jobs.accel.account_columns import AccountBypass, ChainStats
 from jobs.accel.features_columns import BatchResult, FeaturesColumns
-from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns
+from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns, TickFields
 from jobs.accel.tick_columns import TickColumns, bounded_watermarks
 from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
@@ -123,18 +123,17 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
 
 
 class LazyTicks(Sequence[Tick]):
-    """A chunk's rows as ``Tick`` messages, built when first asked for: the batched chain
-    needs few of them. Rows are built in runs that double while the reads stay in order."""
+    """A chunk's rows as ``Tick`` messages, built when asked for: the batched chain needs
+    few of them. The first request takes every row's fields as Python lists at once
+    (``NormalizeColumns.tick_fields``); each tick is then one struct built from them."""
 
     def __init__(self, ncols: NormalizeColumns, cols: RawTickColumns, base: int = 0,
-                 stop: int | None = None, cache: dict[int, Tick] | None = None) -> None:
+                 stop: int | None = None, fields: list[TickFields] | None = None) -> None:
         self._ncols = ncols
         self._cols = cols
         self._base = base
         self._stop = len(cols) if stop is None else stop
-        self._cache: dict[int, Tick] = {} if cache is None else cache
-        self._next = -1
-        self._run = 1
+        self._fields: list[TickFields] = [] if fields is None else fields  # shared by slices
 
     def __len__(self) -> int:
         return self._stop - self._base
@@ -151,21 +150,15 @@ class LazyTicks(Sequence[Tick]):
             if step != 1:
                 raise ValueError("LazyTicks slices have step 1")
             return LazyTicks(self._ncols, self._cols, self._base + lo, self._base + hi,
-                             self._cache)
+                             self._fields)
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        row = self._base + i
-        t = self._cache.get(row)
-        if t is None:
-            self._run = min(self._run * 2, 4096) if row == self._next else 1
-            stop = min(row + self._run, len(self._cols))
-            built = self._ncols.ticks_at(self._cols, np.arange(row, stop))
-            self._cache.update(zip(range(row, stop), built, strict=True))
-            self._next = stop
-            t = built[0]
-        return t
+        if not self._fields:
+            self._fields.append(self._ncols.tick_fields(self._cols,
+                                                        np.arange(len(self._cols))))
+        return self._fields[0].tick(self._base + i)
 
 
 def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick] | None

@@ -171,14 +171,14 @@ class AccountBypass:
         rank = np.argsort(np.argsort(np.asarray(symbols, dtype=object))).astype(np.int64)
         released = rel < m
         copies = np.bincount(symbol[released], minlength=len(symbols))
-        per_account: dict[str, list[int]] = {a: [] for a in held}
+        per_account = dict.fromkeys(held)  # the accounts with trades to apply, in order
         for code, accs in enumerate(routes):
             if copies[code]:
-                for a in accs:
-                    per_account.setdefault(a, []).append(code)
+                per_account.update(dict.fromkeys(accs))
         step_wm = wm_after[steps]  # ascending: the watermark only advances at a step
-        for a, mine in per_account.items():
-            rows = np.flatnonzero(released & np.isin(symbol, mine))
+        for a in per_account:
+            trades = np.array([a in accs for accs in routes])
+            rows = np.flatnonzero(released if trades.all() else released & trades[symbol])
             r_ts, r_px, r_sz, r_sym, r_rel = (ts[rows], price[rows], size[rows],
                                               symbol[rows], rel[rows])
             arrival = rows

@@ -6,7 +6,7 @@ walk-forward bundle (or ``--models DIR``). Cases, interleaved rounds:
 
 - chain, batched: ``run_batch_ticks``, the account's quiet stretches over columns
   (``jobs.accel.account_columns``), without and with topic files;
-- chain, batched front end with every trade per event into the chain (``columnar_account=
+- chain, batched front end with every trade per event into the chain (``columnar_chain=
   False``: the batched path before the account went columnar), without and with files;
 - chain, per event: ``run_event_ticks``, without and with files;
 - yardsticks in the same rounds: the bare per-tick Python loop and normalize + bars +
@@ -77,7 +77,7 @@ def replay(src: TickInput, stages: tuple[Stage, ...], mode: str, topics: Path | 
             run_event_ticks(src, norm, feats, stages, sink, 0, [], quiet)
         else:
             run_batch_ticks(src, norm, feats, stages, sink, 0, [], quiet,
-                            columnar_account=mode == "batch", stats=stats)
+                            columnar_chain=mode == "batch", stats=stats)
     sink.close()
     return sink
 

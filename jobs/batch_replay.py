@@ -35,6 +35,7 @@ from jobs.topic_sink import TopicSink
 from operators.contract import END_OF_STREAM, Emit
 from operators.domain.dedupe import DedupeState
 from operators.features import WindowFeatures
+from operators.infer import Infer
 from operators.normalize import Normalize
 from topics import names as tn
 from topics.messages import Control, LateTick, Tick
@@ -48,16 +49,17 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress, *,
                     block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None,
-                    columnar_account: bool = True, stats: ChainStats | None = None) -> int:
+                    columnar_chain: bool = True, stats: ChainStats | None = None) -> int:
     """Normalize + features over columns, the decision chain behind them.
 
     Writes the same topic files as ``run_event_ticks``: each tick reaches the chain, then the
     bars its watermark closes, then the watermark itself, exactly as the event path orders
     them. Stretches of trades that only move the accounts' marks go to the account operator
-    as columns (``jobs.accel.account_columns``; ``columnar_account=False`` sends every trade
-    per event, the reference the tests compare with; ``stats`` counts which way the trades
-    went). The file is read in chunks of about
-    ``block_bytes`` (at most ``max_lines`` lines); returns the number of records read.
+    as columns (``jobs.accel.account_columns``) and each chunk's feature vectors are scored
+    together (``Infer.prime``); ``columnar_chain=False`` sends every trade per event and
+    scores one vector at a time, the reference the tests compare with; ``stats`` counts
+    which way the trades went. The file is read in chunks of about ``block_bytes`` (at most
+    ``max_lines`` lines); returns the number of records read.
     """
     ncols = NormalizeColumns(norm)
     fcols = FeaturesColumns(feats)
@@ -67,10 +69,13 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     if chain:
         graph = Graph(tn.MD_TICKS, chain, external=(tn.FEATURES, tn.CONTROL))
         runner = LocalRunner(graph, sink, lateness_ns=lateness_ns)
-        if columnar_account:
+        if columnar_chain:
             bypass = AccountBypass.of(graph, runner, sink)
         for c in controls:
             runner.inject(tn.CONTROL, c)
+    # inference over every vector of a chunk at once (``Infer.prime``)
+    primed = [st.operator for st in chain if isinstance(st.operator, Infer)] \
+        if columnar_chain else []
     # every Tick is built up front when someone reads each one; otherwise only the rows the
     # per-event code needs (the chain's non-quiet rows, late ticks)
     eager = sink.needs_messages(tn.MD_TICKS) or sink.needs_messages(tn.MD_TICKS_LATE) or \
@@ -108,6 +113,8 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
             if runner is None:
                 _emit_all(sink, res.emits(chunk))
             else:
+                for op in primed:
+                    op.prime(res.features)
                 _drive_chain(runner, sink, res, chunk, before, after, bypass, stats)
         progress.update(n)
     final = fcols.flush(states, END_OF_STREAM)
@@ -117,6 +124,8 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         for bar in final.bars:
             sink.emit(tn.MD_BARS, bar)
         if final.features:
+            for op in primed:
+                op.prime(final.features)
             runner.inject_many(tn.FEATURES, final.features)
         runner.end_of_stream()
     return n

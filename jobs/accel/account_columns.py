@@ -23,7 +23,7 @@ internal topic, only counted).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,17 @@ def _rows_of(tick_at: Callable[[int], Tick], arrival: npt.NDArray[np.integer[Any
     return at
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a chunk's symbol table implies, computed once per table."""
+
+    rank: I64  # code -> rank of the symbol's name (the buffer sorts by name)
+    code_of: dict[str, int]
+    involved: tuple[str, ...]  # every account trading one of the symbols
+    trades: dict[str, npt.NDArray[np.bool_] | None]  # account -> codes it trades (None: all)
+    copies: I64  # code -> account.feed copies of one trade
+
+
 @dataclass(slots=True)
 class AccountBypass:
     """The feed and account stages of a runner's graph, driven over columns."""
@@ -98,6 +109,21 @@ class AccountBypass:
     feed: AccountFeedRouter
     account: AccountOperator
     host: StageHost
+    _plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)
+
+    def _plan(self, symbols: tuple[str, ...], routes: tuple[tuple[str, ...], ...]) -> _Plan:
+        plan = self._plans.get(symbols)
+        if plan is None:
+            involved = tuple(dict.fromkeys(a for accs in routes for a in accs))
+            trades: dict[str, npt.NDArray[np.bool_] | None] = {}
+            for a in involved:
+                mask = np.array([a in accs for accs in routes], dtype=bool)
+                trades[a] = None if mask.all() else mask
+            plan = self._plans[symbols] = _Plan(
+                rank=np.argsort(np.argsort(np.asarray(symbols, dtype=object))).astype(np.int64),
+                code_of={s: k for k, s in enumerate(symbols)}, involved=involved,
+                trades=trades, copies=np.array([len(r) for r in routes], dtype=np.int64))
+        return plan
 
     @classmethod
     def of(cls, graph: Graph, runner: LocalRunner, sink: TopicSink) -> AccountBypass | None:
@@ -157,28 +183,32 @@ class AccountBypass:
         ts, wm_after, symbol = ts[:m], wm_after[:m], symbol[:m]
         rel, steps = release_steps(ts, wm_after, runner.watermark)
         wm = int(wm_after[-1])
-        code_of = {s: k for k, s in enumerate(symbols)}
+        plan = self._plan(symbols, routes)
+        code_of = plan.code_of
         states = self.host.states
-        involved = tuple(dict.fromkeys(a for accs in routes for a in accs))
         held: dict[str, list[Tick]] = {}
         if steps.size:
-            for a in involved:
-                st = states.get(a)
-                if any(b.ts <= wm for b in st.buffer):  # released by this stretch's steps
-                    if any(t.symbol not in code_of for b in st.buffer for t in b.ticks):
-                        return 0  # a symbol this chunk does not name: per event
-                    held[a] = self.account.take_released_ticks(st, wm)
-        rank = np.argsort(np.argsort(np.asarray(symbols, dtype=object))).astype(np.int64)
+            due = [a for a in plan.involved  # buffered trades these steps release
+                   if any(b.ts <= wm for b in states.get(a).buffer)]
+            if any(t.symbol not in code_of for a in due for b in states.get(a).buffer
+                   for t in b.ticks):
+                return 0  # a symbol this chunk does not name: per event
+            for a in due:
+                held[a] = self.account.take_released_ticks(states.get(a), wm)
         released = rel < m
-        copies = np.bincount(symbol[released], minlength=len(symbols))
+        all_released = bool(released.all())
+        present = np.bincount(symbol, minlength=len(symbols)) > 0
         per_account = dict.fromkeys(held)  # the accounts with trades to apply, in order
         for code, accs in enumerate(routes):
-            if copies[code]:
+            if present[code]:
                 per_account.update(dict.fromkeys(accs))
         step_wm = wm_after[steps]  # ascending: the watermark only advances at a step
         for a in per_account:
-            trades = np.array([a in accs for accs in routes])
-            rows = np.flatnonzero(released if trades.all() else released & trades[symbol])
+            mask = plan.trades[a]
+            if mask is None:
+                rows = np.arange(m) if all_released else np.flatnonzero(released)
+            else:
+                rows = np.flatnonzero(released & mask[symbol])
             r_ts, r_px, r_sz, r_sym, r_rel = (ts[rows], price[rows], size[rows],
                                               symbol[rows], rel[rows])
             arrival = rows
@@ -192,7 +222,9 @@ class AccountBypass:
                                                  dtype=r_sym.dtype), r_sym))
                 r_rel = np.concatenate((steps[np.searchsorted(step_wm, p_ts, "left")], r_rel))
                 arrival = np.concatenate((np.arange(-len(pre), 0), rows))
-            order = np.lexsort((arrival, rank[r_sym], r_ts, r_rel))
+            if rows.size == 0 and not pre:
+                continue
+            order = np.lexsort((arrival, plan.rank[r_sym], r_ts, r_rel))
             self.account.quiet_ticks(states.get(a), QuietTicks(
                 ts=r_ts[order], price=r_px[order], size=r_sz[order], symbol=r_sym[order],
                 symbols=symbols, tick_at=_rows_of(tick_at, arrival[order], pre)))
@@ -201,9 +233,7 @@ class AccountBypass:
             for e in self.feed.process(_NO_STATE, tick_at(r), host)[1]:
                 if host.process(e.value):
                     raise AssertionError("buffering a trade emitted output")
-        self.sink.counts[tn.ACCOUNT_FEED] += sum(
-            int(n) * len(routes[c]) for c, n in enumerate(np.bincount(symbol,
-                                                                      minlength=len(symbols))))
+        self.sink.counts[tn.ACCOUNT_FEED] += int(plan.copies[symbol].sum())
         d = runner.dispatcher
         newest = int(ts.max())
         if newest > d.seen:

@@ -146,21 +146,21 @@ def run(models: Path | None, reps: int) -> list[Row]:
         stages = chain(src, tb.models)
         prof.runcall(replay, src, stages, "batch", None)
         st = pstats.Stats(prof)
-        total = max(v[3] for v in st.stats.values())  # type: ignore[attr-defined]
-        wanted = {"iter_tick_columns": "read + parse the CSV", "validate": "normalize checks",
-                  "process": "", "run": "account stretches (columnar)",
-                  "inject_many": "decision stages (features -> infer ... account)",
-                  "inject": "per-event trades into the chain",
-                  "tick_fields": "Tick fields for per-event rows"}
-        for (file, _, fn), v in sorted(st.stats.items(),  # type: ignore[attr-defined]
-                                       key=lambda kv: -kv[1][3]):
-            found = wanted.get(fn)
-            if found is None or (fn == "process" and "features_columns" not in file) or \
-                    (fn == "run" and "account_columns" not in file) or \
-                    (fn == "validate" and "normalize_columns" not in file):
-                continue
-            label = found or "window features (columnar)"
-            print(f"   {label:<48} {v[3]:6.2f} s  {v[3] / total:5.1%}")
+        table = st.stats  # type: ignore[attr-defined]
+        total = max(v[3] for v in table.values())
+        parts = {("local_runner.py", "inject_many"): "decision stages (features -> ... account)",
+                 ("account_columns.py", "run"): "account stretches (columnar)",
+                 ("features_columns.py", "process"): "window features (columnar)",
+                 ("local_runner.py", "inject"): "per-event trades into the chain",
+                 ("normalize_columns.py", "tick_fields"): "Tick fields for per-event rows"}
+        found: dict[str, float] = {}
+        for (file, _, fn), v in table.items():
+            for (f, name), label in parts.items():
+                if fn == name and file.endswith(f):
+                    found[label] = found.get(label, 0.0) + v[3]
+        found["the rest (read, normalize, glue)"] = total - sum(found.values())
+        for label, sec in found.items():
+            print(f"   {label:<48} {sec:6.2f} s  {sec / total:5.1%}")
     return rows
 
 

@@ -15,6 +15,7 @@ change a byte of output (tested with chunks of a few rows).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, overload
 
@@ -192,7 +193,8 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
     """
     assert chunk.ticks is not None
     ticks = chunk.ticks
-    late = dict(zip(res.late_rows.tolist(), res.late_watermarks.tolist(), strict=True))
+    late_rows = res.late_rows.tolist()  # ascending
+    late = dict(zip(late_rows, res.late_watermarks.tolist(), strict=True))
     close_after = res.close_after.tolist()
     wm_after_arr = np.empty(len(chunk), dtype=np.int64)
     wm_after_arr[:-1] = before[1:]
@@ -235,12 +237,12 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
                         sink.emit(tn.MD_TICKS, ticks[r])
                 else:
                     sink.counts[tn.MD_TICKS] += done
-                for r in range(i, i + done):
-                    w = late.get(r)
-                    if w is not None:
+                if late:
+                    for r in late_rows[bisect_left(late_rows, i):bisect_left(late_rows,
+                                                                             i + done)]:
                         t = ticks[r]
                         sink.emit(tn.MD_TICKS_LATE, LateTick(ts_event=t.ts_event, tick=t,
-                                                             watermark=w))
+                                                             watermark=late[r]))
                 i += done
                 continue
         t = ticks[i]

@@ -223,7 +223,7 @@ class Infer(Operator[InferState, FeatureVector]):
             msgspec.UNSET if config.device == "cpu" else config.device
         )
         self._sessions: dict[str, _Session] | None = None
-        self._primed: dict[tuple[str, int], dict[str, float]] = {}
+        self._primed: dict[int, tuple[_Scored, dict[str, float]]] = {}
 
     # -- lifecycle (the only I/O, outside process) ------------------------------------------
     def open(self) -> None:
@@ -308,11 +308,14 @@ class Infer(Operator[InferState, FeatureVector]):
         self, state: InferState, event: FeatureVector, ctx: Context
     ) -> tuple[InferState, list[Emit]]:
         sessions = self._live()
-        scored = self._admit(state, event)
-        if scored is None:
-            return state, []
-        probs = self._primed.pop((scored.decision_id, id(event)), None)
-        if probs is None:
+        hit = self._primed.pop(id(event), None)
+        if hit is not None and hit[0].event is event:  # scored by ``prime``
+            scored, probs = hit
+        else:
+            admitted = self._admit(state, event)
+            if admitted is None:
+                return state, []
+            scored = admitted
             feeds = {"features": np.stack([scored.row, scored.row])}  # process_batch's kernel
             probs = {}
             for name in self._arms[scored.variant]:
@@ -356,11 +359,11 @@ class Infer(Operator[InferState, FeatureVector]):
         """Score vectors known ahead of their ``process`` calls, one ``session.run`` per
         model for all of them (a batched replay knows a chunk's vectors at once).
 
-        ``process`` of one of these very vectors then takes its primed probabilities instead
-        of a ``session.run`` of its own: equal values (the batch kernel ``process_batch``
-        uses, tested equal to one at a time), and state changes only in ``process``. Vectors
-        ``process`` would refuse or count as warm-up are not primed. Replaces what an
-        earlier call primed and was not used.
+        ``process`` of one of these very objects then takes its primed checks and
+        probabilities instead of its own ``session.run``: equal values (the batch kernel
+        ``process_batch`` uses, tested equal to one at a time), and state changes only in
+        ``process``. Vectors ``process`` would refuse or count as warm-up are not primed (it
+        handles them itself). Replaces what an earlier call primed and was not used.
         """
         sessions = self._live()
         self._primed = {}
@@ -378,8 +381,7 @@ class Infer(Operator[InferState, FeatureVector]):
                            )[sess.output_index]
             probs[name] = dict(zip(idx, out[:, 1].tolist(), strict=False))  # pad row dropped
         for i, sc in enumerate(scored):
-            self._primed[(sc.decision_id, id(sc.event))] = {
-                n: probs[n][i] for n in self._arms[sc.variant]}
+            self._primed[id(sc.event)] = (sc, {n: probs[n][i] for n in self._arms[sc.variant]})
 
     def _peek(self, event: FeatureVector) -> _Scored | None:
         """``_admit`` without its state or its errors: what ``prime`` may score."""

@@ -2,8 +2,11 @@
 
 The accelerator (``jobs.accel``) works across keys at once, which no keyed runtime can host;
 this driver feeds it a tick file and hands its outputs to the bar-rate stages, which run on
-the same local runner as the per-event path, fed in the per-event order. The topic files are
-byte-identical to the per-event path's (tested).
+the same local runner as the per-event path, fed in the per-event order. Trades reach the
+account operator over columns while the accounts are quiet (``jobs.accel.account_columns``)
+and per event otherwise; a ``Tick`` message is built only for a row that goes per event or
+when a sink reads ``md.ticks``. The topic files are byte-identical to the per-event path's
+(tested).
 
 The file streams through chunk by chunk (``jobs.tick_files.iter_tick_columns``): each chunk
 is validated, turned into ticks, folded into bars and handed on before the next one is read,
@@ -15,13 +18,16 @@ change a byte of output (tested with chunks of a few rows).
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from jobs.accel.account_columns import AccountBypass, ChainStats
 from jobs.accel.features_columns import BatchResult, FeaturesColumns
-from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns
+from jobs.accel.normalize_columns import NormalizeColumns, RawTickColumns, TickFields
 from jobs.accel.tick_columns import TickColumns, bounded_watermarks
 from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
@@ -33,34 +39,51 @@ from jobs.topic_sink import TopicSink
 from operators.contract import END_OF_STREAM, Emit
 from operators.domain.dedupe import DedupeState
 from operators.features import WindowFeatures
+from operators.infer import Infer
 from operators.normalize import Normalize
 from topics import names as tn
 from topics.messages import Control, LateTick, Tick
 
 CHUNK = 65_536
+_MIN_STRETCH = 4
+"""Fewer rows to the next bar close than this go per event (a stretch has fixed costs)."""
 
 
 def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress, *,
-                    block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None) -> int:
-    """Normalize + features over columns, the decision chain behind them per event.
+                    block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None,
+                    columnar_chain: bool = True, stats: ChainStats | None = None) -> int:
+    """Normalize + features over columns, the decision chain behind them.
 
     Writes the same topic files as ``run_event_ticks``: each tick reaches the chain, then the
     bars its watermark closes, then the watermark itself, exactly as the event path orders
-    them. The file is read in chunks of about ``block_bytes`` (at most ``max_lines`` lines);
-    returns the number of records read.
+    them. Stretches of trades that only move the accounts' marks go to the account operator
+    as columns (``jobs.accel.account_columns``) and each chunk's feature vectors are scored
+    together (``Infer.prime``); ``columnar_chain=False`` sends every trade per event and
+    scores one vector at a time, the reference the tests compare with; ``stats`` counts
+    which way the trades went. The file is read in chunks of about ``block_bytes`` (at most
+    ``max_lines`` lines); returns the number of records read.
     """
     ncols = NormalizeColumns(norm)
     fcols = FeaturesColumns(feats)
-    need_ticks = bool(chain) or sink.needs_messages(tn.MD_TICKS) or \
-        sink.needs_messages(tn.MD_TICKS_LATE)
+    stats = ChainStats() if stats is None else stats
     runner: LocalRunner | None = None
+    bypass: AccountBypass | None = None
     if chain:
         graph = Graph(tn.MD_TICKS, chain, external=(tn.FEATURES, tn.CONTROL))
         runner = LocalRunner(graph, sink, lateness_ns=lateness_ns)
+        if columnar_chain:
+            bypass = AccountBypass.of(graph, runner, sink)
         for c in controls:
             runner.inject(tn.CONTROL, c)
+    # inference over every vector of a chunk at once (``Infer.prime``)
+    primed = [st.operator for st in chain if isinstance(st.operator, Infer)] \
+        if columnar_chain else []
+    # every Tick is built up front when someone reads each one; otherwise only the rows the
+    # per-event code needs (the chain's non-quiet rows, late ticks)
+    eager = sink.needs_messages(tn.MD_TICKS) or sink.needs_messages(tn.MD_TICKS_LATE) or \
+        (runner is not None and bypass is None)
     dedupe: dict[str, DedupeState] = {}  # normalize's state per symbol, across chunks
     newest: int | None = None  # normalize's newest valid event time (its watermark's basis)
     states: dict[str, Any] = {}  # the features' state per symbol
@@ -75,7 +98,11 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         for dl in result.dead_letters:
             sink.emit(tn.MD_TICKS_DLQ, dl)
         valid = cols.select(result.valid)
-        ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) if need_ticks else None
+        ticks: Sequence[Tick] | None
+        if eager:
+            ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool))
+        else:
+            ticks = LazyTicks(ncols, valid) if runner is not None else None
         bt = _tick_columns(valid, src, ticks)
         if runner is None:
             if ticks is not None:
@@ -90,7 +117,9 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
             if runner is None:
                 _emit_all(sink, res.emits(chunk))
             else:
-                _drive_chain(runner, sink, res, chunk, before, after)
+                for op in primed:
+                    op.prime(res.features)
+                _drive_chain(runner, sink, res, chunk, before, after, bypass, stats)
         progress.update(n)
     final = fcols.flush(states, END_OF_STREAM)
     if runner is None:
@@ -99,12 +128,53 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         for bar in final.bars:
             sink.emit(tn.MD_BARS, bar)
         if final.features:
+            for op in primed:
+                op.prime(final.features)
             runner.inject_many(tn.FEATURES, final.features)
         runner.end_of_stream()
     return n
 
 
-def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: list[Tick] | None
+class LazyTicks(Sequence[Tick]):
+    """A chunk's rows as ``Tick`` messages, built when asked for: the batched chain needs
+    few of them. The first request takes every row's fields as Python lists at once
+    (``NormalizeColumns.tick_fields``); each tick is then one struct built from them."""
+
+    def __init__(self, ncols: NormalizeColumns, cols: RawTickColumns, base: int = 0,
+                 stop: int | None = None, fields: list[TickFields] | None = None) -> None:
+        self._ncols = ncols
+        self._cols = cols
+        self._base = base
+        self._stop = len(cols) if stop is None else stop
+        self._fields: list[TickFields] = [] if fields is None else fields  # shared by slices
+
+    def __len__(self) -> int:
+        return self._stop - self._base
+
+    @overload
+    def __getitem__(self, i: int) -> Tick: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> LazyTicks: ...
+
+    def __getitem__(self, i: int | slice) -> Tick | LazyTicks:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("LazyTicks slices have step 1")
+            return LazyTicks(self._ncols, self._cols, self._base + lo, self._base + hi,
+                             self._fields)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if not self._fields:
+            self._fields.append(self._ncols.tick_fields(self._cols,
+                                                        np.arange(len(self._cols))))
+        return self._fields[0].tick(self._base + i)
+
+
+def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick] | None
                   ) -> TickColumns:
     """The valid rows as the features accelerator's input: one code per trimmed symbol."""
     index: dict[str, int] = {}
@@ -117,16 +187,30 @@ def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: list[Tick] | Non
 
 
 def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: TickColumns,
-                 before: npt.NDArray[np.int64], after: int) -> None:
-    """Replay one batch's outputs into the chain in the per-event path's order."""
+                 before: npt.NDArray[np.int64], after: int, bypass: AccountBypass | None,
+                 stats: ChainStats) -> None:
+    """Replay one batch's outputs into the chain in the per-event path's order.
+
+    Rows up to the next bar close go to the account over columns while every account they
+    reach is quiet (``AccountBypass``); the others, and each bar-closing row, per event.
+    """
     assert chunk.ticks is not None
     ticks = chunk.ticks
-    late = dict(zip(res.late_rows.tolist(), res.late_watermarks.tolist(), strict=True))
+    late_rows = res.late_rows.tolist()  # ascending
+    late = dict(zip(late_rows, res.late_watermarks.tolist(), strict=True))
     close_after = res.close_after.tolist()
-    wm_after = [*before[1:].tolist(), after]
+    wm_after_arr = np.empty(len(chunk), dtype=np.int64)
+    wm_after_arr[:-1] = before[1:]
+    if len(chunk):
+        wm_after_arr[-1] = after
+    wm_after = wm_after_arr.tolist()
     j = 0
     nb = len(close_after)
     inject = runner.inject
+    routes = tuple(bypass.feed.accounts_for(s) for s in chunk.symbols) if bypass else ()
+    accounts = tuple(dict.fromkeys(a for accs in routes for a in accs))
+    needs_ticks = sink.needs_messages(tn.MD_TICKS)
+
     def closing(row: int) -> None:  # the bars this step closes, delivered together
         nonlocal j
         k = j
@@ -137,8 +221,35 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
             runner.inject_many(tn.FEATURES, res.features[k:j])
 
     closing(-1)  # closed by the watermark carried into this batch
-    for i in range(len(chunk)):
+    n = len(chunk)
+    i = 0
+    while i < n:
+        stop = close_after[j] if j < nb else n  # the next bar-closing row (per event)
+        until = bypass.quiet_until(accounts) if bypass is not None and \
+            stop - i >= _MIN_STRETCH else None
+        if until is not None:
+            assert bypass is not None
+            done = bypass.run(chunk.ts[i:stop], chunk.price[i:stop], chunk.size[i:stop],
+                              chunk.symbol[i:stop], chunk.symbols, routes,
+                              wm_after_arr[i:stop], _offset(ticks, i), until)
+            if done:
+                stats.columnar += done
+                stats.stretches += 1
+                if needs_ticks:
+                    for r in range(i, i + done):
+                        sink.emit(tn.MD_TICKS, ticks[r])
+                else:
+                    sink.counts[tn.MD_TICKS] += done
+                if late:
+                    for r in late_rows[bisect_left(late_rows, i):bisect_left(late_rows,
+                                                                             i + done)]:
+                        t = ticks[r]
+                        sink.emit(tn.MD_TICKS_LATE, LateTick(ts_event=t.ts_event, tick=t,
+                                                             watermark=late[r]))
+                i += done
+                continue
         t = ticks[i]
+        stats.per_event += 1
         inject(tn.MD_TICKS, t)
         w = late.get(i)
         if w is not None:
@@ -148,6 +259,11 @@ def _drive_chain(runner: LocalRunner, sink: TopicSink, res: BatchResult, chunk: 
         wa = wm_after[i]
         if wa > runner.watermark:
             runner.advance_watermark(wa)
+        i += 1
+
+
+def _offset(ticks: Sequence[Tick], i: int) -> Callable[[int], Tick]:
+    return lambda k: ticks[i + k]
 
 
 def _emit_all(sink: TopicSink, emits: list[Emit]) -> None:

@@ -19,11 +19,16 @@ one ``audit.decisions`` record.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import time
-from typing import Literal
+from itertools import pairwise
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from operators.account_records import (
     cancel_record,
@@ -46,6 +51,7 @@ from operators.domain.execution import (
     volume_profile,
 )
 from operators.domain.limits import AccountSpec
+from operators.domain.money import SCALE
 from operators.domain.risk_gate import (
     check_child,
     check_order,
@@ -118,6 +124,24 @@ class AccountOpState(msgspec.Struct, kw_only=True):
     next_session_ts: int = 0
     counters: dict[str, int] = {}
     last_ts: int = 0  # newest event time released (stamps the end-of-stream marks)
+
+
+@dataclass(frozen=True, slots=True)
+class QuietTicks:
+    """One account's trades in the order its buffer releases them, as columns.
+
+    What the batched replay hands :meth:`AccountOperator.quiet_ticks` for a stretch where
+    the account has no child orders and buffers no trades: ``symbol``
+    holds codes into ``symbols``; ``tick_at(k)`` builds row ``k``'s ``Tick`` for the rows
+    that need the per-event code (a session roll, a possible daily-loss trip).
+    """
+
+    ts: npt.NDArray[np.int64]
+    price: npt.NDArray[np.float64]
+    size: npt.NDArray[np.float64]
+    symbol: npt.NDArray[np.integer[Any]]
+    symbols: tuple[str, ...]
+    tick_at: Callable[[int], Tick]
 
 
 def _bump(state: AccountOpState, name: str, n: int = 1) -> None:
@@ -394,6 +418,153 @@ class AccountOperator(Operator[AccountOpState, AccountInput]):
                 filled = self._apply_reports(state, reports, out)
         if moved or filled:  # equity changes only through marks and fills
             self._check_loss(state, t.symbol, filled)
+
+    # -- the batched replay's quiet stretches -------------------------------------------------
+    def quiet_until(self, state: AccountOpState) -> int | None:
+        """Until when trades alone would emit nothing, or None if they might now.
+
+        Quiet means no child orders (so nothing working at the venue, no release or expiry
+        due) and the final-marks timer set; the answer is the earliest event time of a
+        buffered command or intent, before which trades are released on their own
+        (``END_OF_STREAM`` if none is buffered).
+        """
+        if state.execution.children or state.venue.working or state.seq == 0:
+            return None
+        until = END_OF_STREAM
+        for b in state.buffer:
+            if b.rank != _TICK and b.ts < until:
+                until = b.ts
+        return until
+
+    @staticmethod
+    def take_released_ticks(state: AccountOpState, watermark: int) -> list[Tick]:
+        """Take the buffered trades a watermark at ``watermark`` releases, in arrival order
+        (for :meth:`quiet_ticks`, which applies them in release order)."""
+        out: list[Tick] = []
+        kept: list[Buffered] = []
+        for b in state.buffer:
+            if b.rank == _TICK and b.ts <= watermark:
+                out.extend(b.ticks)
+            else:
+                kept.append(b)
+        state.buffer = kept
+        return out
+
+    def quiet_ticks(self, state: AccountOpState, run: QuietTicks) -> None:
+        """Apply a run of trades to a quiet account (:meth:`quiet_until`), released by
+        watermarks before the ``until`` time: what ``process`` and ``on_timer`` do per trade,
+        over columns.
+
+        Between the trades that need it, a trade only moves a mark (and a VWAP volume
+        bucket): marks are the last price per symbol, volumes are summed in order. A session
+        roll and every trade that might trip the daily loss (a price move of an open
+        position whose equity comes near the limit) run through ``_on_tick`` itself, so the
+        semantics stay in one place; the rows before them are applied first.
+        """
+        n = len(run.ts)
+        if n == 0:
+            return
+        led = state.ledger
+        pos = 0
+        while pos < n:
+            later = np.flatnonzero(run.ts[pos:] >= state.next_session_ts)
+            end = n if later.size == 0 else pos + int(later[0])
+            if end > pos and not led.reduce_only:
+                cand = self._loss_candidate(state, run, pos, end)
+                if cand is not None:
+                    end = cand
+            if end > pos:
+                self._marks(state, run, pos, end)
+            if end == n:
+                break
+            out: list[Emit] = []
+            self._on_tick(state, run.tick_at(end), out)
+            if out:
+                raise AssertionError("a trade of a quiet account emitted output")
+            pos = end + 1
+        last = int(run.ts.max())
+        if last > state.last_ts:
+            state.last_ts = last
+        state.timer_ts = MIN_WATERMARK  # the trades' timers have fired
+
+    def _marks(self, state: AccountOpState, run: QuietTicks, a: int, b: int) -> None:
+        """Rows ``[a, b)``, none of which rolls the session or trips the loss: marks and
+        volumes only."""
+        codes = run.symbol[a:b]
+        prices = state.ledger.last_prices
+        first = int(codes[0])
+        if codes[-1] == first and (codes == first).all():
+            present = [(first, b - 1)]
+        else:
+            rev = codes[::-1]
+            uniq, at = np.unique(rev, return_index=True)
+            present = [(int(c), b - 1 - int(k)) for c, k in zip(uniq, at, strict=True)]
+        for code, last in present:
+            prices[run.symbols[code]] = float(run.price[last])
+        if not self._track_volume:
+            return
+        cfg = self.config.execution
+        vols = state.execution.volumes
+        for code, _ in present:
+            rows = a + np.flatnonzero(codes == code) if len(present) > 1 else np.arange(a, b)
+            sym = run.symbols[code]
+            ts, size = run.ts[rows], run.size[rows]
+            starts = ts - ts % cfg.slice_interval_ns
+            vb = vols.get(sym)
+            if (vb is not None and int(starts[0]) < vb.start) or (np.diff(starts) < 0).any():
+                for t, z in zip(ts.tolist(), size.tolist(), strict=True):  # out of order
+                    track_volume(vols, sym, t, z, cfg)
+                continue
+            # one ``track_volume`` per bucket opens it; its other trades add in order
+            heads = np.flatnonzero(np.diff(starts, prepend=starts[0] - 1))
+            bounds = [*heads.tolist(), len(rows)]
+            for h, nxt in pairwise(bounds):
+                track_volume(vols, sym, int(ts[h]), float(size[h]), cfg)
+                if nxt - h > 1:
+                    vb = vols[sym]
+                    if vb.start == int(starts[h]):
+                        acc = np.cumsum(np.concatenate(([vb.current], size[h + 1:nxt])))
+                        vb.current = float(acc[-1])
+
+    def _loss_candidate(self, state: AccountOpState, run: QuietTicks, a: int, b: int
+                        ) -> int | None:
+        """The first row in ``[a, b)`` whose loss check might trip (approximately, with a
+        margin far above rounding: the exact check runs on it), or None."""
+        led = state.ledger
+        open_pos = {s: p for s, p in led.positions.items() if p.quantity != 0.0}
+        if not open_pos:
+            return None
+        codes = run.symbol[a:b]
+        index = {s: k for k, s in enumerate(run.symbols)}
+        m = b - a
+        equity = np.full(m, lg.equity(led) - led.start_equity)
+        checked = np.zeros(m, dtype=bool)
+        scale = 0.0
+        for sym, p in open_pos.items():
+            code = index.get(sym)
+            if code is None:
+                continue
+            rows = np.flatnonzero(codes == code)
+            if rows.size == 0:
+                continue
+            px = run.price[a + rows]
+            before = led.last_prices.get(sym)
+            prev = np.concatenate(([np.nan if before is None else before], px[:-1]))
+            checked[rows[px != prev]] = True
+            base = p.cost_units / SCALE if before is None else p.quantity * before * \
+                p.multiplier
+            value = np.full(m, base)
+            last = np.maximum.accumulate(np.where(codes == code, np.arange(m), -1))
+            has = last >= 0
+            value[has] = p.quantity * run.price[a + last[has]] * p.multiplier
+            equity += value - base
+            scale += abs(base) + float(np.abs(value).max())
+        if not checked.any():
+            return None
+        limit = self._accounts[state.account].limits.daily_loss_limit
+        margin = 1e-9 * (scale + abs(led.start_equity)) + 1e-6
+        hit = np.flatnonzero(checked & (equity <= -limit * led.start_equity + margin))
+        return a + int(hit[0]) if hit.size else None
 
     def _check_loss(self, state: AccountOpState, symbol: str, filled: bool) -> None:
         """Equity moves only through fills and marks of open positions: check the loss then

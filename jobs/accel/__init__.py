@@ -1,4 +1,5 @@
-"""The columnar replay accelerator: normalize and window features over numpy columns.
+"""The columnar replay accelerator: normalize, window features and the account's quiet trades
+over numpy columns.
 
 Why it lives here, apart from the operators: it works across every key of a file at once
 (one ``validate`` call dedupes all symbols, one fold closes every symbol's bars), which no
@@ -12,5 +13,8 @@ bar at a time is needed. Its outputs are tested byte-equal to the per-event refe
   valid-row mask, dead letters and dedupe states;
 - ``tick_columns``: ``TickColumns`` (valid ticks as columns) and their watermarks;
 - ``bar_fold``: ticks → per-(symbol, bar) aggregates, bit-equal to ``OpenBar.add``;
-- ``features_columns``: bars closed by the watermark and their feature vectors.
+- ``features_columns``: bars closed by the watermark and their feature vectors;
+- ``account_columns``: the account feed and the account operator's stretches of trades that
+  only move marks (``AccountOperator.quiet_ticks``), in the order the account's event-time
+  buffer releases them.
 """

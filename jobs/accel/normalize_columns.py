@@ -343,8 +343,24 @@ class NormalizeColumns:
         Column-wise: every per-row value is looked up with numpy first, so the loop only
         builds the two structs per row (this is most of the batched replay's cost).
         """
+        return self.ticks_at(cols, np.flatnonzero(valid))
+
+    def ticks_at(self, cols: RawTickColumns, idx: npt.NDArray[np.intp]) -> list[Tick]:
+        """The rows ``idx`` (valid ones) as ``Tick`` messages: :meth:`ticks` for some rows."""
+        f = self.tick_fields(cols, idx)
+        file = f.file
+        return [
+            Tick(ts_event=t, symbol=sy, venue=ve, price=p, size=z, trade_id=tid, bid=b, ask=a,
+                 source=SourceRef(file=file, line=ln))
+            for t, sy, ve, p, z, tid, b, a, ln in zip(
+                f.ts, f.symbol, f.venue, f.price, f.size, f.trade_id, f.bid, f.ask, f.line,
+                strict=True)
+        ]
+
+    def tick_fields(self, cols: RawTickColumns, idx: npt.NDArray[np.intp]) -> TickFields:
+        """The rows ``idx`` (valid ones) as the fields of their ``Tick`` messages, one list
+        per field: the batched chain keeps a chunk's and builds only the ticks it needs."""
         cfg = self.config
-        idx = np.flatnonzero(valid)
         n = idx.size
         sym_table = np.array([s.strip() for s in cols.symbol_names] + [cfg.default_symbol or ""],
                              dtype=object)
@@ -366,18 +382,37 @@ class NormalizeColumns:
             out: list[float | None] = obj.tolist()
             return out
 
-        trade_ids = ([clean_trade_id(cols.trade_id[i]) for i in idx.tolist()]
-                     if cols.trade_id is not None else [None] * n)
+        trade_ids: list[str | None] = (
+            [clean_trade_id(cols.trade_id[i]) for i in idx.tolist()]
+            if cols.trade_id is not None else [None] * n)
         sizes = (cols.size[idx] + 0.0).tolist()  # + 0.0: -0.0 becomes 0.0 as in process()
-        file = cols.file
-        return [
-            Tick(ts_event=t, symbol=sy, venue=ve, price=p, size=z, trade_id=tid, bid=b, ask=a,
-                 source=SourceRef(file=file, line=ln))
-            for t, sy, ve, p, z, tid, b, a, ln in zip(
-                cols.ts[idx].tolist(), symbols, venues, cols.price[idx].tolist(), sizes,
-                trade_ids, quotes(cols.bid), quotes(cols.ask), cols.line[idx].tolist(),
-                strict=True)
-        ]
+        return TickFields(ts=cols.ts[idx].tolist(), symbol=symbols, venue=venues,
+                          price=cols.price[idx].tolist(), size=sizes, trade_id=trade_ids,
+                          bid=quotes(cols.bid), ask=quotes(cols.ask),
+                          line=cols.line[idx].tolist(), file=cols.file)
+
+
+@dataclass(frozen=True, slots=True)
+class TickFields:
+    """Rows' ``Tick`` fields as Python lists (``NormalizeColumns.tick_fields``)."""
+
+    ts: list[int]
+    symbol: list[str]
+    venue: list[str]
+    price: list[float]
+    size: list[float]
+    trade_id: list[str | None]
+    bid: list[float | None]
+    ask: list[float | None]
+    line: list[int]
+    file: str | None
+
+    def tick(self, k: int) -> Tick:
+        """Row ``k``'s message, as ``ticks_at`` builds it."""
+        return Tick(ts_event=self.ts[k], symbol=self.symbol[k], venue=self.venue[k],
+                    price=self.price[k], size=self.size[k], trade_id=self.trade_id[k],
+                    bid=self.bid[k], ask=self.ask[k],
+                    source=SourceRef(file=self.file, line=self.line[k]))
 
 
 __all__ = [
@@ -385,5 +420,6 @@ __all__ = [
     "ColumnsResult",
     "NormalizeColumns",
     "RawTickColumns",
+    "TickFields",
     "reason_code",
 ]

@@ -21,11 +21,11 @@ from pathlib import Path
 from bench.measure import Row, header, print_table, read_rows
 
 BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency",
-           "live_broker", "sink_clickhouse", "redis_store", "metrics_overhead")
+           "live_broker", "sink_clickhouse", "redis_store", "metrics_overhead", "online_learning")
 OPT_IN = ("scaling",)
 """Run only when named with ``--only`` (the 20M-tick scaling run takes half an hour)."""
 NEEDS_MODELS = ("inference_latency", "chain_latency", "live_broker", "sink_clickhouse",
-                "metrics_overhead", "scaling")
+                "metrics_overhead", "online_learning", "scaling")
 NO_REPS = ("scaling",)
 
 

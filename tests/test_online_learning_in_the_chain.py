@@ -45,3 +45,14 @@ def test_summary_counts_equal_the_events_on_models_updates(replays: ReplayPool) 
     preds = [p for p in run.topic("predictions") if p.model == "online"]
     assert len(preds) > 2000
     assert {p.model_version for p in preds} <= {u.update_id for u in updates} | {"online:ES#0"}
+
+
+def test_the_cli_flag_turns_the_learner_off_and_it_is_on_by_default() -> None:
+    from jobs.cli import build_parser
+    from jobs.options import ReplayOptions
+
+    parser = build_parser()
+    on = ReplayOptions.from_args(parser.parse_args(["run", "--out", "o"]))
+    off = ReplayOptions.from_args(parser.parse_args(["run", "--out", "o",
+                                                     "--no-online-learning"]))
+    assert (on.online_learning, off.online_learning) == (True, False)

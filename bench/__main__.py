@@ -22,11 +22,12 @@ from bench.measure import Row, header, print_table, read_rows
 
 BENCHES = ("pipeline_throughput", "risk_latency", "inference_latency", "chain_latency",
            "chain_batched", "live_broker", "sink_clickhouse", "redis_store", "metrics_overhead",
-           "faust_worker")
+           "online_learning", "faust_worker")
 OPT_IN = ("scaling",)
 """Run only when named with ``--only`` (the 20M-tick scaling run takes half an hour)."""
 NEEDS_MODELS = ("inference_latency", "chain_latency", "chain_batched", "live_broker",
-                "sink_clickhouse", "metrics_overhead", "scaling", "faust_worker")
+                "sink_clickhouse", "metrics_overhead", "online_learning", "scaling",
+                "faust_worker")
 NO_REPS = ("scaling",)
 
 

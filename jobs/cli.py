@@ -167,6 +167,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _online_learning_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-online-learning", action="store_true",
+                   help="run with the frozen models only: no learn stage, no online specialist "
+                        "in the blend, nothing on models.updates (docs/online-learning.md)")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from jobs.options import ReplayOptions
     from jobs.replay import run_replay
@@ -376,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _trading_args(run)
     run.add_argument("--no-trade", action="store_true",
                      help="stop after features (no models, no orders)")
+    _online_learning_args(run)
     run.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                      help="where the models run, chosen once for the run and recorded in the "
                           "manifest: cpu (the reference), cuda (fails without a usable GPU), "

@@ -53,6 +53,7 @@ class ReplayOptions:
     max_bar_age_ns: int | None = None  # None: two bar lengths; -1: any age ("off")
     cost_gate: bool = True
     edge_horizon_bars: float | None = None  # None: the models' label horizon
+    online_learning: bool = True  # --no-online-learning: frozen models only
     sinks: SinkOptions = field(default_factory=SinkOptions)  # ClickHouse, Redis, Prometheus
 
     @property
@@ -119,7 +120,9 @@ class ReplayOptions:
             device=getattr(args, "device", "cpu"),
             report_html=not getattr(args, "no_report_html", False),
             max_bar_age_ns=max_bar_age, cost_gate=not getattr(args, "no_cost_gate", False),
-            edge_horizon_bars=edge_horizon, sinks=SinkOptions.from_args(args))
+            edge_horizon_bars=edge_horizon,
+            online_learning=not getattr(args, "no_online_learning", False),
+            sinks=SinkOptions.from_args(args))
 
 
 def parse_columns(text: str | None) -> tuple[tuple[str, str], ...]:

@@ -39,6 +39,7 @@ from jobs.manifest import (
     prepare_out,
     sha256_of,
 )
+from jobs.online_summary import online_figures, print_online
 from jobs.options import ReplayOptions
 from jobs.progress import Progress, data_lines
 from jobs.report import (
@@ -80,6 +81,7 @@ from topics.messages import (
     DeadLetter,
     Decision,
     Fill,
+    ModelUpdate,
     Order,
     Position,
     RiskReject,
@@ -313,6 +315,7 @@ def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str,
         print_summary(summary, opts.out)
         if report is not None:
             print_report(summary)
+            print_online(summary)
             print(f"  equity curve    {opts.out / 'equity.csv'}")
             print(f"  round trips     {opts.out / 'trades.csv'}")
             if opts.report_html and (opts.out / "report.html").exists():
@@ -361,7 +364,8 @@ def chain_options(opts: ReplayOptions, feature_version: str, bar_ns: int, tz: st
                         periods_per_year=opts.periods_per_year or periods_per_year_for(bar_ns),
                         session_tz=tz or "UTC", device=device,
                         max_bar_age_ns=opts.max_bar_age_ns,
-                        cost_gate=opts.cost_gate, edge_horizon_bars=opts.edge_horizon_bars)
+                        cost_gate=opts.cost_gate, edge_horizon_bars=opts.edge_horizon_bars,
+                        online_learning=opts.online_learning)
 
 
 def _risk_file(opts: ReplayOptions) -> RiskFile:
@@ -425,6 +429,8 @@ def _report(captured: dict[str, list[msgspec.Struct]], chain: ChainOptions) -> R
                                            if d.sizing.get("cost_gated") == 1.0)
         reports[name] = report
     first = reports[chain.accounts[0].name]
+    if chain.online_learning:  # docs/online-learning.md
+        first.figures.update(online_figures(_captured(captured, tn.MODELS_UPDATES, ModelUpdate)))
     if several:
         first.figures["accounts"] = {n: dict(r.figures) for n, r in reports.items()}
     return first

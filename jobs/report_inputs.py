@@ -1,7 +1,8 @@
 """What the backtest report reads from a replay, kept as the replay goes.
 
 The report (``jobs.report``) and its page (``jobs.html_report``) are built after the replay
-from five topics: orders, fills, risk rejects, positions and the audit records. Those are bar-
+from six topics: orders, fills, risk rejects, positions, the audit records and the online
+learner's ``models.updates``. Those are bar-
 or trade-rate, never tick-rate, but an audit record carries every feature, model output,
 weight, contribution and source reference of its decision: about 4 KB in memory, so 20 million
 ticks (~90,000 decisions) would hold 350 MB of them. Each audit record is therefore kept as a
@@ -21,7 +22,8 @@ import msgspec
 from topics import names as tn
 from topics.messages import Decision
 
-REPORT_TOPICS = (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS)
+REPORT_TOPICS = (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS,
+                 tn.MODELS_UPDATES)
 
 _NONE: dict[str, Any] = {}  # shared by every slim record: the report never mutates it
 

@@ -28,6 +28,7 @@ from operators.features import (
     WindowFeatures,
 )
 from operators.infer import Device, Infer, InferConfig
+from operators.learn import ONLINE_REGIME, LearnConfig, learn_operator
 from operators.normalize import Normalize
 from operators.regime_blend import BlendConfig, RegimeBlend
 from operators.size import Size as SizeOp
@@ -54,6 +55,11 @@ class ChainOptions:
     cost_gate: bool = True
     edge_horizon_bars: float | None = None  # None: the models' label horizon
     device: Device = "cpu"  # resolved once per run (jobs.device.resolve_device)
+    online_learning: bool = True
+    """The ``learn`` stage (docs/online-learning.md); False: frozen models only."""
+    learn: LearnConfig | None = None
+    """The learner's settings; None: defaults with the bundle's horizon, seed and training
+    window (the champion is always the bundle's arm A)."""
 
 
 def infer_operator(models: Path, arm_a: tuple[str, ...], arm_b: tuple[str, ...] = (),
@@ -70,7 +76,8 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
     b = opts.bundle
     infer = infer_operator(opts.models, b.arm_a, b.arm_b, b.ab_split, pins=dict(b.pins),
                            device=opts.device)
-    blend = RegimeBlend(BlendConfig(hmm=b.hmm))
+    blend = RegimeBlend(BlendConfig(
+        hmm=b.hmm, online_regime=ONLINE_REGIME if opts.online_learning else None))
     specs = {s: InstrumentSpec(symbol=s, multiplier=i.multiplier, tick_size=i.tick_size,
                                lot_size=i.lot_size, group=i.group or s, venue=i.venue)
              for s, i in sorted(opts.instruments.items())}
@@ -103,12 +110,24 @@ def chain_stages(opts: ChainOptions) -> tuple[Stage, ...]:
         session_start=session, session_tz=opts.session_tz))
     return (
         Stage(infer, (tn.FEATURES,), (tn.PREDICTIONS,)),
+        *((learn_stage(opts),) if opts.online_learning else ()),
         Stage(blend, (tn.FEATURES, tn.PREDICTIONS), (tn.REGIMES, tn.SIGNALS)),
         Stage(size, (tn.SIGNALS,), (tn.ORDERS_INTENTS, tn.AUDIT_DECISIONS)),
         Stage(feed, (tn.MD_TICKS, tn.CONTROL), (tn.ACCOUNT_FEED,)),
         Stage(account, (tn.ORDERS_INTENTS, tn.ACCOUNT_FEED),
               (tn.ORDERS, tn.FILLS, tn.RISK_REJECTS, tn.POSITIONS, tn.AUDIT_DECISIONS)),
     )
+
+
+def learn_stage(opts: ChainOptions) -> Stage:
+    """The online learner, its champion the bundle's arm A served from the same files."""
+    b = opts.bundle
+    pins = {n: v for n, v in b.pins if n in b.arm_a}
+    champion = infer_operator(opts.models, b.arm_a, pins=pins, device=opts.device)
+    cfg = opts.learn or LearnConfig(horizon_bars=b.horizon_bars, seed=b.seed,
+                                    reference_until_ns=b.train_end)
+    return Stage(learn_operator(cfg, champion), (tn.FEATURES,),
+                 (tn.PREDICTIONS, tn.MODELS_UPDATES))
 
 
 def tick_graph(norm: Normalize, feats: WindowFeatures, chain: tuple[Stage, ...] = ()) -> Graph:

@@ -24,6 +24,8 @@ from topics import names as tn
 from topics.messages import DecisionTrace, FeatureVector, Prediction, Regime, Signal
 
 REGIMES = ("bull", "bear", "sideways")
+PROMOTED = "promoted"
+"""The ``variant`` of an online challenger's prediction once promoted (its cap lifted)."""
 
 
 class BlendConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,12 +33,21 @@ class BlendConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     hmm: HmmParams
     perf_halflife_bars: float = 20.0
+    online_regime: str | None = None
+    """The ``regime`` tag of an online challenger's predictions (``operators.learn``): with
+    it, a complete decision also waits for that prediction and blends it in at a share of
+    ``min(cap, (1 + hit) / (1 + K))`` (hit: its EWMA sign agreement, K specialists; cap:
+    ``online_cap``, or 1 once the learner marks it ``variant="promoted"``); None: the
+    specialists only."""
+    online_cap: float = 0.2
 
     def __post_init__(self) -> None:
         if self.hmm.k != len(REGIMES):
             raise ValueError(f"the blend needs a {len(REGIMES)}-state HMM, got {self.hmm.k}")
         if not (self.perf_halflife_bars > 0 and math.isfinite(self.perf_halflife_bars)):
             raise ValueError("perf_halflife_bars must be a positive number")
+        if not (0.0 <= self.online_cap <= 1.0):
+            raise ValueError("online_cap must be in [0, 1]")
 
 
 class Pending(msgspec.Struct, kw_only=True):
@@ -51,6 +62,8 @@ class BlendState(msgspec.Struct, kw_only=True):
     hmm: HmmState
     perf: list[float]
     last_scores: list[float] | None = None
+    perf_online: float = 0.0
+    last_online_score: float | None = None
     pending: dict[str, Pending] = {}
     fallbacks: dict[str, int] = {}
     decisions: int = 0
@@ -81,6 +94,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
         self._filter = RegimeFilter(config.hmm)
         self._alpha = 1.0 - 0.5 ** (1.0 / config.perf_halflife_bars)
         self._log_k = math.log(len(REGIMES))
+        self._expected = len(REGIMES) + (config.online_regime is not None)
 
     def key(self, event: FeatureVector | Prediction) -> str:
         return event.symbol
@@ -110,7 +124,7 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
     def _complete(self, p: Pending) -> bool:
         if p.features is None:
             return False
-        expected = len(REGIMES) if p.features.complete else 0
+        expected = self._expected if p.features.complete else 0
         return len(p.predictions) >= expected
 
     def _release(self, state: BlendState) -> list[Emit]:
@@ -136,6 +150,11 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
                     (1 - a) * h + a * (((s > 0) - (s < 0)) * sgn)
                     for h, s in zip(state.perf, state.last_scores, strict=True)
                 ]
+            so = state.last_online_score
+            if so is not None:
+                a = self._alpha
+                sgn = (ret > 0) - (ret < 0)
+                state.perf_online = (1 - a) * state.perf_online + a * (((so > 0) - (so < 0)) * sgn)
         else:
             probs = state.hmm.probs
         ent = entropy(probs)
@@ -165,6 +184,9 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
         fallback: str | None = "warmup"
         prob_up = 0.5
         state.last_scores = None
+        state.last_online_score = None
+        online: Prediction | None = None
+        share = 0.0
         if p.predictions:  # warm-up vectors have none: a flat signal that still warms sizing
             by_regime = {pr.regime: pr for pr in p.predictions}
             missing = [r for r in REGIMES if r not in by_regime]
@@ -177,12 +199,22 @@ class RegimeBlend(Operator[BlendState, FeatureVector | Prediction]):
                 state.fallbacks[fallback] = state.fallbacks.get(fallback, 0) + 1
             prob_up = math.fsum(w * pr.prob_up for w, pr in zip(weights, preds, strict=True))
             state.last_scores = [pr.score for pr in preds]
+            if self.config.online_regime is not None:
+                online = by_regime[self.config.online_regime]
+                cap = 1.0 if online.variant == PROMOTED else self.config.online_cap
+                share = min(cap, (1.0 + state.perf_online) / (1 + len(REGIMES)))
+                prob_up = (1.0 - share) * prob_up + share * online.prob_up
+                weights = [(1.0 - share) * w for w in weights]
+                state.last_online_score = online.score
             state.decisions += 1
         contributions: dict[str, float] = {}
         for w, pr in zip(weights, preds, strict=True):
             for name, c in (pr.contributions or {}).items():
                 contributions[name] = contributions.get(name, 0.0) + w * c
         weight_map = {f"{pr.regime}_specialist": w for pr, w in zip(preds, weights, strict=True)}
+        if online is not None:  # the challenger's output and version go to the audit record
+            preds = [*preds, online]
+            weight_map[f"{online.regime}_specialist"] = share
         trace = DecisionTrace(
             bar_ts=fv.ts_event,
             close=fv.close,

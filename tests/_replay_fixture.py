@@ -105,12 +105,14 @@ RUNS: dict[str, dict[str, Any]] = {
     "default": {},
     "default_again": {},
     "accounts": {"accounts": True, **UNGATED},
+    "frozen": {"online_learning": False},
 }
 """Replay name -> options beyond the defaults: ``default`` is ``streamquant run`` as shipped
 (the golden acceptance replay reads it and ``default_again``); ``guarded`` trades under the
 tight limits and the kill switch (twice, for determinism); ``twap``, ``iceberg`` and ``vwap``
 run one execution algorithm each; ``accounts`` trades three accounts with different limits side
-by side; all but ``default`` run without the cost gate."""
+by side; ``frozen`` is ``default`` with ``--no-online-learning``; all but ``default`` and
+``frozen`` run without the cost gate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ class ReplayPool:
             instruments=self.instruments_file if spec.get("accounts") else None,
             control=self.control_file if spec.get("control") else None,
             algo=spec.get("algo", "IMMEDIATE"), cost_gate=spec.get("cost_gate", True),
+            online_learning=spec.get("online_learning", True),
             # these tests read topic files; the database has its own tests (and costs CPU)
             sinks=SinkOptions(sink="none"))
 

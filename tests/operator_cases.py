@@ -32,6 +32,7 @@ from operators.bar_features import BarFeatures, BarFeaturesConfig
 from operators.contract import Operator
 from operators.features import WindowFeatures
 from operators.infer import Infer
+from operators.learn import Learn
 from operators.normalize import Normalize
 from operators.regime_blend import RegimeBlend
 from operators.size import Size, SizeConfig
@@ -39,6 +40,7 @@ from tests._chain_fixture import DAY_NS, chain_run, sp500_bars
 from topics.messages import (
     AccountFeed,
     Control,
+    ModelUpdate,
     OrderIntent,
     Prediction,
     RiskReject,
@@ -48,6 +50,7 @@ from topics.messages import (
 NORMALIZE_RECORDS = 20_000
 FEATURE_TICKS = 60_000
 INFER_VECTORS = 1_200
+LEARN_VECTORS = 400
 BLEND_MESSAGES = 5_000
 ACCOUNT_WINDOW = 30_000
 FEED_TICKS = 20_000
@@ -171,6 +174,32 @@ def infer_case() -> OperatorCase:
                     + (["warm-up"] if len(preds) >= 3 * len(vectors) else []))
 
 
+def learn_case() -> OperatorCase:
+    """Feature vectors of the prefix through the online learner, its champion the run's arm A;
+    short windows and batches, so the case passes stability checks, a rollback and its
+    cooldown, and a checkpoint cuts through the River model, pending labels and the windows."""
+    served: Learn = _op("learn")
+    # the logistic model only: the contract's per-key host re-encodes the state on every
+    # event, and the tree's state (~25 KB) would make the suite's ~20 runs take minutes; the
+    # tree's checkpoint is proven in tests/test_online_learning.py
+    cfg = msgspec.structs.replace(served.config, models=("logit",), window=60, min_window=30,
+                                  batch_labels=10, cooldown_labels=20, reference_max=100)
+    champion = served.champion
+    assert champion is not None
+    vectors = chain_run().consumed(("features",))[:LEARN_VECTORS]
+
+    def make() -> Learn:  # the suite hosts the operator: it opens it (the champion's sessions)
+        op = Learn(cfg, Infer(champion.config, champion.model_provider))
+        op.open()
+        return op
+
+    case = OperatorCase(make=make, events=_fixed(vectors), input_topic="features",
+                        output_topics=("predictions", "models.updates"), wm_topic="features")
+    kinds = {u.update_type for u in _outputs(case)["models.updates"]
+             if isinstance(u, ModelUpdate)}
+    return _require(case, [k for k in ("incremental", "rollback") if k not in kinds])
+
+
 def regime_blend_case() -> OperatorCase:
     """Feature vectors and predictions interleaved as dispatched (a bar's predictions reach
     the blend before its feature vector, so decisions wait in ``pending``)."""
@@ -258,6 +287,7 @@ CASES: dict[str, Callable[[], OperatorCase]] = {
     "window_features": window_features_case,
     "bar_features": bar_features_case,
     "infer": infer_case,
+    "learn": learn_case,
     "regime_blend": regime_blend_case,
     "size": size_case,
     "account_feed": account_feed_case,

@@ -51,7 +51,10 @@ def test_blend_weights_are_nonnegative_and_sum_to_one_on_every_decision(base: Re
             assert s.weights == {} and s.signal == 0.0
             continue
         assert s.fallback is None, f"{s.decision_id}: unexpected fallback {s.fallback}"
-        assert set(s.weights) == {f"{r}_specialist" for r in REGIMES}
+        # the three regime specialists and the online challenger (on by default); its share
+        # is min(cap, (1 + hit) / 4) with hit in [-1, 1]: at most half, even once promoted
+        assert set(s.weights) == {f"{r}_specialist" for r in (*REGIMES, "online")}
+        assert s.weights["online_specialist"] <= 0.5
         assert all(w >= 0.0 for w in s.weights.values())
         assert math.fsum(s.weights.values()) == pytest.approx(1.0, abs=1e-12)
         assert -1.0 <= s.signal <= 1.0 and s.signal == pytest.approx(2 * s.prob_up - 1, abs=1e-15)
@@ -81,7 +84,8 @@ def test_usable_raw_weights_are_normalized_without_a_fallback() -> None:
 def _one_decision(base: Replay) -> tuple[FeatureVector, list[Prediction]]:
     preds: dict[str, list[Prediction]] = defaultdict(list)
     for p in base.topic("predictions"):
-        preds[p.decision_id].append(p)
+        if p.model != "online":  # the frozen specialists only: the blend below has no learner
+            preds[p.decision_id].append(p)
     fv = next(fv for fv in base.topic("features")
               if fv.complete and fv.ret_1 and len(preds[decision_id_for(fv)]) == 3)
     return fv, preds[decision_id_for(fv)]

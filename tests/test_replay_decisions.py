@@ -514,6 +514,8 @@ def test_one_audit_record_per_intent_with_its_inputs_and_orders(replays: ReplayP
     registry = json.loads((replays.models / "registry.json").read_text())
     versions = {(e["name"], e["version"]) for e in registry["entries"]}
     orders = _orders_by_decision(run)
+    updates = {u.update_id for u in run.topic("models.updates")} | {"online:ES#0"}
+    assert len(updates) > 1
     warmup = 0
     ticks = read_ticks(run.out)
     for a in audits:
@@ -533,7 +535,11 @@ def test_one_audit_record_per_intent_with_its_inputs_and_orders(replays: ReplayP
         if a.strategy_weights:
             assert all(w >= 0 for w in a.strategy_weights.values())
             assert math.fsum(a.strategy_weights.values()) == pytest.approx(1.0, abs=1e-12)
-            assert set(a.model_versions.items()) <= versions and len(a.model_versions) == 3
+            frozen = {k: v for k, v in a.model_versions.items() if k != "online"}
+            assert set(frozen.items()) <= versions and len(frozen) == 3
+            # the online challenger (on by default) names the models.updates event that
+            # produced the model it used, or its untrained start (docs/online-learning.md)
+            assert a.model_versions["online"] in updates
         else:
             warmup += 1
             assert not fv.complete and a.model_versions == {}
@@ -549,7 +555,8 @@ def test_linear_arm_decisions_carry_per_feature_contributions(replays: ReplayPoo
     run = replays.get("base")
     preds: dict[str, list[Prediction]] = defaultdict(list)
     for p in run.topic("predictions"):
-        preds[p.decision_id].append(p)
+        if p.model != "online":  # River's model: no linear contributions
+            preds[p.decision_id].append(p)
     registry = json.loads((replays.models / "registry.json").read_text())
     linear = {(e["name"], e["version"]): e["linear"] for e in registry["entries"]
               if e["linear"] is not None}
@@ -585,7 +592,8 @@ def test_ab_arm_is_the_stable_hash_of_the_decision_and_picks_its_models(replays:
     bundle = replays.bundle
     by_decision: dict[str, list[Prediction]] = defaultdict(list)
     for p in run.topic("predictions"):
-        by_decision[p.decision_id].append(p)
+        if p.model != "online":  # the online challenger is in every arm (one model, no A/B)
+            by_decision[p.decision_id].append(p)
     arms: Counter[str] = Counter()
     audits = _decisions(run)
     for did, ps in by_decision.items():
@@ -596,6 +604,6 @@ def test_ab_arm_is_the_stable_hash_of_the_decision_and_picks_its_models(replays:
         assert sorted(p.model for p in ps) == sorted(models)
         assert sorted(p.regime for p in ps) == ["bear", "bull", "sideways"]
         if did in audits:
-            assert set(audits[did].model_versions) == set(models)
+            assert set(audits[did].model_versions) == {*models, "online"}
     assert set(arms) == {"A", "B"}
     assert 0.4 < arms["B"] / sum(arms.values()) < 0.6

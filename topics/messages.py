@@ -331,14 +331,28 @@ class Decision(Message, frozen=True, kw_only=True):
     skipped: str | None = None  # why no order intent was emitted (e.g. "stale_bar")
 
 
+UpdateType = Literal["incremental", "full_retrain", "rollback", "drift", "promotion"]
+
+
 class ModelUpdate(Message, frozen=True, kw_only=True):
-    """``models.updates``: an online-learning event (update, drift, rollback)."""
+    """``models.updates``: an online-learning event (update batch, drift, rollback, promotion).
+
+    Shaped like the seeds' ``model_update`` event: ``window_start``/``window_end`` are the
+    event times of the first and last labelled bar the event covers, ``metrics_before`` the
+    scores at the last good snapshot and ``metrics`` those now, ``stability_check`` the check's
+    verdict (``passed``, ``failed_rollback``; empty where no check ran). ``update_id`` is what a
+    prediction's ``model_version`` names, so the audit record of every decision the online
+    model influenced points at the update that produced the model it used.
+    """
 
     model_id: str
-    update_type: Literal["incremental", "full_retrain", "rollback", "drift"]
+    update_type: UpdateType
     window_start: int
     window_end: int
     metrics: dict[str, float]
+    update_id: str = ""
+    metrics_before: dict[str, float] = {}
+    stability_check: str = ""
 
 
 class Control(Message, frozen=True, kw_only=True):

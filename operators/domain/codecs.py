@@ -8,15 +8,17 @@ by one release is not guaranteed to load, or to behave, under another). Decoding
 the frame and the type once more.
 
 A checkpoint is trusted input, but pickle executes what it names, so decoding resolves only
-classes from the state's own package, the named libraries, numpy and the standard containers.
+classes from the state's own package, the named libraries, numpy, the standard containers,
+``random.Random`` (a seeded generator's state is plain integers) and ``functools.partial``.
 
 Pickle's memo makes its bytes depend on object identity — whether two equal strings (a dict
 key in the scaler and the same key in the weights) are one object — and a restored state's
-strings are fresh objects. The codec's pickler writes strings by value (it never memoizes them;
-containers and objects keep their sharing), so equal states encode to equal bytes whatever
-their history: a restored state, and one that learned on after a restore, encode exactly as the
-uninterrupted run's. It is the pure-Python pickler, about 10x slower than C pickle (~0.4 ms for
-a 13-feature River pipeline): a cost paid per key at a checkpoint, never per event.
+strings are fresh objects (so are its numpy dtypes). The codec's pickler writes strings and
+dtypes by value (it never memoizes them; containers and objects keep their sharing), so
+equal states encode to equal bytes whatever their history: a restored state, and one that
+learned on after a restore, encode exactly as the uninterrupted run's. It is the pure-Python
+pickler, about 10x slower than C pickle (~0.4 ms for a 13-feature River pipeline): a cost
+paid per key at a checkpoint, never per event.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 S = TypeVar("S")
 
 MAGIC = b"SQPK"
@@ -38,6 +42,10 @@ _SAFE_BUILTINS = frozenset({
     "object", "range", "set", "slice", "str", "tuple",
 })
 _SAFE_MODULES = ("collections", "copyreg", "numpy")
+_SAFE_CLASSES = frozenset({("random", "Random"), ("functools", "partial")})
+"""Single classes outside those modules: a seeded generator (River's adaptive tree holds one)
+and ``partial`` (River's histogram splitters build their bins through one; the function it
+wraps is resolved by the same rules)."""
 
 
 class OpaqueStateError(ValueError):
@@ -45,10 +53,12 @@ class OpaqueStateError(ValueError):
 
 
 class _ValuePickler(pickle._Pickler):
-    """Pickles strings by value: no memo entry, so their identity never shows in the bytes."""
+    """Pickles strings and numpy dtypes by value: no memo entry, so their identity never
+    shows in the bytes (arrays made before a restore hold an unpickled dtype object, arrays
+    made after it numpy's own: memoized, the two would pickle differently)."""
 
     def memoize(self, obj: Any) -> None:
-        if type(obj) is not str:
+        if type(obj) is not str and not isinstance(obj, np.dtype):
             super().memoize(obj)  # type: ignore[misc]  # pure-Python pickler internals
 
 
@@ -65,6 +75,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = (name in _SAFE_BUILTINS if module == "builtins" else
+                   (module, name) in _SAFE_CLASSES or
                    any(module == m or module.startswith(m + ".") for m in self._modules))
         if not allowed:
             raise OpaqueStateError(f"state names {module}.{name}, which the codec does not load")

@@ -14,7 +14,10 @@ CREATE TABLE IF NOT EXISTS kafka_models_updates
     update_type LowCardinality(String),
     window_start Int64,
     window_end Int64,
-    metrics Map(LowCardinality(String), Float64)
+    metrics Map(LowCardinality(String), Float64),
+    update_id LowCardinality(String),
+    metrics_before Map(LowCardinality(String), Float64),
+    stability_check LowCardinality(String)
 )
 ENGINE = Kafka
 SETTINGS kafka_broker_list = '${KAFKA_BROKERS}',
@@ -42,7 +45,10 @@ SELECT
     update_type,
     fromUnixTimestamp64Nano(window_start, 'UTC') AS window_start,
     fromUnixTimestamp64Nano(window_end, 'UTC') AS window_end,
-    metrics
+    metrics,
+    update_id,
+    metrics_before,
+    stability_check
 FROM kafka_models_updates
 WHERE length(_error) = 0;
 

@@ -87,6 +87,13 @@ class TopicSink:
                 self._files[topic].write(buf)
                 buf.clear()
 
+    def counted_only(self) -> tuple[frozenset[str], dict[str, int]]:
+        """The topics whose messages are only counted, and the counts (``jobs.core.dispatch``
+        bumps them itself); no topics for a subclass that overrides ``emit`` (it sees all)."""
+        if type(self).emit is not TopicSink.emit:
+            return frozenset(), self.counts
+        return self._count_only, self.counts
+
     def writes(self, topic: str) -> bool:
         return topic in self._bufs
 

@@ -74,26 +74,37 @@ def replay_chain(src: TickInput, models: Path, mode: str, topics_dir: Path | Non
     return sink
 
 
-class StampingSink(TopicSink):
-    """Counts like a ``TopicSink`` and stamps the wall time of every watched emit."""
+class StampTap:
+    """A tap on the watched topics stamping the wall time of each of their messages (a tap,
+    not a sink subclass: the other topics stay count-only, as in a run without files)."""
 
-    def __init__(self, topics: tuple[str, ...]) -> None:
-        super().__init__(None, topics)
+    name = "stamps"
+    topics = frozenset(WATCH)
+
+    def __init__(self) -> None:
         self.stamps: list[tuple[str, int]] = []
 
-    def emit(self, topic: str, value: msgspec.Struct) -> None:
-        if topic in WATCH:
-            self.stamps.append((topic, time.perf_counter_ns()))
-        super().emit(topic, value)
+    def accept(self, topic: str, n: int, value: msgspec.Struct) -> None:
+        self.stamps.append((topic, time.perf_counter_ns()))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {"stamps": len(self.stamps)}
 
 
 def latency_run(src: TickInput, models: Path, recs: list[RawRecord]) -> dict[str, Any]:
     """Feed pre-loaded records one by one; per feed that emitted watched topics, the delays."""
     chain = emini.chain(src, models)
-    sink = StampingSink(outputs(src, chain))
+    tap = StampTap()
+    sink = TopicSink(None, outputs(src, chain), taps=(tap,))
     runner = LocalRunner(tick_graph(emini.normalizer(src), emini.window_features(), chain),
                          sink)
-    stamps = sink.stamps
+    stamps = tap.stamps
     feed = runner.feed
     pc = time.perf_counter_ns
     feed_ns = np.empty(len(recs), dtype=np.int64)

@@ -70,9 +70,10 @@ class LocalRunner:
         core = self._core
         if self._source_is_wm and value.ts_event > core.seen:  # type: ignore[attr-defined]
             core.seen = value.ts_event  # type: ignore[attr-defined]
+        deliver = core.deliver
         for inlet in self._source_inlets:
-            for e in inlet(value):
-                core.deliver(e.topic, e.value)
+            for topic, _, out in inlet(value):
+                deliver(topic, out)
         self.offset += 1
         seen = core.seen  # one partition: the dispatcher's running maximum is the partition's
         if seen > self._folded:

@@ -293,6 +293,7 @@ def _replay(opts: ReplayOptions, record: RunRecord, device: Device) -> dict[str,
         run.sink.close()
         stats.replay_s += time.perf_counter() - t_close
         stats.topic_files = topics_dir is not None
+        stats.files_s = run.sink.files_s
     sink, report = run.sink, run.report
     stats.wall_s = time.perf_counter() - t0
     summary = build_summary(sink, stats, sink.dlq_reasons)

@@ -21,6 +21,8 @@ class RunStats:
     """The replay itself: reading the input, the graph and writing the topic files (not
     start-up, training, loading models or building the report)."""
     topic_files: bool = True
+    files_s: float = 0.0
+    """Of ``replay_s``, encoding and writing the topic files (``TopicSink.files_s``)."""
 
 
 def build_summary(sink: TopicSink, stats: RunStats, dlq: Counter[str]) -> dict[str, Any]:
@@ -43,6 +45,10 @@ def build_summary(sink: TopicSink, stats: RunStats, dlq: Counter[str]) -> dict[s
         "ticks_per_s": round(stats.ticks_in / replay_s, 1) if replay_s > 0 else 0.0,
         "bars_per_s": round(stats.bars_in / replay_s, 1) if replay_s > 0 else 0.0,
         "topic_files": stats.topic_files,
+        # the same replay less the time spent encoding and writing the topic files
+        "topic_files_s": round(stats.files_s, 3),
+        "ticks_per_s_without_files": (round(stats.ticks_in / (replay_s - stats.files_s), 1)
+                                      if replay_s - stats.files_s > 0 else 0.0),
         "topics": dict(c),
     }
 
@@ -63,7 +69,12 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     train = f", of which training {summary['train_s']:.1f} s" if summary["train_s"] else ""
     rate = (f"{summary['bars_per_s']:,.0f} bars/s" if summary["bars_in"]
             else f"{summary['ticks_per_s']:,.0f} ticks/s")
-    files = "writing topic files" if summary.get("topic_files", True) else "no topic files"
+    files = "no topic files"
+    if summary.get("topic_files", True):
+        files = "writing topic files"
+        if not summary["bars_in"] and summary.get("topic_files_s"):
+            files += (f"; {summary['ticks_per_s_without_files']:,.0f} ticks/s without the "
+                      f"{summary['topic_files_s']:.1f} s of encoding and writing them")
     print(f"  wall time       {summary['wall_s']:>12.3f} s   (replay {rate}, {files}{train})")
     print(f"  topics          {out / 'topics'}")
     ch = summary.get("sinks", {}).get("clickhouse")

@@ -63,7 +63,7 @@ class AccountFeedRouter(Operator[AccountFeedState, Tick | Control]):
         return self._routes.get(symbol, self._any)
 
     def key(self, event: Tick | Control) -> str:
-        return event.symbol if isinstance(event, Tick) else event.account
+        return event.symbol if type(event) is Tick else event.account  # type: ignore[union-attr]
 
     def new_state(self, key: str) -> AccountFeedState:
         return AccountFeedState()

@@ -53,6 +53,9 @@ def test_bundled_replay_summary_counts_every_tick_bar_and_vector(emini_runs: dic
     assert s["bars"] == 2_264  # one-minute bars with at least one trade
     assert s["features"] == 2_264
     assert s["wall_s"] > 0 and s["ticks_per_s"] > 0
+    # with topic files, the summary also gives the replay's rate less the time spent on them
+    assert s["topic_files"] and s["topic_files_s"] > 0
+    assert s["ticks_per_s_without_files"] > s["ticks_per_s"]
 
 
 def test_two_runs_write_identical_topic_files(emini_runs: dict[str, Path]) -> None:

@@ -40,18 +40,26 @@ from operators.contract import MIN_WATERMARK, Emit
 
 
 class Output(Protocol):
-    """Where produced messages go (a ``TopicSink``, a Kafka producer)."""
+    """Where produced messages go (a ``TopicSink``, a Kafka producer).
+
+    An output may also offer ``counted_only() -> (topics, counts)``: topics of which it only
+    counts messages, and the per-topic count dict it keeps. The dispatcher then bumps those
+    counts itself instead of calling ``emit`` (one call less per message; most messages of a
+    replay are only counted).
+    """
 
     def emit(self, topic: str, value: msgspec.Struct, /) -> None: ...
 
 Inlet = Callable[[Any], list[Emit]]
+Route = tuple[bool, bool, tuple[Inlet, ...]]
+"""Per topic: only counted (no ``emit`` call), the watermark topic, the consuming inlets."""
 
 
 class GraphDispatcher:
     """Runs a graph's stages in process; ``output`` receives every produced message."""
 
-    __slots__ = ("_batch_consumers", "_consumers", "_heaps", "by_uid", "graph", "hosts",
-                 "output", "seen", "watermark_topic")
+    __slots__ = ("_batch_consumers", "_consumers", "_counted", "_counts", "_emit", "_heaps",
+                 "_routes", "by_uid", "graph", "hosts", "output", "seen", "watermark_topic")
 
     def __init__(
         self,
@@ -77,6 +85,21 @@ class GraphDispatcher:
             t: tuple(inlet for _, inlet in hs) for t, hs in self._batch_consumers.items() if hs}
         self._heaps = tuple((h, h.heap, h.merge_heap) for h in self.hosts)
         self.seen = MIN_WATERMARK
+        self._emit = output.emit
+        counted_only = getattr(output, "counted_only", None)
+        self._counted: frozenset[str]
+        self._counts: dict[str, int]
+        self._counted, self._counts = counted_only() if counted_only else (frozenset(), {})
+        self._routes: dict[str, Route] = {}
+        for t in topics:
+            self._route(t)
+
+    def _route(self, topic: str) -> Route:
+        """How a message on ``topic`` is emitted, observed and consumed (built once a topic)."""
+        route = (topic in self._counted, topic == self.watermark_topic,
+                 self._consumers.get(topic, ()))
+        self._routes[topic] = route
+        return route
 
     # -- messages -----------------------------------------------------------------------------
     def inlets(self, topic: str) -> tuple[Inlet, ...]:
@@ -87,14 +110,19 @@ class GraphDispatcher:
 
     def deliver(self, topic: str, value: Any) -> None:
         """A message on ``topic``: emitted, observed, then consumed depth first."""
-        self.output.emit(topic, value)
-        if topic == self.watermark_topic:
+        route = self._routes.get(topic)
+        counted, is_wm, inlets = route if route is not None else self._route(topic)
+        if counted:
+            self._counts[topic] += 1
+        else:
+            self._emit(topic, value)
+        if is_wm:
             ts = value.ts_event
             if ts > self.seen:
                 self.seen = ts
-        for inlet in self._consumers.get(topic, ()):
-            for e in inlet(value):
-                self.deliver(e.topic, e.value)
+        for inlet in inlets:
+            for out_topic, _, out in inlet(value):
+                self.deliver(out_topic, out)
 
     def deliver_many(self, emits: Sequence[Emit]) -> None:
         """Messages produced together (one watermark step): emitted, then topic by topic."""
@@ -102,12 +130,15 @@ class GraphDispatcher:
             e = emits[0]
             self.deliver(e.topic, e.value)
             return
-        emit = self.output.emit
+        emit = self._emit
+        counted, counts = self._counted, self._counts
         wm_topic = self.watermark_topic
         by_topic: dict[str, list[Any]] = {}
-        for e in emits:
-            topic, value = e.topic, e.value
-            emit(topic, value)
+        for topic, _, value in emits:
+            if topic in counted:
+                counts[topic] += 1
+            else:
+                emit(topic, value)
             if topic == wm_topic and value.ts_event > self.seen:  # type: ignore[attr-defined]
                 self.seen = value.ts_event  # type: ignore[attr-defined]
             values = by_topic.get(topic)
@@ -119,8 +150,8 @@ class GraphDispatcher:
         for topic, values in by_topic.items():
             for host, inlet in self._batch_consumers.get(topic, ()):
                 if len(values) == 1:
-                    for e in inlet(values[0]):
-                        deliver(e.topic, e.value)
+                    for t, _, v in inlet(values[0]):
+                        deliver(t, v)
                 else:
                     self._deliver_batch(host, inlet, values)
 
@@ -131,8 +162,8 @@ class GraphDispatcher:
             return
         deliver = self.deliver
         for key, run in host.runs(values).items():
-            for e in host.process_run(key, run):
-                deliver(e.topic, e.value)
+            for t, _, v in host.process_run(key, run):
+                deliver(t, v)
 
     # -- time ---------------------------------------------------------------------------------
     def advance(self, watermark: int) -> None:

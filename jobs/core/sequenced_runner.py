@@ -100,9 +100,10 @@ class SequencedRunner:
     def _feed(self, partition: int, record: msgspec.Struct) -> None:
         core = self.core
         core.seen = record.ts_event if self._source_is_wm else MIN_WATERMARK  # type: ignore[attr-defined]
+        deliver = core.deliver
         for inlet in self._inlets:
-            for e in inlet(record):
-                core.deliver(e.topic, e.value)
+            for topic, _, out in inlet(record):
+                deliver(topic, out)
         if core.seen != MIN_WATERMARK:
             self.tracker.observe(partition, core.seen)
         self.records += 1

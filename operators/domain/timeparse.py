@@ -19,7 +19,9 @@ hour when clocks spring forward) is read with the pre-transition offset too, so 
 Speed: the E-mini replay parses 500k naive strings. The fixed shape
 ``YYYY-MM-DD[T ]HH:MM:SS[.fff...][Z|±HH:MM]`` is parsed (fractions to the ns; further
 digits truncated) by one regex, and the UTC instant of each
-local hour start is memoized per (date, hour); the rest is integer arithmetic. An hour whose
+local hour start is memoized per (date, hour); the rest is integer arithmetic. A text in the
+minute of the previous fast-shape naive text skips the regex (its ``SS[.f...]`` is checked and
+added to that minute's instant). An hour whose
 offset changes inside it (a transition that is not on the hour, e.g. Australia/Lord_Howe's
 half-hour shift) is never memoized: its values go through ``zoneinfo`` one by one. Other ISO
 spellings fall back to ``datetime.fromisoformat`` (microsecond precision).
@@ -117,7 +119,8 @@ class TimestampParser:
     same output, so it never affects determinism). Not thread-safe; one per operator instance.
     """
 
-    __slots__ = ("_hours", "_last_ns", "_last_text", "_max_hours", "_utc_hours", "zone")
+    __slots__ = ("_hours", "_last_ns", "_last_text", "_max_hours", "_min_ns", "_min_text",
+                 "_utc_hours", "zone")
 
     def __init__(self, tz: str | None = None, max_cached_hours: int = 65_536) -> None:
         self.zone = load_zone(tz)
@@ -126,6 +129,10 @@ class TimestampParser:
         self._max_hours = max_cached_hours
         self._last_text: str | None = None  # one-entry memo; None never equals a text
         self._last_ns = NAT
+        # the minute of the last naive fast-shape text, ``YYYY-MM-DD HH:MM:``, and its ns:
+        # ticks of one minute differ only in seconds and fraction ("\0" starts no text)
+        self._min_text = "\x00"
+        self._min_ns = NAT
 
     def parse(self, value: object) -> int:
         """Parse one timestamp (str, int or float) to int ns UTC; raise ``TimestampError``."""
@@ -142,6 +149,20 @@ class TimestampParser:
     def parse_str(self, text: str) -> int:
         if text == self._last_text:  # consecutive ticks often share a timestamp
             return self._last_ns
+        if text.startswith(self._min_text):  # the same minute: ``SS[.f...]`` is new
+            n = len(text)
+            ss = text[17:19]
+            frac = text[20:29]
+            if ((n == 19 or (n > 20 and text[19] == "." and n <= _MAX_LEN
+                             and text[20:].isdigit()))
+                    and ss.isdigit() and text.isascii() and int(ss) <= 59):
+                ns = self._min_ns + int(ss) * _NS
+                if frac:
+                    ns += int(frac) * _FRAC_SCALE[len(frac)]
+                if NAT < ns < TS_MAX:
+                    self._last_text = text
+                    self._last_ns = ns
+                    return ns
         ns = self._parse_str(text)
         self._last_text = text
         self._last_ns = ns
@@ -169,12 +190,17 @@ class TimestampParser:
                     base = self._local_hour(date, hh, text)
                 if base is None:
                     return self._exact_local(date, hh, (minute, second, within), text)
+                self._min_text = s[:17]
+                self._min_ns = base + minute * 60 * _NS
                 return _checked(base + within, text)
             base_utc = self._utc_hours.get((date, hh))
             if base_utc is None:
                 base_utc = self._utc_hour(date, hh, text)
             ns = base_utc + within
-            if off is not None and off not in ("Z", "z"):
+            if off is None:
+                self._min_text = s[:17]
+                self._min_ns = base_utc + minute * 60 * _NS
+            elif off not in ("Z", "z"):
                 sign = -1 if off[0] == "-" else 1
                 digits = off[1:].replace(":", "")
                 oh, om = int(digits[:2]), int(digits[2:])

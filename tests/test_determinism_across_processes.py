@@ -41,7 +41,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, emini_ticks_path: Path) -> li
         _cli(["train", "--ticks", str(ticks), "--symbol", "ES", "--tz", "America/Chicago",
               "--out", str(out / "models"), "--train-fraction", "0.5", "--quiet"], seed)
         _cli(["run", "--ticks", str(ticks), "--symbol", "ES", "--tz", "America/Chicago",
-              "--models", str(out / "models"), "--out", str(out / "run"), "--quiet"], seed)
+              "--models", str(out / "models"), "--out", str(out / "run"), "--quiet",
+              # ungated: with the online challenger on (issue 12) the gated slice places no
+              # order, and orders must be compared
+              "--no-cost-gate"], seed)
         outs.append(out)
     return outs
 

@@ -27,6 +27,7 @@ from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
 from operators.contract import Emit, Operator
 from operators.infer import Infer
+from operators.learn import Learn
 from tests._chain_fixture import chain_run
 from topics.catalog import topic
 
@@ -61,6 +62,10 @@ def replay() -> tuple[Graph, list[tuple[str, Emit]]]:
         if isinstance(old, Infer):  # infer needs its model provider and is opened by its host
             op: Any = Infer(old.config, old.model_provider)
             op.open()
+        elif isinstance(old, Learn):  # the learner scores its champion: opened the same way
+            assert old.champion is not None
+            op = Learn(old.config, Infer(old.champion.config, old.champion.model_provider))
+            op.open()
         else:
             op = type(old)(old.config)  # type: ignore[call-arg, attr-defined]
         _observed(op, log)
@@ -79,7 +84,7 @@ def test_every_emit_key_is_the_catalog_key_of_its_topic(
     per_topic = Counter(e.topic for _, e in log)
     for t in ("md.ticks", "md.bars", "features", "predictions", "regimes", "signals",
               "orders.intents", "orders", "fills", "risk.rejects", "positions",
-              "audit.decisions"):
+              "audit.decisions", "models.updates"):
         assert per_topic[t] > 0, f"the replay produced no {t}"
     for uid, e in log:
         field = topic(e.topic).key

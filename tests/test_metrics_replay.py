@@ -123,7 +123,7 @@ def test_orders_fills_rejects_and_decisions_equal_the_trader_topics(run: Run) ->
 
 def test_predictions_count_per_model_and_ab_arm(run: Run) -> None:
     want = Counter((p["model"], p["variant"]) for p in run.topic(tn.PREDICTIONS))
-    assert {v for _, v in want} == {"A", "B"}
+    assert {v for _, v in want} == {"A", "B", "challenger"}  # the online learner's too
     got = {(dict(labels)["model"], dict(labels)["variant"]): v
            for (n, labels), v in run.samples.items() if n == "streamquant_predictions_total"}
     assert got == want
@@ -168,7 +168,12 @@ def test_operator_counts_equal_their_topics(run: Run) -> None:
     assert ins["infer"] == msgs[tn.FEATURES]
     assert ins["regime_blend"] == msgs[tn.FEATURES] + msgs[tn.PREDICTIONS]
     assert ins["account_feed"] == msgs[tn.MD_TICKS] + msgs[tn.CONTROL]
-    assert outs["infer"] == msgs[tn.PREDICTIONS]
+    # the online learner (on by default) adds its prediction and its models.updates events
+    assert ins["learn"] == msgs[tn.FEATURES]
+    online = sum(1 for p in run.topic(tn.PREDICTIONS) if p["model"] == "online")
+    assert outs["infer"] == msgs[tn.PREDICTIONS] - online
+    assert outs["learn"] == online + msgs[tn.MODELS_UPDATES]
+    assert msgs[tn.MODELS_UPDATES] > 0
     assert outs["size"] + outs["account"] == (
         msgs[tn.ORDERS_INTENTS] + msgs[tn.AUDIT_DECISIONS] + msgs[tn.ORDERS] + msgs[tn.FILLS]
         + msgs[tn.RISK_REJECTS] + msgs[tn.POSITIONS])  # decisions split, not counted twice

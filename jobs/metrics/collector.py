@@ -186,6 +186,8 @@ class RunCollector(Collector):
             for t in st.outputs:
                 producers.setdefault(t, []).append(st.uid)
         skipped = self.tap.counts.skipped_decisions
+        online = sum(v for (model, _), v in self.tap.counts.predictions.items()
+                     if model == _ONLINE_MODEL)
         ins, outs = family(m.OP_IN), family(m.OP_OUT)
         for st in graph.stages:
             n_in = 0
@@ -199,6 +201,8 @@ class RunCollector(Collector):
                 n = emitted.get(t, 0)
                 if len(producers[t]) > 1 and t == tn.AUDIT_DECISIONS:
                     n = skipped if st.uid == _SIZE_UID else n - skipped
+                elif len(producers[t]) > 1 and t == tn.PREDICTIONS:  # infer and the learner
+                    n = online if st.uid == _LEARN_UID else n - online
                 n_out += n
             ins.add_metric([st.uid], float(n_in))
             outs.add_metric([st.uid], float(n_out))
@@ -299,6 +303,8 @@ class RunCollector(Collector):
 
 
 _SIZE_UID = "size"
+_LEARN_UID = "learn"  # operators.learn.Learn.UID (not imported: River stays out of metrics)
+_ONLINE_MODEL = "online"  # operators.learn.ONLINE_MODEL, the learner's predictions
 """``operators.size.Size.UID``: the producer of skipped decisions' audit records."""
 
 

@@ -80,10 +80,12 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     # inference over every vector of a chunk at once (``Infer.prime``)
     primed = [st.operator for st in chain if isinstance(st.operator, Infer)] \
         if columnar_chain else []
+    # md.ticks written as text straight from the columns when only its file reads it
+    # (``NormalizeColumns.tick_lines``); the sink then only counts the messages
+    write_lines = sink.take_lines(tn.MD_TICKS) if columnar_chain else None
     # every Tick is built up front when someone reads each one; otherwise only the rows the
     # per-event code needs (the chain's non-quiet rows, late ticks)
-    eager = sink.needs_messages(tn.MD_TICKS) or sink.needs_messages(tn.MD_TICKS_LATE) or \
-        (runner is not None and bypass is None)
+    eager = sink.needs_messages(tn.MD_TICKS) or (runner is not None and bypass is None)
     dedupe: dict[str, DedupeState] = {}  # normalize's state per symbol, across chunks
     newest: int | None = None  # normalize's newest valid event time (its watermark's basis)
     states: dict[str, Any] = {}  # the features' state per symbol
@@ -98,14 +100,13 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         for dl in result.dead_letters:
             sink.emit(tn.MD_TICKS_DLQ, dl)
         valid = cols.select(result.valid)
-        ticks: Sequence[Tick] | None
-        if eager:
-            ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool))
-        else:
-            ticks = LazyTicks(ncols, valid) if runner is not None else None
+        ticks: Sequence[Tick] = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) \
+            if eager else LazyTicks(ncols, valid)
         bt = _tick_columns(valid, src, ticks)
+        if write_lines is not None:
+            write_lines(ncols.tick_lines(valid))  # counted as the rows reach the chain
         if runner is None:
-            if ticks is not None:
+            if eager:
                 for t in ticks:
                     sink.emit(tn.MD_TICKS, t)
             else:
@@ -174,8 +175,7 @@ class LazyTicks(Sequence[Tick]):
         return self._fields[0].tick(self._base + i)
 
 
-def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick] | None
-                  ) -> TickColumns:
+def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick]) -> TickColumns:
     """The valid rows as the features accelerator's input: one code per trimmed symbol."""
     index: dict[str, int] = {}
     table = [index.setdefault(s.strip(), len(index)) for s in valid.symbol_names]

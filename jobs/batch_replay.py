@@ -53,7 +53,8 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress, *,
                     block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None,
-                    columnar_chain: bool = True, stats: ChainStats | None = None) -> int:
+                    columnar_chain: bool = True, tick_text: bool = True,
+                    stats: ChainStats | None = None) -> int:
     """Normalize + features over columns, the decision chain behind them.
 
     Writes the same topic files as ``run_event_ticks``: each tick reaches the chain, then the
@@ -61,7 +62,9 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     them. Stretches of trades that only move the accounts' marks go to the account operator
     as columns (``jobs.accel.account_columns``) and each chunk's feature vectors are scored
     together (``Infer.prime``); ``columnar_chain=False`` sends every trade per event and
-    scores one vector at a time, the reference the tests compare with; ``stats`` counts
+    scores one vector at a time, the reference the tests compare with. With ``tick_text``
+    (and ``columnar_chain``) the ``md.ticks`` file is written as text from the columns when
+    nothing else reads the topic, rather than from ``Tick`` messages; ``stats`` counts
     which way the trades went. The file is read in chunks of about ``block_bytes`` (at most
     ``max_lines`` lines); returns the number of records read.
     """
@@ -82,7 +85,7 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         if columnar_chain else []
     # md.ticks written as text straight from the columns when only its file reads it
     # (``NormalizeColumns.tick_lines``); the sink then only counts the messages
-    write_lines = sink.take_lines(tn.MD_TICKS) if columnar_chain else None
+    write_lines = sink.take_lines(tn.MD_TICKS) if columnar_chain and tick_text else None
     # every Tick is built up front when someone reads each one; otherwise only the rows the
     # per-event code needs (the chain's non-quiet rows, late ticks)
     eager = sink.needs_messages(tn.MD_TICKS) or (runner is not None and bypass is None)

@@ -379,6 +379,12 @@ class NormalizeColumns:
             text = enc(v.tolist() if isinstance(v, np.ndarray) else v)
             return np.array(text[1:-1].split(b","), dtype=np.bytes_)
 
+        def few(v: npt.NDArray[np.float64]) -> npt.NDArray[np.bytes_]:
+            # prices and sizes take few distinct values: encode each bit pattern once
+            bits, inverse = np.unique(v.view(np.int64), return_inverse=True)
+            out: npt.NDArray[np.bytes_] = numbers(bits.view(np.float64))[inverse]
+            return out
+
         def table(names: list[str], codes: npt.NDArray[np.int32], default: str
                   ) -> npt.NDArray[np.bytes_]:
             encoded = np.array([enc(s) for s in [*names, default]], dtype=np.bytes_)
@@ -404,8 +410,8 @@ class NormalizeColumns:
                                   b'"file":' + enc(cols.file) + b",") + b'"line":'
         parts: list[npt.NDArray[np.bytes_] | bytes] = [
             b'{"ts_event":', numbers(cols.ts), b',"schema_version":1,"symbol":',
-            symbols, b',"venue":', venues, b',"price":', numbers(cols.price),
-            b',"size":', numbers(cols.size + 0.0), b',"trade_id":', trade_ids, b',"bid":',
+            symbols, b',"venue":', venues, b',"price":', few(cols.price),
+            b',"size":', few(cols.size + 0.0), b',"trade_id":', trade_ids, b',"bid":',
             quotes(cols.bid), b',"ask":', quotes(cols.ask), b"," + source,
             numbers(cols.line), b"}}\n"]
         # constants next to each other are one piece; then one add per column
@@ -415,9 +421,13 @@ class NormalizeColumns:
                 merged[-1] = merged[-1] + p
             else:
                 merged.append(p)
-        out = np.strings.add(merged[0], merged[1])  # a column is among the first two
-        for p in merged[2:]:
-            out = np.strings.add(out, p)
+        # pairwise, so each byte is copied about log2(pieces) times rather than once per
+        # piece after it
+        while len(merged) > 1:
+            merged = [np.strings.add(merged[k], merged[k + 1]) if k + 1 < len(merged)
+                      else merged[k] for k in range(0, len(merged), 2)]
+        out = merged[0]
+        assert isinstance(out, np.ndarray)
         return out.tobytes().replace(b"\x00", b"")
 
     def tick_fields(self, cols: RawTickColumns, idx: npt.NDArray[np.intp]) -> TickFields:

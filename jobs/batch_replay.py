@@ -5,7 +5,8 @@ this driver feeds it a tick file and hands its outputs to the bar-rate stages, w
 the same local runner as the per-event path, fed in the per-event order. Trades reach the
 account operator over columns while the accounts are quiet (``jobs.accel.account_columns``)
 and per event otherwise; a ``Tick`` message is built only for a row that goes per event or
-when a sink reads ``md.ticks``. The topic files are byte-identical to the per-event path's
+when a tap or the capture reads ``md.ticks`` (its file is written as text from the columns,
+``NormalizeColumns.tick_lines``). The topic files are byte-identical to the per-event path's
 (tested).
 
 The file streams through chunk by chunk (``jobs.tick_files.iter_tick_columns``): each chunk

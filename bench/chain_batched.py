@@ -8,6 +8,8 @@ walk-forward bundle (or ``--models DIR``). Cases, interleaved rounds:
   (``jobs.accel.account_columns``), without and with topic files;
 - chain, batched front end with every trade per event into the chain (``columnar_chain=
   False``: the batched path before the account went columnar), without and with files;
+- chain, batched, topic files with ``md.ticks`` encoded from ``Tick`` messages
+  (``tick_text=False``: before the file was written as text from the columns);
 - chain, per event: ``run_event_ticks``, without and with files;
 - yardsticks in the same rounds: the bare per-tick Python loop and normalize + bars +
   features batched with input pre-loaded (``bench.pipeline_throughput``).
@@ -77,7 +79,8 @@ def replay(src: TickInput, stages: tuple[Stage, ...], mode: str, topics: Path | 
             run_event_ticks(src, norm, feats, stages, sink, 0, [], quiet)
         else:
             run_batch_ticks(src, norm, feats, stages, sink, 0, [], quiet,
-                            columnar_chain=mode == "batch", stats=stats)
+                            columnar_chain=mode != "batch-events",
+                            tick_text=mode != "batch-messages", stats=stats)
     sink.close()
     return sink
 
@@ -111,6 +114,9 @@ def run(models: Path | None, reps: int) -> list[Row]:
                             ("event", "chain per event")):
             cases[label] = case(mode, False)
             cases[f"{label}, topic files"] = case(mode, True)
+        # md.ticks encoded from Tick messages, as before NormalizeColumns.tick_lines
+        cases["chain batched, topic files, md.ticks from messages"] = \
+            case("batch-messages", True)
         t = interleaved(cases, reps, warmup=False, before=lambda: shutil.rmtree(topics, True))
         print(f"\n-- ticks/s over {n:,} trades ({reps} rounds, interleaved; wall time)")
         for k, v in t.items():
@@ -122,6 +128,10 @@ def run(models: Path | None, reps: int) -> list[Row]:
         now = Stats.of(t["chain batched"]).median
         print(f"   columnar account: {base / now:.1f}x the batched front end with every trade "
               "per event (no files)")
+        msgs = Stats.of(t["chain batched, topic files, md.ticks from messages"]).median
+        text = Stats.of(t["chain batched, topic files"]).median
+        print(f"   md.ticks as text from the columns: {msgs / text:.1f}x md.ticks from Tick "
+              "messages (topic files)")
 
         print("\n-- share of trades in columnar stretches, and same bytes as per event")
         for algo in (None, "IMMEDIATE", "TWAP", "VWAP", "ICEBERG"):
@@ -152,7 +162,8 @@ def run(models: Path | None, reps: int) -> list[Row]:
                  ("account_columns.py", "run"): "account stretches (columnar)",
                  ("features_columns.py", "process"): "window features (columnar)",
                  ("local_runner.py", "inject"): "per-event trades into the chain",
-                 ("normalize_columns.py", "tick_fields"): "Tick fields for per-event rows"}
+                 ("normalize_columns.py", "tick_fields"): "Tick fields for per-event rows",
+                 ("normalize_columns.py", "tick_lines"): "md.ticks text from the columns"}
         found: dict[str, float] = {}
         for (file, _, fn), v in table.items():
             for (f, name), label in parts.items():

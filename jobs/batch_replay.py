@@ -5,7 +5,8 @@ this driver feeds it a tick file and hands its outputs to the bar-rate stages, w
 the same local runner as the per-event path, fed in the per-event order. Trades reach the
 account operator over columns while the accounts are quiet (``jobs.accel.account_columns``)
 and per event otherwise; a ``Tick`` message is built only for a row that goes per event or
-when a sink reads ``md.ticks``. The topic files are byte-identical to the per-event path's
+when a tap or the capture reads ``md.ticks`` (its file is written as text from the columns,
+``NormalizeColumns.tick_lines``). The topic files are byte-identical to the per-event path's
 (tested).
 
 The file streams through chunk by chunk (``jobs.tick_files.iter_tick_columns``): each chunk
@@ -53,7 +54,8 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
                     chain: tuple[Stage, ...], sink: TopicSink, lateness_ns: int,
                     controls: list[Control], progress: Progress, *,
                     block_bytes: int | None = BLOCK_BYTES, max_lines: int | None = None,
-                    columnar_chain: bool = True, stats: ChainStats | None = None) -> int:
+                    columnar_chain: bool = True, tick_text: bool = True,
+                    stats: ChainStats | None = None) -> int:
     """Normalize + features over columns, the decision chain behind them.
 
     Writes the same topic files as ``run_event_ticks``: each tick reaches the chain, then the
@@ -61,7 +63,9 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     them. Stretches of trades that only move the accounts' marks go to the account operator
     as columns (``jobs.accel.account_columns``) and each chunk's feature vectors are scored
     together (``Infer.prime``); ``columnar_chain=False`` sends every trade per event and
-    scores one vector at a time, the reference the tests compare with; ``stats`` counts
+    scores one vector at a time, the reference the tests compare with. With ``tick_text``
+    (and ``columnar_chain``) the ``md.ticks`` file is written as text from the columns when
+    nothing else reads the topic, rather than from ``Tick`` messages; ``stats`` counts
     which way the trades went. The file is read in chunks of about ``block_bytes`` (at most
     ``max_lines`` lines); returns the number of records read.
     """
@@ -80,10 +84,12 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
     # inference over every vector of a chunk at once (``Infer.prime``)
     primed = [st.operator for st in chain if isinstance(st.operator, Infer)] \
         if columnar_chain else []
+    # md.ticks written as text straight from the columns when only its file reads it
+    # (``NormalizeColumns.tick_lines``); the sink then only counts the messages
+    write_lines = sink.take_lines(tn.MD_TICKS) if columnar_chain and tick_text else None
     # every Tick is built up front when someone reads each one; otherwise only the rows the
     # per-event code needs (the chain's non-quiet rows, late ticks)
-    eager = sink.needs_messages(tn.MD_TICKS) or sink.needs_messages(tn.MD_TICKS_LATE) or \
-        (runner is not None and bypass is None)
+    eager = sink.needs_messages(tn.MD_TICKS) or (runner is not None and bypass is None)
     dedupe: dict[str, DedupeState] = {}  # normalize's state per symbol, across chunks
     newest: int | None = None  # normalize's newest valid event time (its watermark's basis)
     states: dict[str, Any] = {}  # the features' state per symbol
@@ -98,14 +104,13 @@ def run_batch_ticks(src: TickInput, norm: Normalize, feats: WindowFeatures,
         for dl in result.dead_letters:
             sink.emit(tn.MD_TICKS_DLQ, dl)
         valid = cols.select(result.valid)
-        ticks: Sequence[Tick] | None
-        if eager:
-            ticks = ncols.ticks(valid, np.ones(len(valid), dtype=bool))
-        else:
-            ticks = LazyTicks(ncols, valid) if runner is not None else None
+        ticks: Sequence[Tick] = ncols.ticks(valid, np.ones(len(valid), dtype=bool)) \
+            if eager else LazyTicks(ncols, valid)
         bt = _tick_columns(valid, src, ticks)
+        if write_lines is not None:
+            write_lines(ncols.tick_lines(valid))  # counted as the rows reach the chain
         if runner is None:
-            if ticks is not None:
+            if eager:
                 for t in ticks:
                     sink.emit(tn.MD_TICKS, t)
             else:
@@ -174,8 +179,7 @@ class LazyTicks(Sequence[Tick]):
         return self._fields[0].tick(self._base + i)
 
 
-def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick] | None
-                  ) -> TickColumns:
+def _tick_columns(valid: RawTickColumns, src: TickInput, ticks: Sequence[Tick]) -> TickColumns:
     """The valid rows as the features accelerator's input: one code per trimmed symbol."""
     index: dict[str, int] = {}
     table = [index.setdefault(s.strip(), len(index)) for s in valid.symbol_names]

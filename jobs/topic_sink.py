@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -158,6 +158,23 @@ class TopicSink:
         """Whether each message of ``topic`` is used (a file, a tap or the capture), not
         only counted: a producer may skip building messages nobody reads."""
         return topic not in self._count_only
+
+    def take_lines(self, topic: str) -> Callable[[bytes], None] | None:
+        """Let a producer write ``topic``'s file as encoded text (whole JSON lines, in
+        order); the sink then only counts the topic's messages. None when the topic has no
+        file or another reader (a tap, the capture) that needs the messages themselves."""
+        if topic not in self._bufs or topic in self._taps or topic == DLQ_TOPIC or \
+                (self.captured is not None and topic in self.captured):
+            return None
+        buf, file = self._bufs[topic], self._files[topic]
+        self._count_only = self._count_only | {topic}
+
+        def write(lines: bytes) -> None:
+            buf.extend(lines)
+            if len(buf) >= _FLUSH_AT:
+                file.write(buf)
+                buf.clear()
+        return write
 
     def close(self) -> None:
         """Write what is buffered and close the files (the taps are closed by their owner)."""

@@ -240,9 +240,7 @@ class LinearStage:
     def snapshot(self, *, with_states: bool = True) -> bytes:
         """The stage's state as bytes; ``with_states=False`` leaves the keyed states out (a
         host keeping them apart, per key, e.g. in a Flink ``MapState``)."""
-        cp = self.host.snapshot()
-        if not with_states:
-            cp = msgspec.structs.replace(cp, states=[])
+        cp = self.host.snapshot(with_states=with_states)
         return _encode(LinearState(operator=cp, partitions=self.tracker.snapshot(),
                                    seen=self.seen, watermark=self.watermark))
 

@@ -174,6 +174,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     args.out_given = args.out is not None
     if args.out is None:
         args.out = "out/run"
+    if args.engine == "flink":
+        from jobs.flink.run import main_flink
+
+        return main_flink(args)
     if args.bootstrap is not None:
         from jobs.live.run import main_live
 
@@ -187,6 +191,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = ReplayOptions.from_args(args)
     summary = run_replay(opts)
     return 0 if summary is not None else 1
+
+
+def _engine_args(run: argparse.ArgumentParser) -> None:
+    """``run --engine``: which runtime hosts the graph (the Flink options live with it)."""
+    run.add_argument("--engine", choices=("embedded", "flink"), default="embedded",
+                     help="embedded: the local runner; flink: a PyFlink job on a local "
+                          "MiniCluster (extra 'flink'; docs/flink.md) (default: %(default)s)")
+    from jobs.flink.args import add_flink_args
+
+    add_flink_args(run)
 
 
 def _live_args(run: argparse.ArgumentParser) -> None:
@@ -364,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
     sink_args(run)
     _live_args(run)
+    _engine_args(run)
     run.set_defaults(func=_cmd_run)
 
     train = sub.add_parser(

@@ -14,13 +14,20 @@ Both are written at the end of each element (a block of items), only the keys th
 touched; they are read back once, on the first element after a (re)start, and the envelope is
 checked then. Between elements the decoded states stay in the function (write-through cache).
 
+Fault injection for the recovery test (``STREAMQUANT_FLINK_FAULT=<uid>:<element>:<file>``):
+the stage ``uid`` fails on its ``element``-th element unless ``file`` exists (it creates it
+first, so the restarted job runs through), and every stage that restores state from a Flink
+checkpoint appends ``restored <uid>`` to ``file``.
+
 Outputs of the DLQ, late and reject topics also leave on side outputs (JSON text), tagged
 ``<topic>``, for a sink that wants them apart.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -80,6 +87,8 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
             "host", Types.PICKLED_BYTE_ARRAY()))
         self._loaded = False
         self._json = msgspec.json.Encoder()
+        self._elements = 0
+        self._fault = _fault(self.stage.host.uid)
         op.open()
 
     def close(self) -> None:
@@ -90,6 +99,9 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
         if raw is not None:
             states = [KeyState(k, bytes(v)) for k, v in self._states.items()]
             self.stage.restore(bytes(raw), states)
+            if self._fault is not None:
+                with self._fault[1].open("a") as f:
+                    f.write(f"restored {self.stage.host.uid}\n")
         self._store.dirty.clear()
         self._loaded = True
 
@@ -97,6 +109,11 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
                         ) -> Iterator[Any]:
         if not self._loaded:
             self._load()
+        self._elements += 1
+        if (self._fault is not None and self._elements == self._fault[0]
+                and not self._fault[1].exists()):
+            self._fault[1].write_text("")
+            raise RuntimeError(f"injected fault in {self.stage.host.uid}")
         out = self.stage.handle_all(value)
         store = self._store
         if store.dirty:
@@ -112,3 +129,11 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
                     yield side[item[1]], self._json.encode(item[2]).decode()
         if out:
             yield out
+
+
+def _fault(uid: str) -> tuple[int, Path] | None:
+    spec = os.environ.get("STREAMQUANT_FLINK_FAULT")
+    if not spec:
+        return None
+    target, element, path = spec.split(":", 2)
+    return (int(element), Path(path)) if target == uid else (0, Path(path))

@@ -41,3 +41,24 @@ def test_linear_stages_resume_from_their_snapshots_without_changing_the_output()
     assert [(i[1], enc(i[2])) for i in head + tail if i[0] == OUT] == \
         [(i[1], enc(i[2])) for i in whole if i[0] == OUT]
     assert isinstance(second[0], LinearStage) and second[0].watermark > 0
+
+
+def test_the_flink_wire_between_stages_keeps_every_message_and_its_order() -> None:
+    from jobs.flink.wire import encode, out_messages, pack, unpack
+
+    run = chain_run()
+    stages = linear_chain(run.graph, watermark_topic=tn.MD_TICKS)
+    records = list(run.records)
+    blocks = [pack([(SOURCE, r) for r in records[i:i + 512]]) for i in range(0, len(records),
+                                                                              512)]
+    blocks.append(pack([(END,)]))
+    got: list[tuple[str, bytes]] = []
+    with opened(run.graph.stages):
+        for data in blocks:
+            for s in stages:
+                items, wire = unpack(data, s.inputs, source=s.first,
+                                     ts_topic=s.wm_topic if s.first else None)
+                data = encode(s.handle_all(items), wire)
+            got += out_messages(data)
+    enc = msgspec.json.encode
+    assert got == [(t, enc(v)) for t, v in run.log]

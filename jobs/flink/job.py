@@ -26,6 +26,7 @@ from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from jobs.core.linear import DELIVER, END, OUT, SOURCE, Item
 from jobs.flink.settings import FlinkSettings
 from jobs.flink.stage_fn import SIDE_TOPICS, StageFunction, side_tag
+from jobs.flink.wire import pack
 from jobs.graph import Graph
 
 PARTITION_KEY = "p0"
@@ -53,7 +54,7 @@ class BlockSource(FlatMapFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         self.records = self.load()
 
-    def flat_map(self, value: int) -> Iterator[list[Item]]:
+    def flat_map(self, value: int) -> Iterator[bytes]:
         i = int(value)
         items: list[Item] = []
         if i == 0:
@@ -62,7 +63,7 @@ class BlockSource(FlatMapFunction):  # type: ignore[misc]
         items += [(SOURCE, r) for r in self.records[i * self.block:(i + 1) * self.block]]
         if i == self.blocks - 1:
             items.append((END,))
-        yield items
+        yield pack(items)
 
 
 def build_pipeline(env: StreamExecutionEnvironment, make_graph: Callable[[], Graph], *,

@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.core.linear import OUT
 from jobs.device import resolve_device
 from jobs.errors import UsageError
 from jobs.flink.args import settings_from_args
 from jobs.flink.job import build_pipeline, environment
 from jobs.flink.settings import FlinkSettings
+from jobs.flink.wire import out_messages
 from jobs.graph import Graph
 from jobs.manifest import RunRecord, check_run_paths, code_version, prepare_out, sha256_of
 from jobs.options import ReplayOptions
@@ -33,6 +33,7 @@ from operators.domain.bars import parse_duration
 from operators.features import FeaturesConfig, WindowFeatures
 from operators.normalize import Normalize, NormalizeConfig, RawRecord
 from topics import names as tn
+from topics.serde import decode as decode_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +121,8 @@ def _run(opts: ReplayOptions, settings: FlinkSettings, device: Any,
         for items in it:
             if first is None:
                 first = time.perf_counter()
-            for item in items:
-                if item[0] == OUT:
-                    sink.emit(item[1], item[2])
+            for topic, payload in out_messages(items):
+                sink.emit(topic, decode_topic(topic, payload))
     sink.close()
     t_end = time.perf_counter()
     summary: dict[str, Any] = {

@@ -36,7 +36,8 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from jobs.core.checkpoint import KeyState
-from jobs.core.linear import OUT, Item, LinearStage
+from jobs.core.linear import OUT, LinearStage
+from jobs.flink.wire import encode, unpack
 from jobs.graph import Graph
 from topics import names as tn
 
@@ -63,7 +64,8 @@ class _TrackedStates(dict[str, Any]):
 
 
 class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
-    """``graph.stages[index]`` on the item stream; elements are lists of items."""
+    """``graph.stages[index]`` on the item stream; elements are packed item lists
+    (``jobs.flink.wire``)."""
 
     def __init__(self, make_graph: Callable[[], Graph], index: int, side_topics: Sequence[str],
                  *, lateness_ns: int, watermark_topic: str) -> None:
@@ -87,6 +89,9 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
             "host", Types.PICKLED_BYTE_ARRAY()))
         self._loaded = False
         self._json = msgspec.json.Encoder()
+        st = self.stage
+        self._decode_source = st.source_topic in st.inputs or (
+            st.first and st.source_topic == st.wm_topic)
         self._elements = 0
         self._fault = _fault(self.stage.host.uid)
         op.open()
@@ -105,7 +110,7 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._store.dirty.clear()
         self._loaded = True
 
-    def process_element(self, value: list[Item], ctx: KeyedProcessFunction.Context
+    def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
         if not self._loaded:
             self._load()
@@ -114,22 +119,26 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
                 and not self._fault[1].exists()):
             self._fault[1].write_text("")
             raise RuntimeError(f"injected fault in {self.stage.host.uid}")
-        out = self.stage.handle_all(value)
+        stage = self.stage
+        items, wire = unpack(value, stage.inputs, source=self._decode_source,
+                             ts_topic=stage.wm_topic if stage.first else None)
+        out = stage.handle_all(items)
         store = self._store
         if store.dirty:
             put, enc = self._states.put, self._encode
             for k in store.dirty:
                 put(k, enc(store[k]))
             store.dirty.clear()
-        self._host.update(self.stage.snapshot(with_states=False))
+        self._host.update(stage.snapshot(with_states=False))
         if self.side:
             side = self.side
             for item in out:
                 if item[0] == OUT and item[1] in side:
-                    yield side[item[1]], self._json.encode(item[2]).decode()
+                    v = item[2]
+                    yield side[item[1]], (v if isinstance(v, bytes) else self._json.encode(v)
+                                          ).decode()
         if out:
-            yield out
-
+            yield encode(out, wire)
 
 def _fault(uid: str) -> tuple[int, Path] | None:
     spec = os.environ.get("STREAMQUANT_FLINK_FAULT")

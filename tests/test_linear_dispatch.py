@@ -45,6 +45,7 @@ def test_linear_stages_resume_from_their_snapshots_without_changing_the_output()
 
 def test_the_flink_wire_between_stages_keeps_every_message_and_its_order() -> None:
     from jobs.flink.wire import encode, out_messages, pack, unpack
+    from operators.normalize import RawRecord
 
     run = chain_run()
     stages = linear_chain(run.graph, watermark_topic=tn.MD_TICKS)
@@ -56,7 +57,7 @@ def test_the_flink_wire_between_stages_keeps_every_message_and_its_order() -> No
     with opened(run.graph.stages):
         for data in blocks:
             for s in stages:
-                items, wire = unpack(data, s.inputs, source=s.first,
+                items, wire = unpack(data, s.inputs, source=RawRecord if s.first else None,
                                      ts_topic=s.wm_topic if s.first else None)
                 data = encode(s.handle_all(items), wire)
             got += out_messages(data)

@@ -37,7 +37,7 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from jobs.core.checkpoint import KeyState
 from jobs.core.linear import OUT, LinearStage
-from jobs.flink.wire import encode, unpack
+from jobs.flink.wire import encode, source_type, unpack
 from jobs.graph import Graph
 from topics import names as tn
 
@@ -90,8 +90,8 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._loaded = False
         self._json = msgspec.json.Encoder()
         st = self.stage
-        self._decode_source = st.source_topic in st.inputs or (
-            st.first and st.source_topic == st.wm_topic)
+        self._source = (source_type(st.source_topic) if st.source_topic in st.inputs or (
+            st.first and st.source_topic == st.wm_topic) else None)
         self._elements = 0
         self._fault = _fault(self.stage.host.uid)
         op.open()
@@ -120,7 +120,7 @@ class StageFunction(KeyedProcessFunction):  # type: ignore[misc]
             self._fault[1].write_text("")
             raise RuntimeError(f"injected fault in {self.stage.host.uid}")
         stage = self.stage
-        items, wire = unpack(value, stage.inputs, source=self._decode_source,
+        items, wire = unpack(value, stage.inputs, source=self._source,
                              ts_topic=stage.wm_topic if stage.first else None)
         out = stage.handle_all(items)
         store = self._store

@@ -13,19 +13,36 @@ Layout: ``[[kind, topic, payload], ...]`` with payload JSON bytes (``SOURCE``, `
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import msgspec
 
 from jobs.core.linear import BATCH, DELIVER, END, OUT, SOURCE, Item
 from operators.normalize import RawRecord
+from topics import names as tn
+from topics.catalog import topic
 from topics.serde import decode as decode_topic
 
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(list[tuple[int, str, Any]]).decode
 _json = msgspec.json.Encoder().encode
-_raw_record = msgspec.json.Decoder(RawRecord).decode
+
+
+_decoders: dict[type[Any], Callable[[bytes], Any]] = {}
+
+
+def _decoder(kind: type[Any]) -> Callable[[bytes], Any]:
+    dec = _decoders.get(kind)
+    if dec is None:
+        dec = _decoders[kind] = msgspec.json.Decoder(kind).decode
+    return dec
+
+
+def source_type(source_topic: str) -> type[Any]:
+    """The type of a graph's source records: ``RawRecord`` for raw ticks (normalize's input,
+    not the topic's ``RawTick``), else the topic's schema."""
+    return RawRecord if source_topic == tn.MD_TICKS_RAW else topic(source_topic).schema
 
 
 def pack(items: list[Item]) -> bytes:
@@ -33,18 +50,19 @@ def pack(items: list[Item]) -> bytes:
     return encode(items, {})
 
 
-def unpack(data: bytes, consumed: Collection[str], *, source: bool,
+def unpack(data: bytes, consumed: Collection[str], *, source: type[Any] | None,
            ts_topic: str | None = None) -> tuple[list[Item], dict[int, tuple[Any, ...]]]:
-    """The items of an element with the messages of ``consumed`` topics (and, with
-    ``source``, the source records; ``ts_topic``'s ``OUT`` messages) decoded; the second value
+    """The items of an element with the messages of ``consumed`` topics (and, given their
+    type, the source records; ``ts_topic``'s ``OUT`` messages) decoded; the second value
     maps each decoded item back to its wire form, to forward it unchanged."""
+    decode_source = _decoder(source) if source is not None else None
     items: list[Item] = []
     wire: dict[int, tuple[Any, ...]] = {}
     for raw in _unpack(data):
         kind, topic, payload = raw
         item: Item
         if kind == SOURCE:
-            item = (SOURCE, _raw_record(payload)) if source else (SOURCE, payload)
+            item = (SOURCE, decode_source(payload) if decode_source else payload)
         elif kind == DELIVER and topic in consumed:
             item = (DELIVER, topic, decode_topic(topic, payload))
         elif kind == BATCH and topic in consumed:

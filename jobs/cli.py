@@ -203,6 +203,13 @@ def _engine_args(run: argparse.ArgumentParser) -> None:
     add_flink_args(run)
 
 
+def _flink_command(sub: Any) -> None:
+    """``streamquant flink submit`` (jobs/flink/submit.py; pyflink imported only to run)."""
+    from jobs.flink.submit import add_flink_command
+
+    add_flink_command(sub)
+
+
 def _live_args(run: argparse.ArgumentParser) -> None:
     """``run --bootstrap``: the same graph on a Kafka cluster (docs/live.md)."""
     g = run.add_argument_group(
@@ -380,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _live_args(run)
     _engine_args(run)
     run.set_defaults(func=_cmd_run)
+    _flink_command(sub)
 
     train = sub.add_parser(
         "train", help="fit the specialists, regime HMM and volatility model (walk-forward)",

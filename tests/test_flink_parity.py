@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._flink_cluster import FlinkCluster, flink_cluster_fixture  # noqa: F401 (fixture)
 from tests._live import FILE_FLAGS, TRADE_FLAGS, cli, emini_slice, file_lines
 from tests._replay_fixture import ReplayPool, pool_fixture
 from topics import names as tn
@@ -82,4 +83,17 @@ def test_flink_job_recovers_from_a_failed_stage_without_losing_or_changing_an_or
                "--flink-state-backend", "rocksdb", env=env)
     restored = marker.read_text().split("\n")
     assert "restored account" in restored  # the account's state came back from a checkpoint
+    _assert_same_topics(embedded, out / "topics")
+
+
+def test_job_submitted_to_a_standalone_cluster_writes_the_embedded_topics(
+        workdir: Path, ticks: Path, replays: ReplayPool, embedded: Path,
+        flink_cluster: FlinkCluster) -> None:
+    out = workdir / "cluster"
+    r = cli("flink", "submit", "--jobmanager", flink_cluster.rest, "--", "--ticks", str(ticks),
+            *FILE_FLAGS, "--models", str(replays.models), *TRADE_FLAGS, "--out", str(out),
+            "--quiet", "--no-report-html", env=FLINK_ENV, timeout=400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    overview = flink_cluster.overview()
+    assert overview["jobs-finished"] == 1  # it ran on the cluster, not a MiniCluster
     _assert_same_topics(embedded, out / "topics")

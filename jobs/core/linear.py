@@ -233,7 +233,7 @@ class LinearStage:
                     if topic in self.forward:
                         out.append((BATCH, topic, values))
         host.watermark = wm
-        if self.forward:  # a later stage exists
+        if self.forward or wm == END_OF_STREAM:  # a later stage, or the end for the writer
             out.append((WATERMARK, wm))
 
     # -- state ----------------------------------------------------------------------------------

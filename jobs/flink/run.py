@@ -21,7 +21,7 @@ from jobs.errors import UsageError
 from jobs.flink.args import settings_from_args
 from jobs.flink.job import build_pipeline, environment
 from jobs.flink.settings import FlinkSettings
-from jobs.flink.wire import out_messages
+from jobs.flink.wire import out_messages, reached_end
 from jobs.graph import Graph
 from jobs.manifest import RunRecord, check_run_paths, code_version, prepare_out, sha256_of
 from jobs.options import ReplayOptions
@@ -67,7 +67,11 @@ def main_flink(args: argparse.Namespace) -> int:
     opts = ReplayOptions.from_args(args)
     if opts.bars is not None:
         raise UsageError("--engine flink replays tick files (--ticks or the bundled sample)")
-    run_flink(opts, settings_from_args(args, opts.out))
+    summary = run_flink(opts, settings_from_args(args, opts.out))
+    if not summary["end_of_stream"]:
+        print("streamquant: the Flink job stopped before the end of its input (a savepoint "
+              "stop?): the topic files hold the outputs up to there", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -84,7 +88,8 @@ def run_flink(opts: ReplayOptions, settings: FlinkSettings) -> dict[str, Any]:
     except BaseException as exc:
         record.close("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    record.close("complete")
+    # a job stopped with a savepoint ends without the end of stream: its outputs stop there
+    record.close("complete" if summary["end_of_stream"] else "stopped")
     return summary
 
 
@@ -117,16 +122,19 @@ def _run(opts: ReplayOptions, settings: FlinkSettings, device: Any,
                                 block=settings.block)
     t_job = time.perf_counter()
     first: float | None = None
+    ended = False
     with out.execute_and_collect(f"streamquant {src.path.name}") as it:
         for items in it:
             if first is None:
                 first = time.perf_counter()
             for topic, payload in out_messages(items):
                 sink.emit(topic, decode_topic(topic, payload))
+            ended = ended or reached_end(items)
     sink.close()
     t_end = time.perf_counter()
     summary: dict[str, Any] = {
         "engine": "flink", "flink_mode": settings.mode, "ticks_in": n,
+        "end_of_stream": ended,
         "wall_s": round(t_end - t0, 3), "job_s": round(t_end - t_job, 3),
         "first_output_s": round((first or t_end) - t_job, 3),
         "ticks_per_s": round(n / max(t_end - t_job, 1e-9), 1),

@@ -25,8 +25,8 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).resolve().parent
 
 
-def submit_command(jobmanager: str, run_args: list[str], *, detached: bool = False
-                   ) -> list[str]:
+def submit_command(jobmanager: str, run_args: list[str], *, detached: bool = False,
+                   savepoint: str | None = None) -> list[str]:
     """The ``flink run`` command line for ``streamquant run --engine flink RUN_ARGS``."""
     if ":" not in jobmanager:
         raise UsageError(f"--jobmanager must be HOST:PORT (the REST endpoint), got "
@@ -34,6 +34,8 @@ def submit_command(jobmanager: str, run_args: list[str], *, detached: bool = Fal
     cmd = [str(flink_home() / "bin" / "flink"), "run", "-m", jobmanager]
     if detached:
         cmd.append("-d")
+    if savepoint is not None:
+        cmd += ["-s", savepoint]
     return [*cmd, "-pyclientexec", sys.executable, "-pyexec", sys.executable,
             "-pym", "jobs.flink.main", "-pyfs", str(ROOT), *run_args]
 
@@ -55,6 +57,8 @@ def add_flink_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "whose REST endpoint is --jobmanager (Flink's CLI from the apache-flink wheel); the "
         "outputs are collected here into --out's topics.")
     s.add_argument("--jobmanager", required=True, metavar="HOST:PORT")
+    s.add_argument("--savepoint", metavar="PATH",
+                   help="resume from this savepoint (taken by `flink stop --savepointPath`)")
     s.add_argument("run_args", nargs=argparse.REMAINDER,
                    help="after `--`: the arguments of `streamquant run` (--ticks, --models, "
                         "--out, ...)")
@@ -64,5 +68,5 @@ def add_flink_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def main_submit(args: argparse.Namespace) -> int:
     run_args = [a for a in args.run_args if a != "--"] if args.run_args[:1] == ["--"] \
         else list(args.run_args)
-    cmd = submit_command(args.jobmanager, run_args)
+    cmd = submit_command(args.jobmanager, run_args, savepoint=args.savepoint)
     return subprocess.run(cmd, env=submit_env(), check=False).returncode

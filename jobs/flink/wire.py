@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-from jobs.core.linear import BATCH, DELIVER, END, OUT, SOURCE, Item
+from jobs.core.linear import BATCH, DELIVER, END, OUT, SOURCE, WATERMARK, Item
+from operators.contract import END_OF_STREAM
 from operators.normalize import RawRecord
 from topics import names as tn
 from topics.catalog import topic
@@ -115,3 +116,9 @@ def encode(items: list[Item], wire: dict[int, tuple[Any, ...]]) -> bytes:
 def out_messages(data: bytes) -> list[tuple[str, bytes]]:
     """The ``OUT`` items of an element: (topic, JSON bytes) in stream order."""
     return [(topic, payload) for kind, topic, payload in _unpack(data) if kind == OUT]
+
+
+def reached_end(data: bytes) -> bool:
+    """Whether the element carries the end of stream (the last stage's final watermark)."""
+    return any(kind == WATERMARK and payload == END_OF_STREAM
+               for kind, _, payload in _unpack(data))

@@ -180,10 +180,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     args.out_given = args.out is not None
     if args.out is None:
         args.out = "out/run"
-    if getattr(args, "engine", "embedded") == "faust":
+    if args.engine == "faust":
         from jobs.faust.run import main_faust
 
         return main_faust(args)
+    if args.engine == "flink":
+        from jobs.flink.run import main_flink
+
+        return main_flink(args)
     if args.bootstrap is not None:
         from jobs.live.run import main_live
 
@@ -197,6 +201,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = ReplayOptions.from_args(args)
     summary = run_replay(opts)
     return 0 if summary is not None else 1
+
+
+def _engine_args(run: argparse.ArgumentParser) -> None:
+    """``run --engine``: which runtime hosts the graph (the Flink options live with it)."""
+    run.add_argument("--engine", choices=("embedded", "flink", "faust"), default="embedded",
+                     help="embedded: the local runner (with --bootstrap, the live Kafka "
+                          "host); faust: a faust-streaming worker (docs/faust.md); "
+                          "flink: a PyFlink job on a local "
+                          "MiniCluster (extra 'flink'; docs/flink.md) (default: %(default)s)")
+    from jobs.flink.args import add_flink_args
+
+    add_flink_args(run)
+
+
+def _flink_command(sub: Any) -> None:
+    """``streamquant flink submit`` (jobs/flink/submit.py; pyflink imported only to run)."""
+    from jobs.flink.submit import add_flink_command
+
+    add_flink_command(sub)
 
 
 def _live_args(run: argparse.ArgumentParser) -> None:
@@ -231,10 +254,6 @@ def _faust_args(run: argparse.ArgumentParser) -> None:
     g = run.add_argument_group(
         "faust worker", "--engine faust runs the live graph as a faust-streaming worker "
         "(needs --bootstrap, --models and --checkpoint-dir; the live flags apply)")
-    if not any(a.dest == "engine" for a in run._actions):
-        g.add_argument("--engine", choices=("embedded", "faust"), default="embedded",
-                       help="the runtime hosting the graph (default: %(default)s; with "
-                            "--bootstrap and the default engine, the live Kafka host)")
     g.add_argument("--web-port", type=int, default=6066, metavar="PORT",
                    help="the worker's web endpoint (/streamquant/health/, "
                         "/streamquant/status/) (default: %(default)s)")
@@ -391,8 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSONL of control messages (kill switch, halts) to inject by event time")
     sink_args(run)
     _live_args(run)
+    _engine_args(run)
     _faust_args(run)
     run.set_defaults(func=_cmd_run)
+    _flink_command(sub)
 
     train = sub.add_parser(
         "train", help="fit the specialists, regime HMM and volatility model (walk-forward)",

@@ -11,7 +11,11 @@ and also asserts that every host writes the reference host's bytes:
   codec's bytes between calls (``EncodedStore``, like ``ValueState[bytes]``), timers and a
   one-partition watermark tracker from the core, outputs returned to the caller.
 
-A future Kafka, PyFlink or Faust host adds a class with these calls and one ``HOSTS`` entry.
+- ``flink-linear``: the stage as the Flink job's ``KeyedProcessFunction`` runs it
+  (``jobs.core.linear`` through the Flink wire format, state kept as the Flink function keeps
+  it), without starting Flink.
+
+A future host adds a class with these calls and one ``HOSTS`` entry.
 """
 
 from __future__ import annotations
@@ -21,11 +25,19 @@ from typing import Any, Protocol
 
 import msgspec
 
-from jobs.core.checkpoint import decode_checkpoint, encode_checkpoint, make_checkpoint
+from jobs.core.checkpoint import (
+    KeyState,
+    decode_checkpoint,
+    encode_checkpoint,
+    make_checkpoint,
+)
+from jobs.core.linear import END as LINEAR_END
+from jobs.core.linear import SOURCE, Item, LinearStage
 from jobs.core.sequenced import DATA, END, Element
 from jobs.core.sequenced_runner import SequencedRunner
 from jobs.core.stage import EncodedStore, StageHost
 from jobs.core.watermarks import WatermarkTracker
+from jobs.flink import wire as flink_wire
 from jobs.graph import Graph, Stage
 from jobs.local_runner import LocalRunner
 from jobs.topic_sink import TopicSink
@@ -203,10 +215,65 @@ class SequencedHost:
         self._reread()
 
 
+class LinearHost:
+    """The operator as the Flink job's stage runs it (``jobs.core.linear.LinearStage``): its
+    items through the Flink wire format (``jobs.flink.wire``) in and out, keyed state as the
+    codec's bytes between calls, the watermark from the stage's own tracker, checkpoints as the
+    stage's Flink state (the operator part without states plus each key's bytes)."""
+
+    def __init__(self, case: OperatorCase) -> None:
+        self.case = case
+        op = case.make()
+        self.graph = Graph(case.input_topic,
+                           (Stage(op, (case.input_topic,), case.output_topics),))
+        self.stage = self._stage()
+        self.emitted: dict[str, list[bytes]] = {t: [] for t in case.output_topics}
+
+    def _stage(self) -> LinearStage:
+        op = self.graph.stages[0].operator
+        return LinearStage(self.graph, 0, lateness_ns=self.case.lateness_ns,
+                           watermark_topic=self.case.wm_topic, store=EncodedStore(op))
+
+    @property
+    def watermark(self) -> int:
+        return self.stage.watermark
+
+    def _run(self, items: list[Item], kind: type[Any] | None = None) -> None:
+        s = self.stage
+        got, wire = flink_wire.unpack(flink_wire.pack(items), s.inputs, source=kind,
+                                      ts_topic=s.wm_topic)
+        for topic, payload in flink_wire.out_messages(flink_wire.encode(s.handle_all(got),
+                                                                        wire)):
+            self.emitted[topic].append(payload)
+
+    def feed(self, event: msgspec.Struct) -> None:
+        self._run([(SOURCE, event)], type(event))
+
+    def end_of_stream(self) -> None:
+        self._run([(LINEAR_END,)])
+
+    def outputs(self) -> dict[str, bytes]:
+        return {t: b"\n".join(v) for t, v in self.emitted.items()}
+
+    def states(self) -> dict[str, Any]:
+        return dict(self.stage.host.states.items())
+
+    def checkpoint(self) -> bytes:
+        op = self.stage.host.op
+        states = [KeyState(k, op.encode_state(v)) for k, v in self.stage.host.states.items()]
+        return msgspec.msgpack.encode((self.stage.snapshot(with_states=False), states))
+
+    def restore(self, data: bytes) -> None:
+        host, states = msgspec.msgpack.decode(data, type=tuple[bytes, list[KeyState]])
+        self.stage = self._stage()
+        self.stage.restore(host, states)
+
+
 REFERENCE = "local"
 HOSTS: dict[str, Callable[[OperatorCase], ContractHost]] = {
     "local": LocalHost,
     "stage": StageDriver,
     "sequenced": SequencedHost,
+    "flink-linear": LinearHost,
 }
 """Host name -> factory of a fresh host for a case; the suite runs once per entry."""

@@ -215,12 +215,14 @@ class StageHost:
         return outs
 
     # -- checkpoints --------------------------------------------------------------------------
-    def snapshot(self) -> OperatorCheckpoint:
+    def snapshot(self, *, with_states: bool = True) -> OperatorCheckpoint:
+        """``with_states=False``: without the keyed states (a host keeping them per key)."""
         enc = self.op.encode_state
         return OperatorCheckpoint(
             envelope=self.op.envelope(),
             watermark=self.watermark,
-            states=[KeyState(k, enc(v)) for k, v in sorted(self.states.items(), key=_KEY)],
+            states=([KeyState(k, enc(v)) for k, v in sorted(self.states.items(), key=_KEY)]
+                    if with_states else []),
             timers=self.timers.snapshot(),
             merge=self.merge.snapshot() if self.merge is not None else [],
         )

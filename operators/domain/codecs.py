@@ -23,6 +23,7 @@ paid per key at a checkpoint, never per event.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pickle
 import struct
@@ -52,7 +53,22 @@ class OpaqueStateError(ValueError):
     """Bytes that are not this codec's frame, or hold another type or a forbidden class."""
 
 
-class _ValuePickler(pickle._Pickler):
+def _private_pickle() -> Any:
+    """A private copy of the stdlib ``pickle`` module: libraries patch the shared pure-Python
+    pickler's dispatch table when imported (dill, under apache-beam and PyFlink, makes types
+    pickle as ``dill._dill._load_type``), which would change our bytes and refuse our loads
+    depending on what else the process imported."""
+    spec = importlib.util.find_spec("pickle")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_pickle = _private_pickle()
+
+
+class _ValuePickler(_pickle._Pickler):  # type: ignore[misc,name-defined]
     """Pickles strings and numpy dtypes by value: no memo entry, so their identity never
     shows in the bytes (arrays made before a restore hold an unpickled dtype object, arrays
     made after it numpy's own: memoized, the two would pickle differently)."""

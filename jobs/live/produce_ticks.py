@@ -23,7 +23,7 @@ Heartbeats carry the source's event clock ``T``: the newest ts produced so far a
 ts parsed and that were not implausibly far ahead of ``T`` (normalize's default
 ``MAX_FORWARD_JUMP_NS``, the check normalize applies); ``T`` never decreases. Before any ts
 parsed, ``T`` is ``MIN_WATERMARK`` (no clock yet). A round of heartbeats (one per partition)
-goes out every ``heartbeat_every`` data rows, every 50 ms of wall time when paced by ``rate``,
+goes out every ``heartbeat_every`` data rows, every 5 ms of wall time when paced by ``rate``,
 and before the ``end`` marks.
 """
 

@@ -29,7 +29,13 @@ from jobs.core.sequenced import DATA, END, HEARTBEAT, Element, SequenceError
 from jobs.core.sequenced_runner import SequencedRunner
 from jobs.graph import Graph
 from jobs.live import wire
-from jobs.live.host import CHECKPOINT_FILE, JOURNAL_FILE, CheckpointPolicy, JournalEntry
+from jobs.live.host import (
+    CHECKPOINT_FILE,
+    JOURNAL_FILE,
+    CheckpointPolicy,
+    JournalEntry,
+    read_journal,
+)
 from jobs.live.kafka_output import KafkaOutput
 from operators.contract import END_OF_STREAM, MIN_WATERMARK
 from operators.normalize import RawRecord
@@ -136,14 +142,7 @@ class FaustPipeline:
         return found
 
     def _replay_journal(self) -> None:
-        if not self.journal_path.exists():
-            return
-        dec = msgspec.json.Decoder(JournalEntry)
-        for line in self.journal_path.read_bytes().splitlines():
-            try:
-                e = dec.decode(line)
-            except msgspec.DecodeError:
-                continue  # a torn last line: that command never took effect
+        for e in read_journal(self.journal_path):
             if e.offset >= self.runner.control_offset:
                 self.runner.control(e.control, e.offset, e.control.ts_event)
                 self._control_next = e.offset + 1

@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,19 @@ class JournalEntry(msgspec.Struct, frozen=True):
 
     offset: int
     control: Control
+
+
+def read_journal(path: Path) -> Iterator[JournalEntry]:
+    """The journal's entries in order; a torn last line (a crash mid-write) was never applied
+    and is skipped. One reader for every host that journals commands (live, Faust)."""
+    if not path.exists():
+        return
+    dec = msgspec.json.Decoder(JournalEntry)
+    for line in path.read_bytes().splitlines():
+        try:
+            yield dec.decode(line)
+        except msgspec.DecodeError:
+            continue
 FAULT_ENV = "STREAMQUANT_FAULT"
 """Fault injection for the recovery tests: ``checkpoint-write:N`` kills the process with
 SIGKILL half-way through writing the N-th checkpoint file; ``after-commit:N`` right after the
@@ -254,14 +267,7 @@ class KafkaHost:
         """Commands applied after the checkpoint, before a crash: applied again with their
         recorded stamps (so the replay after the checkpoint is the run that was lost) and not
         read again."""
-        if not self.journal_path.exists():
-            return
-        dec = msgspec.json.Decoder(JournalEntry)
-        for line in self.journal_path.read_bytes().splitlines():
-            try:
-                e = dec.decode(line)
-            except msgspec.DecodeError:
-                continue  # a torn last line: that command was never applied
+        for e in read_journal(self.journal_path):
             if e.offset >= self.runner.control_offset:
                 self.runner.control(e.control, e.offset, e.control.ts_event)
                 self._log(f"control {e.control.command} for {e.control.account} re-applied "
